@@ -1,0 +1,101 @@
+//! Bounds-checked little-endian primitives shared by every encoder.
+//!
+//! The decoder trusts nothing: every length is checked against the bytes
+//! that are really there before anything is allocated, so arbitrary input
+//! gives an error, never a panic or a huge allocation.
+
+/// Why a byte string is not a valid encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unexpected end of data")]
+    Truncated,
+    #[error("{0} trailing bytes after the end of the data")]
+    TrailingBytes(usize),
+    #[error("unknown value tag {0}")]
+    UnknownValueTag(u8),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("map keys are not in strictly increasing order")]
+    UnorderedMap,
+}
+
+pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("lengths are limited far below 4 GiB before encoding");
+    out.extend_from_slice(&len.to_le_bytes());
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// A cursor over a byte slice.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads an element count, rejecting counts that could not fit in the
+    /// remaining bytes given each element takes at least `min_item_len`.
+    pub(crate) fn count(&mut self, min_item_len: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item_len) > self.bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+}

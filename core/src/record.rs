@@ -1,0 +1,394 @@
+//! The log's record format and segment file header.
+//!
+//! A segment file is a [`SegmentHeader`] followed by records, back to back:
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  crc32     CRC-32 (crc32fast) of bytes 4 .. end of record
+//!      4     4  len       payload length
+//!      8     1  kind      RecordKind, never 0
+//!      9     8  seq       sequence number, strictly increasing in the log
+//!     17     8  id        document or input id the record is about
+//!     25   len  payload   kind-specific, see `Mutation`
+//! ```
+//!
+//! All integers are little-endian. The CRC covers the length, kind, sequence
+//! number and id as well as the payload, so a flipped length is caught. An
+//! all-zero header never validates: kind 0 does not exist, and the CRC of 21
+//! zero bytes is not zero. A zero-filled tail is therefore a torn tail.
+
+use crate::codec::{DecodeError, Reader};
+use crate::value::{Value, decode_string_map, encode_string_map, string_map_encoded_len};
+use crate::{Columns, Id};
+
+/// Bytes in a record header.
+pub const RECORD_HEADER_LEN: usize = 25;
+
+/// The largest payload a record may carry. Lengths above it are rejected
+/// before any allocation, whatever the CRC would say.
+pub const MAX_PAYLOAD_LEN: u32 = 1 << 30;
+
+/// What a record says happened. Stored as one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    CreateDocument = 1,
+    SetBlob = 2,
+    SetColumns = 3,
+    DeleteDocument = 4,
+    PutInput = 5,
+    DeleteInput = 6,
+    PutOutput = 7,
+    DeleteOutput = 8,
+}
+
+impl RecordKind {
+    pub fn from_byte(b: u8) -> Option<RecordKind> {
+        use RecordKind::*;
+        Some(match b {
+            1 => CreateDocument,
+            2 => SetBlob,
+            3 => SetColumns,
+            4 => DeleteDocument,
+            5 => PutInput,
+            6 => DeleteInput,
+            7 => PutOutput,
+            8 => DeleteOutput,
+            _ => return None,
+        })
+    }
+
+    /// Tombstones say something is gone; they are never live data.
+    pub fn is_tombstone(self) -> bool {
+        matches!(self, RecordKind::DeleteDocument | RecordKind::DeleteInput | RecordKind::DeleteOutput)
+    }
+}
+
+/// A change to write, borrowing its data from the caller.
+///
+/// Payloads: `CreateDocument` is the column map followed by the blob;
+/// `SetBlob` is the blob; `SetColumns` is the whole column map; `PutInput`
+/// is the owning document's id followed by the value; `PutOutput` is the
+/// value (the record's id is the input's id); deletes have no payload.
+#[derive(Clone, Copy, Debug)]
+pub enum Mutation<'a> {
+    CreateDocument { columns: &'a Columns, blob: &'a [u8] },
+    SetBlob { blob: &'a [u8] },
+    SetColumns { columns: &'a Columns },
+    DeleteDocument,
+    PutInput { document: Id, value: &'a Value },
+    DeleteInput,
+    PutOutput { value: &'a Value },
+    DeleteOutput,
+}
+
+impl Mutation<'_> {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Mutation::CreateDocument { .. } => RecordKind::CreateDocument,
+            Mutation::SetBlob { .. } => RecordKind::SetBlob,
+            Mutation::SetColumns { .. } => RecordKind::SetColumns,
+            Mutation::DeleteDocument => RecordKind::DeleteDocument,
+            Mutation::PutInput { .. } => RecordKind::PutInput,
+            Mutation::DeleteInput => RecordKind::DeleteInput,
+            Mutation::PutOutput { .. } => RecordKind::PutOutput,
+            Mutation::DeleteOutput => RecordKind::DeleteOutput,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            Mutation::CreateDocument { columns, blob } => string_map_encoded_len(columns) + blob.len(),
+            Mutation::SetBlob { blob } => blob.len(),
+            Mutation::SetColumns { columns } => string_map_encoded_len(columns),
+            Mutation::PutInput { value, .. } => 8 + value.encoded_len(),
+            Mutation::PutOutput { value } => value.encoded_len(),
+            Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => 0,
+        }
+    }
+
+    /// The total size of the record this mutation encodes to.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_HEADER_LEN + self.payload_len()
+    }
+
+    /// The change this mutation makes to the key directory.
+    pub fn effect(&self) -> Effect {
+        match *self {
+            Mutation::CreateDocument { columns, .. } => Effect::CreateDocument { columns: columns.clone() },
+            Mutation::SetBlob { .. } => Effect::SetBlob,
+            Mutation::SetColumns { columns } => Effect::SetColumns { columns: columns.clone() },
+            Mutation::DeleteDocument => Effect::DeleteDocument,
+            Mutation::PutInput { document, .. } => Effect::PutInput { document },
+            Mutation::DeleteInput => Effect::DeleteInput,
+            Mutation::PutOutput { .. } => Effect::PutOutput,
+            Mutation::DeleteOutput => Effect::DeleteOutput,
+        }
+    }
+}
+
+/// Appends one record to `out` and returns its length.
+///
+/// The caller must have checked the mutation against the limits: a payload
+/// above [`MAX_PAYLOAD_LEN`] is a bug and panics.
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_>) -> usize {
+    let start = out.len();
+    let payload_len = mutation.payload_len();
+    assert!(payload_len <= MAX_PAYLOAD_LEN as usize, "payload of {payload_len} bytes passed the limits check");
+    out.reserve(RECORD_HEADER_LEN + payload_len);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.push(mutation.kind() as u8);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    match mutation {
+        Mutation::CreateDocument { columns, blob } => {
+            encode_string_map(columns, out);
+            out.extend_from_slice(blob);
+        }
+        Mutation::SetBlob { blob } => out.extend_from_slice(blob),
+        Mutation::SetColumns { columns } => encode_string_map(columns, out),
+        Mutation::PutInput { document, value } => {
+            out.extend_from_slice(&document.to_le_bytes());
+            value.encode(out);
+        }
+        Mutation::PutOutput { value } => value.encode(out),
+        Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => {}
+    }
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload_len);
+    out.len() - start
+}
+
+/// What a record does to the key directory: its kind plus the little the
+/// index keeps in RAM (columns, the owning document). Values and blobs stay
+/// on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    CreateDocument { columns: Columns },
+    SetBlob,
+    SetColumns { columns: Columns },
+    DeleteDocument,
+    PutInput { document: Id },
+    DeleteInput,
+    PutOutput,
+    DeleteOutput,
+}
+
+/// A decoded record payload, borrowing blobs and encoded values from the
+/// record's bytes. Values are decoded only when read ([`Value::decode`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body<'a> {
+    CreateDocument { columns: Columns, blob: &'a [u8] },
+    SetBlob { blob: &'a [u8] },
+    SetColumns { columns: Columns },
+    DeleteDocument,
+    PutInput { document: Id, value: &'a [u8] },
+    DeleteInput,
+    PutOutput { value: &'a [u8] },
+    DeleteOutput,
+}
+
+impl Body<'_> {
+    pub fn into_effect(self) -> Effect {
+        match self {
+            Body::CreateDocument { columns, .. } => Effect::CreateDocument { columns },
+            Body::SetBlob { .. } => Effect::SetBlob,
+            Body::SetColumns { columns } => Effect::SetColumns { columns },
+            Body::DeleteDocument => Effect::DeleteDocument,
+            Body::PutInput { document, .. } => Effect::PutInput { document },
+            Body::DeleteInput => Effect::DeleteInput,
+            Body::PutOutput { .. } => Effect::PutOutput,
+            Body::DeleteOutput => Effect::DeleteOutput,
+        }
+    }
+}
+
+/// A record whose checksum has been verified, borrowing its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub kind: RecordKind,
+    pub seq: u64,
+    pub id: Id,
+    pub payload: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's total length in bytes, header included.
+    pub fn len(&self) -> usize {
+        RECORD_HEADER_LEN + self.payload.len()
+    }
+
+    /// Always false: a record has at least a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Parses the payload according to the record's kind.
+    pub fn body(&self) -> Result<Body<'a>, DecodeError> {
+        let mut r = Reader::new(self.payload);
+        let body = match self.kind {
+            RecordKind::CreateDocument => {
+                let columns = decode_string_map(&mut r)?;
+                Body::CreateDocument { columns, blob: r.rest() }
+            }
+            RecordKind::SetBlob => Body::SetBlob { blob: r.rest() },
+            RecordKind::SetColumns => Body::SetColumns { columns: decode_string_map(&mut r)? },
+            RecordKind::DeleteDocument => Body::DeleteDocument,
+            RecordKind::PutInput => Body::PutInput { document: r.u64()?, value: r.rest() },
+            RecordKind::DeleteInput => Body::DeleteInput,
+            RecordKind::PutOutput => Body::PutOutput { value: r.rest() },
+            RecordKind::DeleteOutput => Body::DeleteOutput,
+        };
+        r.finish()?;
+        Ok(body)
+    }
+}
+
+/// Why bytes at a position are not a valid record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("record header is all zeros (a torn or preallocated tail)")]
+    ZeroHeader,
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("record claims a {0}-byte payload, above the {MAX_PAYLOAD_LEN}-byte maximum")]
+    TooLarge(u32),
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch { stored: u32, computed: u32 },
+    #[error("record ends {missing} bytes past the end of the data")]
+    Truncated { missing: usize },
+    #[error("malformed payload: {0}")]
+    Payload(DecodeError),
+}
+
+/// The result of looking for one record at the start of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan<'a> {
+    /// A complete record with a valid checksum.
+    Record(RecordRef<'a>),
+    /// The buffer holds the start of what may be a record; at least `needed`
+    /// bytes in total are required to decide.
+    Incomplete { needed: usize },
+    /// The bytes cannot be a record.
+    Invalid(Corruption),
+}
+
+/// Looks for one record at the start of `buf`.
+///
+/// Never panics and never trusts a length before checking it against
+/// [`MAX_PAYLOAD_LEN`]; the caller decides what an `Incomplete` at the end
+/// of a file means (a torn tail).
+pub fn scan(buf: &[u8]) -> Scan<'_> {
+    if buf.len() < RECORD_HEADER_LEN {
+        return Scan::Incomplete { needed: RECORD_HEADER_LEN };
+    }
+    let header = &buf[..RECORD_HEADER_LEN];
+    if header.iter().all(|&b| b == 0) {
+        return Scan::Invalid(Corruption::ZeroHeader);
+    }
+    let stored = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let payload_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let kind_byte = header[8];
+    let Some(kind) = RecordKind::from_byte(kind_byte) else {
+        return Scan::Invalid(Corruption::UnknownKind(kind_byte));
+    };
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Scan::Invalid(Corruption::TooLarge(payload_len));
+    }
+    let total = RECORD_HEADER_LEN + payload_len as usize;
+    if buf.len() < total {
+        return Scan::Incomplete { needed: total };
+    }
+    let computed = crc32fast::hash(&buf[4..total]);
+    if computed != stored {
+        return Scan::Invalid(Corruption::ChecksumMismatch { stored, computed });
+    }
+    Scan::Record(RecordRef {
+        kind,
+        seq: u64::from_le_bytes(header[9..17].try_into().expect("8 bytes")),
+        id: u64::from_le_bytes(header[17..25].try_into().expect("8 bytes")),
+        payload: &buf[RECORD_HEADER_LEN..total],
+    })
+}
+
+/// Decodes exactly one record spanning all of `bytes`, as a read does after
+/// fetching a record by its location.
+pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, Corruption> {
+    match scan(bytes) {
+        Scan::Record(record) if record.len() == bytes.len() => Ok(record),
+        Scan::Record(record) => Err(Corruption::Payload(DecodeError::TrailingBytes(bytes.len() - record.len()))),
+        Scan::Incomplete { needed } => Err(Corruption::Truncated { missing: needed - bytes.len() }),
+        Scan::Invalid(c) => Err(c),
+    }
+}
+
+/// Bytes in a segment file header.
+pub const SEGMENT_HEADER_LEN: usize = 20;
+
+/// The magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The header at the start of every segment file:
+///
+/// ```text
+/// offset  size  field
+///      0     8  magic "STRATSEG"
+///      8     2  format version
+///     10     2  reserved, zero
+///     12     4  segment id
+///     16     4  CRC-32 of bytes 0..16
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub segment: crate::SegmentId,
+}
+
+/// Why a segment header cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("file is shorter than a segment header")]
+    Truncated,
+    #[error("not a Stratum segment (bad magic)")]
+    BadMagic,
+    #[error("segment format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion { found: u16 },
+    #[error("segment header checksum mismatch")]
+    ChecksumMismatch,
+    #[error("segment id 0 is invalid")]
+    ZeroSegmentId,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = [0; SEGMENT_HEADER_LEN];
+        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&self.segment.get().to_le_bytes());
+        let crc = crc32fast::hash(&h[0..16]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
+        if h[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        let stored = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
+        if crc32fast::hash(&h[0..16]) != stored {
+            return Err(HeaderError::ChecksumMismatch);
+        }
+        let version = u16::from_le_bytes(h[8..10].try_into().expect("2 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::UnsupportedVersion { found: version });
+        }
+        let id = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+        let segment = crate::SegmentId::new(id).ok_or(HeaderError::ZeroSegmentId)?;
+        Ok(SegmentHeader { segment })
+    }
+}

@@ -1,0 +1,131 @@
+//! Recovery: replaying a segment's bytes into a [`KeyDir`].
+//!
+//! The replay is fed bytes as the caller reads them and applies each valid
+//! record in order. It remembers where the last valid record ended, so when
+//! the bytes stop making sense the caller knows exactly where the good part
+//! of the segment ends. Whether a bad tail is cut off or is an error depends
+//! on the segment: the active segment may end in a torn write (a crash in
+//! the middle of an append), a sealed segment was synced whole before it was
+//! sealed, so damage there is corruption.
+
+use crate::keydir::{Applied, KeyDir, RecordMeta};
+use crate::record::{Corruption, SEGMENT_HEADER_LEN, Scan, scan};
+use crate::{Location, SegmentId};
+
+/// What may be done with a bad tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailPolicy {
+    /// Cut the segment at the last valid record (the active segment).
+    Truncate,
+    /// Refuse: the segment was sealed whole (sealed and merged segments).
+    Reject,
+}
+
+/// The result of feeding bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Feed {
+    /// `consumed` bytes held whole records, now applied. The rest of the
+    /// buffer is the start of a record that needs `needed` bytes in all.
+    NeedMore { consumed: usize, needed: usize },
+    /// `consumed` bytes were applied, then the bytes stopped being records.
+    Stopped { consumed: usize, corruption: Corruption },
+}
+
+/// How a segment's replay ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// Every byte belonged to a valid record.
+    Clean { len: u64 },
+    /// The segment must be cut to `valid_len` bytes; `dropped` bytes after
+    /// it were not records.
+    TornTail { valid_len: u64, dropped: u64, reason: Corruption },
+}
+
+/// Damage that may not be cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt record at offset {offset}: {reason}")]
+pub struct CorruptSegment {
+    pub offset: u64,
+    pub reason: Corruption,
+}
+
+/// Replays one segment, record by record.
+#[derive(Debug)]
+pub struct SegmentReplay {
+    segment: SegmentId,
+    /// File offset of the next record: the end of the valid prefix.
+    valid_len: u64,
+    records: u64,
+    ignored: u64,
+}
+
+impl SegmentReplay {
+    /// Starts replaying `segment` at the first record after its header.
+    pub fn new(segment: SegmentId) -> Self {
+        SegmentReplay { segment, valid_len: SEGMENT_HEADER_LEN as u64, records: 0, ignored: 0 }
+    }
+
+    /// The file offset just past the last valid record so far.
+    pub fn valid_len(&self) -> u64 {
+        self.valid_len
+    }
+
+    /// Records applied so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Records that referred to things that no longer existed.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    /// Applies the whole records at the start of `buf`, which must begin at
+    /// [`SegmentReplay::valid_len`].
+    pub fn feed(&mut self, keydir: &mut KeyDir, buf: &[u8]) -> Feed {
+        let mut consumed = 0;
+        loop {
+            let record = match scan(&buf[consumed..]) {
+                Scan::Record(record) => record,
+                Scan::Incomplete { needed } => return Feed::NeedMore { consumed, needed },
+                Scan::Invalid(corruption) => return Feed::Stopped { consumed, corruption },
+            };
+            let body = match record.body() {
+                Ok(body) => body,
+                Err(e) => return Feed::Stopped { consumed, corruption: Corruption::Payload(e) },
+            };
+            let len = record.len();
+            let Ok(offset) = u32::try_from(self.valid_len) else {
+                return Feed::Stopped { consumed, corruption: Corruption::TooLarge(record.payload.len() as u32) };
+            };
+            let location = Location { segment: self.segment, offset, len: len as u32 };
+            let meta = RecordMeta { seq: record.seq, id: record.id, location };
+            if keydir.apply(meta, body.into_effect()) == Applied::Ignored {
+                self.ignored += 1;
+            }
+            self.records += 1;
+            self.valid_len += len as u64;
+            consumed += len;
+        }
+    }
+
+    /// Ends the replay. `file_len` is the segment's length; `stop` is what
+    /// the last [`SegmentReplay::feed`] said, if it stopped on bad bytes.
+    pub fn finish(
+        self,
+        file_len: u64,
+        stop: Option<Corruption>,
+        policy: TailPolicy,
+    ) -> Result<Replayed, CorruptSegment> {
+        if file_len == self.valid_len && stop.is_none() {
+            return Ok(Replayed::Clean { len: file_len });
+        }
+        let dropped = file_len.saturating_sub(self.valid_len);
+        let reason = stop.unwrap_or(Corruption::Truncated { missing: 0 });
+        match policy {
+            TailPolicy::Truncate => Ok(Replayed::TornTail { valid_len: self.valid_len, dropped, reason }),
+            TailPolicy::Reject => Err(CorruptSegment { offset: self.valid_len, reason }),
+        }
+    }
+}

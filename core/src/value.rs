@@ -1,0 +1,181 @@
+//! Typed node values and their deterministic byte encoding.
+//!
+//! A value is encoded as one tag byte followed by its data, little-endian.
+//! Maps are `BTreeMap`s, so a map always encodes in key order: the same
+//! value always gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::codec::{DecodeError, Reader, put_bytes, put_len};
+
+/// The value of an input or output node.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Int(i64),
+    Double(f64),
+    Str(String),
+    IntList(Vec<i64>),
+    StrList(Vec<String>),
+    Map(BTreeMap<String, String>),
+}
+
+/// Doubles compare by bit pattern, so `NaN == NaN` and `0.0 != -0.0`:
+/// equality means "the same bytes come back", which is what a store promises.
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Double(a), Value::Double(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::IntList(a), Value::IntList(b)) => a == b,
+            (Value::StrList(a), Value::StrList(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+const TAG_INT: u8 = 1;
+const TAG_DOUBLE: u8 = 2;
+const TAG_STR: u8 = 3;
+const TAG_INT_LIST: u8 = 4;
+const TAG_STR_LIST: u8 = 5;
+const TAG_MAP: u8 = 6;
+
+impl Value {
+    /// The type's name as users see it in error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int64",
+            Value::Double(_) => "double",
+            Value::Str(_) => "string",
+            Value::IntList(_) => "list of int64",
+            Value::StrList(_) => "list of string",
+            Value::Map(_) => "map of string to string",
+        }
+    }
+
+    /// Appends the encoding of `self` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Int(v) => {
+                out.push(TAG_INT);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Double(v) => {
+                out.push(TAG_DOUBLE);
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+            Value::Str(s) => {
+                out.push(TAG_STR);
+                put_bytes(out, s.as_bytes());
+            }
+            Value::IntList(items) => {
+                out.push(TAG_INT_LIST);
+                put_len(out, items.len());
+                for v in items {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            Value::StrList(items) => {
+                out.push(TAG_STR_LIST);
+                put_len(out, items.len());
+                for s in items {
+                    put_bytes(out, s.as_bytes());
+                }
+            }
+            Value::Map(map) => {
+                out.push(TAG_MAP);
+                encode_string_map(map, out);
+            }
+        }
+    }
+
+    /// The number of bytes [`Value::encode`] appends.
+    pub fn encoded_len(&self) -> usize {
+        1 + match self {
+            Value::Int(_) | Value::Double(_) => 8,
+            Value::Str(s) => 4 + s.len(),
+            Value::IntList(items) => 4 + 8 * items.len(),
+            Value::StrList(items) => 4 + items.iter().map(|s| 4 + s.len()).sum::<usize>(),
+            Value::Map(map) => string_map_encoded_len(map),
+        }
+    }
+
+    /// Decodes a value that must span all of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let value = match r.u8()? {
+            TAG_INT => Value::Int(r.i64()?),
+            TAG_DOUBLE => Value::Double(f64::from_bits(r.u64()?)),
+            TAG_STR => Value::Str(r.string()?),
+            TAG_INT_LIST => {
+                let n = r.count(8)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(r.i64()?);
+                }
+                Value::IntList(items)
+            }
+            TAG_STR_LIST => {
+                let n = r.count(4)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(r.string()?);
+                }
+                Value::StrList(items)
+            }
+            TAG_MAP => Value::Map(decode_string_map(&mut r)?),
+            tag => return Err(DecodeError::UnknownValueTag(tag)),
+        };
+        r.finish()?;
+        Ok(value)
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Double(v) => write!(f, "{v}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::IntList(items) => write!(f, "{items:?}"),
+            Value::StrList(items) => write!(f, "{items:?}"),
+            Value::Map(map) => write!(f, "{map:?}"),
+        }
+    }
+}
+
+/// Appends a string map: a count, then each key and value, in key order.
+pub(crate) fn encode_string_map(map: &BTreeMap<String, String>, out: &mut Vec<u8>) {
+    put_len(out, map.len());
+    for (k, v) in map {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+pub(crate) fn string_map_encoded_len(map: &BTreeMap<String, String>) -> usize {
+    4 + map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+}
+
+/// Decodes a string map. Keys must be strictly increasing: that is the only
+/// encoding [`encode_string_map`] produces, so anything else is corruption.
+pub(crate) fn decode_string_map(r: &mut Reader<'_>) -> Result<BTreeMap<String, String>, DecodeError> {
+    let n = r.count(8)?;
+    let mut map = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for _ in 0..n {
+        let k = r.string()?;
+        let v = r.string()?;
+        if last.as_ref().is_some_and(|prev| *prev >= k) {
+            return Err(DecodeError::UnorderedMap);
+        }
+        last = Some(k.clone());
+        map.insert(k, v);
+    }
+    Ok(map)
+}
