@@ -1,0 +1,192 @@
+//! Helpers shared by the integration tests: owned mutations and proptest
+//! strategies for values, column maps and mutations.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+use stratum_core::{Body, Columns, Id, Mutation, Value, encode_record};
+
+/// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
+pub fn arb_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[a-z]{1,8}",
+        any::<String>(),
+        Just("é😀\u{10FFFF}日本".to_owned()),
+    ]
+}
+
+pub fn arb_double() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        // Every bit pattern, including NaNs with payloads and subnormals.
+        any::<u64>().prop_map(f64::from_bits),
+        Just(f64::NAN),
+        Just(-f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(0.0),
+        Just(-0.0),
+        Just(f64::MIN_POSITIVE),
+        Just(f64::MAX),
+        Just(f64::MIN),
+    ]
+}
+
+pub fn arb_int() -> impl Strategy<Value = i64> {
+    prop_oneof![any::<i64>(), Just(i64::MIN), Just(i64::MAX), Just(0), Just(-1)]
+}
+
+pub fn arb_string_map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    btree_map(arb_string(), arb_string(), 0..6)
+}
+
+pub fn arb_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        arb_int().prop_map(Value::Int),
+        arb_double().prop_map(Value::Double),
+        arb_string().prop_map(Value::Str),
+        vec(arb_int(), 0..8).prop_map(Value::IntList),
+        vec(arb_string(), 0..6).prop_map(Value::StrList),
+        arb_string_map().prop_map(Value::Map),
+    ]
+}
+
+pub fn arb_blob() -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..64)
+}
+
+/// An owned version of [`Mutation`], so strategies can generate one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Owned {
+    CreateDocument { columns: Columns, blob: Vec<u8> },
+    SetBlob { blob: Vec<u8> },
+    SetColumns { columns: Columns },
+    DeleteDocument,
+    PutInput { document: Id, value: Value },
+    DeleteInput,
+    PutOutput { value: Value },
+    DeleteOutput,
+}
+
+impl Owned {
+    pub fn as_mutation(&self) -> Mutation<'_> {
+        match self {
+            Owned::CreateDocument { columns, blob } => Mutation::CreateDocument { columns, blob },
+            Owned::SetBlob { blob } => Mutation::SetBlob { blob },
+            Owned::SetColumns { columns } => Mutation::SetColumns { columns },
+            Owned::DeleteDocument => Mutation::DeleteDocument,
+            Owned::PutInput { document, value } => Mutation::PutInput { document: *document, value },
+            Owned::DeleteInput => Mutation::DeleteInput,
+            Owned::PutOutput { value } => Mutation::PutOutput { value },
+            Owned::DeleteOutput => Mutation::DeleteOutput,
+        }
+    }
+
+    /// The body `RecordRef::body` must give back for this mutation, with
+    /// values in their encoded form.
+    pub fn expected_body<'a>(&self, encoded_value: &'a [u8], blob: &'a [u8]) -> Body<'a> {
+        match self {
+            Owned::CreateDocument { columns, .. } => Body::CreateDocument { columns: columns.clone(), blob },
+            Owned::SetBlob { .. } => Body::SetBlob { blob },
+            Owned::SetColumns { columns } => Body::SetColumns { columns: columns.clone() },
+            Owned::DeleteDocument => Body::DeleteDocument,
+            Owned::PutInput { document, .. } => Body::PutInput { document: *document, value: encoded_value },
+            Owned::DeleteInput => Body::DeleteInput,
+            Owned::PutOutput { .. } => Body::PutOutput { value: encoded_value },
+            Owned::DeleteOutput => Body::DeleteOutput,
+        }
+    }
+
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            Owned::PutInput { value, .. } | Owned::PutOutput { value } => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn blob(&self) -> &[u8] {
+        match self {
+            Owned::CreateDocument { blob, .. } | Owned::SetBlob { blob } => blob,
+            _ => &[],
+        }
+    }
+}
+
+pub fn arb_create_document() -> impl Strategy<Value = Owned> {
+    (arb_string_map(), arb_blob()).prop_map(|(columns, blob)| Owned::CreateDocument { columns, blob })
+}
+
+pub fn arb_set_blob() -> impl Strategy<Value = Owned> {
+    arb_blob().prop_map(|blob| Owned::SetBlob { blob })
+}
+
+pub fn arb_set_columns() -> impl Strategy<Value = Owned> {
+    arb_string_map().prop_map(|columns| Owned::SetColumns { columns })
+}
+
+pub fn arb_put_input(document: impl Strategy<Value = Id>) -> impl Strategy<Value = Owned> {
+    (document, arb_value()).prop_map(|(document, value)| Owned::PutInput { document, value })
+}
+
+pub fn arb_put_output() -> impl Strategy<Value = Owned> {
+    arb_value().prop_map(|value| Owned::PutOutput { value })
+}
+
+/// Any mutation, with the owning document of an input drawn from `document`.
+pub fn arb_mutation_with(document: impl Strategy<Value = Id> + 'static) -> impl Strategy<Value = Owned> {
+    prop_oneof![
+        arb_create_document(),
+        arb_set_blob(),
+        arb_set_columns(),
+        Just(Owned::DeleteDocument),
+        arb_put_input(document),
+        Just(Owned::DeleteInput),
+        arb_put_output(),
+        Just(Owned::DeleteOutput),
+    ]
+}
+
+pub fn arb_mutation() -> impl Strategy<Value = Owned> {
+    arb_mutation_with(any::<u64>())
+}
+
+/// Encodes one record into a fresh buffer.
+pub fn record_bytes(seq: u64, id: Id, m: &Owned) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_record(&mut out, seq, id, &m.as_mutation());
+    out
+}
+
+/// Overwrites a record's CRC so it matches its (possibly edited) contents.
+pub fn fix_record_crc(record: &mut [u8]) {
+    let crc = crc32fast::hash(&record[4..]);
+    record[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A classic hex dump: offset, 16 bytes in hex, then the printable ASCII.
+pub fn hex_dump(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, line) in bytes.chunks(16).enumerate() {
+        s.push_str(&format!("{:08x}:", i * 16));
+        for j in 0..16 {
+            if j == 8 {
+                s.push(' ');
+            }
+            match line.get(j) {
+                Some(b) => s.push_str(&format!(" {b:02x}")),
+                None => s.push_str("   "),
+            }
+        }
+        s.push_str("  |");
+        for &b in line {
+            s.push(if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' });
+        }
+        s.push_str("|\n");
+    }
+    s.push_str(&format!("{:08x}\n", bytes.len()));
+    s
+}

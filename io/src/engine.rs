@@ -1,0 +1,750 @@
+//! The engine: the core's decisions carried out on a [`FileSystem`].
+//!
+//! Locking: `writer` serialises appends (check, encode, append, index); the
+//! index's `RwLock` is held only to look up or apply, never across IO, so
+//! readers never wait for a write or an fsync. Lock order is `writer`, then
+//! `index`, then `durability.state`.
+//!
+//! Acknowledgement: a write returns once its record is appended and indexed,
+//! and, under [`SyncPolicy::Always`], once an fsync covering it succeeded.
+//! Concurrent writers share fsyncs (group commit): whoever finds no fsync
+//! running starts one that covers everything appended so far; the others
+//! wait for it. A failed append or fsync poisons the engine: the caller gets
+//! the error, later writes get [`Error::Poisoned`], reads keep working.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use stratum_core::{
+    Body, Columns, Id, KeyDir, Location, Mutation, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN,
+    SegmentId, TailPolicy, Value, decode_record, encode_record,
+};
+
+use crate::error::{Error, Result};
+use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
+use crate::options::{Options, SyncPolicy};
+use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME};
+
+/// A Stratum store: documents, their ordered inputs and one output per input.
+///
+/// `Engine` is `Send + Sync`; share it with an `Arc`. Every method is a
+/// single atomic change or a consistent read.
+///
+/// ```
+/// use stratum_io::{Engine, Options, Value};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(dir.path(), Options::default())?;
+///
+/// let columns = [("name".to_string(), "Two Sum".to_string())].into();
+/// let doc = engine.create_document(b"<h1>Two Sum</h1>", columns)?;
+/// let input = engine.add_input(doc, &Value::IntList(vec![2, 7, 11, 15]))?;
+/// engine.set_output(doc, input, &Value::IntList(vec![0, 1]))?;
+///
+/// assert_eq!(engine.output(doc, input)?, Value::IntList(vec![0, 1]));
+/// assert_eq!(engine.document_columns(doc)?["name"], "Two Sum");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    flusher: Option<Flusher>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    options: Options,
+    index: RwLock<Index>,
+    writer: Mutex<Writer>,
+    durability: Durability,
+    poison: Mutex<Option<Arc<str>>>,
+    fsyncs: AtomicU64,
+    _lock: LockGuard,
+}
+
+struct LockGuard(#[allow(dead_code)] DirLock);
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+#[derive(Debug)]
+struct Index {
+    keydir: KeyDir,
+    files: HashMap<SegmentId, Arc<dyn FileHandle>>,
+    /// The segment behind `active.seg`.
+    active: SegmentId,
+}
+
+#[derive(Debug)]
+struct Writer {
+    segment: SegmentId,
+    file: Arc<dyn FileHandle>,
+    /// Length of the active segment: where the next record goes.
+    len: u64,
+    /// Bytes appended since open, across segments: the log position that
+    /// group commit counts in.
+    appended: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Durability {
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Every byte appended before this log position is durable.
+    durable: u64,
+    /// An fsync is running.
+    syncing: bool,
+}
+
+/// Counts and sizes, from the index (no disk reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub documents: u64,
+    pub inputs: u64,
+    pub outputs: u64,
+    /// Segment files, the active one included.
+    pub segments: u64,
+    pub active_segment: SegmentId,
+    /// The active segment's size in bytes, header included.
+    pub active_segment_bytes: u64,
+    /// Bytes of all records in all segments.
+    pub total_bytes: u64,
+    /// Bytes of the records the index points to.
+    pub live_bytes: u64,
+    /// `total_bytes - live_bytes`: what compaction can reclaim.
+    pub garbage_bytes: u64,
+    /// Records in all segments.
+    pub records: u64,
+    /// The id the next document or input will get.
+    pub next_id: Id,
+    /// Successful fsyncs of segment data since open.
+    pub fsyncs: u64,
+    /// Set when writes are refused after an IO failure.
+    pub poisoned: Option<String>,
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Engine::open_with(Arc::new(OsFileSystem), dir, options)
+    }
+
+    /// Opens (or creates) the store in `dir` on `fs`, replaying every
+    /// segment to rebuild the index. A torn tail of the active segment is
+    /// cut off and logged; damage anywhere else is an [`Error::Corrupt`].
+    pub fn open_with(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let started = Instant::now();
+        fs.create_dir_all(&dir).map_err(Error::io(format!("creating data directory {}", dir.display())))?;
+        let lock_path = dir.join(LOCK_NAME);
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone(), lock: lock_path.clone() },
+            _ => Error::io(format!("locking {}", lock_path.display()))(e),
+        })?;
+
+        let names = fs.list(&dir).map_err(Error::io(format!("listing {}", dir.display())))?;
+        let mut sealed: Vec<SegmentId> = names.iter().filter_map(|n| segment::parse_sealed_name(n)).collect();
+        sealed.sort();
+
+        let mut keydir = KeyDir::new();
+        let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
+        for &id in &sealed {
+            let path = dir.join(segment::sealed_name(id));
+            let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
+            check_header_id(file.as_ref(), &path, id)?;
+            segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject)?;
+            files.insert(id, file);
+        }
+
+        let newest_sealed = sealed.last().copied();
+        let first_new = match newest_sealed {
+            Some(id) => id.next().ok_or_else(|| Error::Options("segment ids exhausted".into()))?,
+            None => SegmentId::FIRST,
+        };
+        let active_path = dir.join(ACTIVE_NAME);
+        let (segment, file, len) = if names.iter().any(|n| n == ACTIVE_NAME) {
+            let file = fs.open(&active_path).map_err(Error::io(format!("opening {}", active_path.display())))?;
+            let header = segment::read_header(file.as_ref(), &active_path)?;
+            if newest_sealed.is_some_and(|s| header.segment <= s) {
+                return Err(Error::Corrupt {
+                    file: active_path,
+                    offset: 0,
+                    reason: format!(
+                        "active segment has id {} but sealed segment {} exists",
+                        header.segment,
+                        newest_sealed.map_or(0, |s| s.get())
+                    ),
+                });
+            }
+            let len = match segment::replay(file.as_ref(), &active_path, header.segment, &mut keydir, TailPolicy::Truncate)? {
+                Replayed::Clean { len } => len,
+                Replayed::TornTail { valid_len, dropped, reason } => {
+                    tracing::warn!(
+                        file = %active_path.display(), valid_len, dropped, %reason,
+                        "cutting off a torn tail of the active segment"
+                    );
+                    let cut = Error::io(format!("truncating torn tail of {}", active_path.display()));
+                    file.set_len(valid_len).map_err(cut)?;
+                    file.sync_data().map_err(Error::io(format!("syncing {}", active_path.display())))?;
+                    valid_len
+                }
+            };
+            (header.segment, file, len)
+        } else {
+            if names.iter().any(|n| n == ACTIVE_TMP_NAME) {
+                tracing::info!("discarding an unfinished new active segment");
+            }
+            let file = segment::create_active(fs.as_ref(), &dir, first_new)?;
+            (first_new, file, SEGMENT_HEADER_LEN as u64)
+        };
+        files.insert(segment, file.clone());
+
+        tracing::info!(
+            dir = %dir.display(),
+            segments = files.len(),
+            documents = keydir.document_count(),
+            inputs = keydir.input_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+
+        let sync = options.sync;
+        let shared = Arc::new(Shared {
+            fs,
+            dir,
+            options,
+            index: RwLock::new(Index { keydir, files, active: segment }),
+            writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new() }),
+            durability: Durability::default(),
+            poison: Mutex::new(None),
+            fsyncs: AtomicU64::new(0),
+            _lock: LockGuard(lock),
+        });
+        let flusher = match sync {
+            SyncPolicy::Interval(every) => Some(Flusher::start(Arc::downgrade(&shared), every)),
+            SyncPolicy::Always | SyncPolicy::Never => None,
+        };
+        Ok(Engine { shared, flusher })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    // ----- documents -------------------------------------------------------
+
+    /// Stores a new document and returns its id.
+    pub fn create_document(&self, blob: &[u8], columns: Columns) -> Result<Id> {
+        let limits = &self.shared.options.limits;
+        limits.check_blob(blob)?;
+        limits.check_columns(&columns)?;
+        self.shared.write(|keydir| Ok((keydir.next_id(), Mutation::CreateDocument { columns: &columns, blob })))
+    }
+
+    /// The document's blob: one index lookup and one positioned read.
+    pub fn document_blob(&self, id: Id) -> Result<Vec<u8>> {
+        let (location, file) = self.shared.locate(|k| Ok(k.document(id)?.blob))?;
+        let bytes = self.shared.read(location, &file)?;
+        match self.shared.decode(&bytes, location, id)? {
+            Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => Ok(blob.to_vec()),
+            other => Err(self.shared.unexpected(location, &other)),
+        }
+    }
+
+    /// The document's columns, from memory.
+    pub fn document_columns(&self, id: Id) -> Result<Columns> {
+        Ok(self.shared.index.read().keydir.document(id)?.columns.clone())
+    }
+
+    /// Replaces the document's blob.
+    pub fn update_blob(&self, id: Id, blob: &[u8]) -> Result<()> {
+        self.shared.options.limits.check_blob(blob)?;
+        self.shared.write(|keydir| {
+            keydir.document(id)?;
+            Ok((id, Mutation::SetBlob { blob }))
+        })?;
+        Ok(())
+    }
+
+    /// Sets (adds or replaces) one column of the document.
+    pub fn set_column(&self, id: Id, name: &str, value: &str) -> Result<()> {
+        let limits = &self.shared.options.limits;
+        limits.check_column(name, value)?;
+        let mut columns = Columns::new();
+        self.shared.write(|keydir| {
+            columns = keydir.document(id)?.columns.clone();
+            columns.insert(name.to_owned(), value.to_owned());
+            limits.check_columns(&columns)?;
+            Ok((id, Mutation::SetColumns { columns: &columns }))
+        })?;
+        Ok(())
+    }
+
+    /// Deletes the document with its inputs and their outputs.
+    pub fn delete_document(&self, id: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.document(id)?;
+            Ok((id, Mutation::DeleteDocument))
+        })?;
+        Ok(())
+    }
+
+    /// Every live document id, ascending.
+    pub fn document_ids(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.shared.index.read().keydir.document_ids().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Up to `limit` live document ids greater than `after`, ascending: one
+    /// page of a listing that stays cheap for millions of documents.
+    pub fn document_ids_after(&self, after: Id, limit: usize) -> Vec<Id> {
+        let mut page: Vec<Id> = Vec::new();
+        if limit == 0 {
+            return page;
+        }
+        // One pass keeping the `limit` smallest ids above `after`.
+        let index = self.shared.index.read();
+        let mut heap = std::collections::BinaryHeap::with_capacity(limit + 1);
+        for id in index.keydir.document_ids().filter(|&id| id > after) {
+            if heap.len() < limit {
+                heap.push(id);
+            } else if heap.peek().is_some_and(|&max| id < max) {
+                heap.pop();
+                heap.push(id);
+            }
+        }
+        drop(index);
+        page.extend(heap.into_sorted_vec());
+        page
+    }
+
+    // ----- inputs ----------------------------------------------------------
+
+    /// Appends an input to the end of the document's chain; returns its id.
+    pub fn add_input(&self, document: Id, value: &Value) -> Result<Id> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.document(document)?;
+            Ok((keydir.next_id(), Mutation::PutInput { document, value }))
+        })
+    }
+
+    /// The value of one input.
+    pub fn input(&self, document: Id, input: Id) -> Result<Value> {
+        let (location, file) = self.shared.locate(|k| Ok(k.input(document, input)?.value))?;
+        self.shared.read_value(location, &file, input)
+    }
+
+    /// Every input of the document, in chain order, with its value.
+    pub fn inputs(&self, document: Id) -> Result<Vec<(Id, Value)>> {
+        let located: Vec<(Id, Location, Arc<dyn FileHandle>)> = {
+            let index = self.shared.index.read();
+            let doc = index.keydir.document(document)?;
+            doc.inputs
+                .iter()
+                .map(|&input| {
+                    let location = index.keydir.input(document, input)?.value;
+                    Ok((input, location, index.file(location)?))
+                })
+                .collect::<Result<_>>()?
+        };
+        located.into_iter().map(|(id, location, file)| Ok((id, self.shared.read_value(location, &file, id)?))).collect()
+    }
+
+    /// Replaces an input's value.
+    pub fn update_input(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::PutInput { document, value }))
+        })?;
+        Ok(())
+    }
+
+    /// Deletes an input and its output; the chain keeps its order.
+    pub fn delete_input(&self, document: Id, input: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::DeleteInput))
+        })?;
+        Ok(())
+    }
+
+    // ----- outputs ---------------------------------------------------------
+
+    /// Sets the output of an input, replacing any output it had.
+    pub fn set_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::PutOutput { value }))
+        })?;
+        Ok(())
+    }
+
+    /// The output of an input.
+    pub fn output(&self, document: Id, input: Id) -> Result<Value> {
+        let (location, file) = self.shared.locate(|k| Ok(k.output(document, input)?))?;
+        self.shared.read_value(location, &file, input)
+    }
+
+    /// Replaces the output of an input that has one.
+    pub fn update_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.output(document, input)?;
+            Ok((input, Mutation::PutOutput { value }))
+        })?;
+        Ok(())
+    }
+
+    /// Removes the output of an input.
+    pub fn delete_output(&self, document: Id, input: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.output(document, input)?;
+            Ok((input, Mutation::DeleteOutput))
+        })?;
+        Ok(())
+    }
+
+    // ----- administration --------------------------------------------------
+
+    /// Makes every acknowledged write durable, whatever the sync policy.
+    pub fn flush(&self) -> Result<()> {
+        let position = self.shared.writer.lock().appended;
+        self.shared.wait_durable(position)
+    }
+
+    /// Counts and sizes, from memory.
+    pub fn stats(&self) -> Stats {
+        let (active_segment, active_segment_bytes) = {
+            let w = self.shared.writer.lock();
+            (w.segment, w.len)
+        };
+        let index = self.shared.index.read();
+        let k = &index.keydir;
+        let segments = k.segments();
+        let total_bytes = segments.values().map(|s| s.total_bytes).sum();
+        let live_bytes = segments.values().map(|s| s.live_bytes).sum();
+        Stats {
+            documents: k.document_count() as u64,
+            inputs: k.input_count() as u64,
+            outputs: k.output_count(),
+            segments: index.files.len() as u64,
+            active_segment,
+            active_segment_bytes,
+            total_bytes,
+            live_bytes,
+            garbage_bytes: total_bytes - live_bytes,
+            records: segments.values().map(|s| s.records).sum(),
+            next_id: k.next_id(),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+            poisoned: self.shared.poison.lock().as_deref().map(str::to_owned),
+        }
+    }
+
+    /// Flushes and closes the engine, reporting a failed final sync.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_flusher();
+        self.flush()
+    }
+
+    fn stop_flusher(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_flusher();
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "final flush on close failed");
+        }
+    }
+}
+
+impl Index {
+    fn file(&self, location: Location) -> Result<Arc<dyn FileHandle>> {
+        self.files.get(&location.segment).cloned().ok_or_else(|| Error::Corrupt {
+            file: PathBuf::from(segment::sealed_name(location.segment)),
+            offset: u64::from(location.offset),
+            reason: "the index points into a segment that is not open".into(),
+        })
+    }
+}
+
+impl Shared {
+    /// Checks a write against the index, appends its record and applies it.
+    ///
+    /// `plan` sees the index as it is under the writer lock and returns the
+    /// record's id and the mutation, or why the write is refused.
+    fn write<'m>(&self, plan: impl FnOnce(&KeyDir) -> Result<(Id, Mutation<'m>)>) -> Result<Id> {
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let (id, mutation, seq) = {
+            let index = self.index.read();
+            let (id, mutation) = plan(&index.keydir)?;
+            (id, mutation, index.keydir.next_seq())
+        };
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let len = encode_record(&mut buf, seq, id, &mutation) as u64;
+        if w.len > SEGMENT_HEADER_LEN as u64 && w.len + len > self.options.segment_size {
+            if let Err(e) = self.rotate(&mut w) {
+                w.buf = buf;
+                return Err(e);
+            }
+        }
+        let offset = w.len;
+        let appended = w.file.write_all_at(&buf, offset);
+        w.buf = buf;
+        if let Err(e) = appended {
+            // A partial record must not stay behind: a full disk is an error
+            // for this writer, never a torn record for the next one.
+            let _ = w.file.set_len(offset);
+            let e = Error::io(format!("appending to segment {}", w.segment))(e);
+            self.set_poison(&e);
+            return Err(e);
+        }
+        w.len += len;
+        w.appended += len;
+        let location = Location { segment: w.segment, offset: offset as u32, len: len as u32 };
+        let applied = self.index.write().keydir.apply(RecordMeta { seq, id, location }, mutation.effect());
+        debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
+        let position = w.appended;
+        drop(w);
+        if self.options.sync == SyncPolicy::Always {
+            self.wait_durable(position)?;
+        }
+        Ok(id)
+    }
+
+    /// Seals the active segment and opens the next one. Runs under the
+    /// writer lock; any failure poisons the engine.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let result = (|| {
+            let sealed_path = self.dir.join(segment::sealed_name(w.segment));
+            let active_path = self.dir.join(ACTIVE_NAME);
+            let next = w.segment.next().ok_or_else(|| Error::Options("segment ids exhausted".into()))?;
+            w.file.sync_data().map_err(Error::io(format!("syncing {}", active_path.display())))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.mark_durable(w.appended);
+            let rename = format!("sealing {} as {}", active_path.display(), sealed_path.display());
+            self.fs.rename(&active_path, &sealed_path).map_err(Error::io(rename))?;
+            self.fs.sync_dir(&self.dir).map_err(Error::io(format!("syncing directory {}", self.dir.display())))?;
+            let file = segment::create_active(self.fs.as_ref(), &self.dir, next)?;
+            {
+                let mut index = self.index.write();
+                index.files.insert(next, file.clone());
+                index.active = next;
+            }
+            tracing::debug!(sealed = w.segment.get(), bytes = w.len, "sealed segment");
+            w.segment = next;
+            w.file = file;
+            w.len = SEGMENT_HEADER_LEN as u64;
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            self.set_poison(e);
+        }
+        result
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &*self.poison.lock() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn set_poison(&self, cause: &Error) {
+        let mut poison = self.poison.lock();
+        if poison.is_none() {
+            tracing::error!(error = %cause, "refusing further writes");
+            *poison = Some(cause.to_string().into());
+        }
+        drop(poison);
+        self.durability.synced.notify_all();
+    }
+
+    fn mark_durable(&self, position: u64) {
+        let mut state = self.durability.state.lock();
+        state.durable = state.durable.max(position);
+        drop(state);
+        self.durability.synced.notify_all();
+    }
+
+    /// Returns once every byte before `position` is durable: by an fsync
+    /// this thread runs, or one another thread runs that covers it.
+    fn wait_durable(&self, position: u64) -> Result<()> {
+        let mut state = self.durability.state.lock();
+        loop {
+            if state.durable >= position {
+                return Ok(());
+            }
+            self.check_writable()?;
+            if state.syncing {
+                self.durability.synced.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            let (file, target) = {
+                let w = self.writer.lock();
+                (w.file.clone(), w.appended)
+            };
+            let result = file.sync_data();
+            state = self.durability.state.lock();
+            state.syncing = false;
+            match result {
+                Ok(()) => {
+                    self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    state.durable = state.durable.max(target);
+                    self.durability.synced.notify_all();
+                }
+                Err(e) => {
+                    drop(state);
+                    let e = Error::io("syncing the active segment")(e);
+                    self.set_poison(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Looks up a location and the file it is in, under one read lock.
+    fn locate(
+        &self,
+        find: impl FnOnce(&KeyDir) -> Result<Location>,
+    ) -> Result<(Location, Arc<dyn FileHandle>)> {
+        let index = self.index.read();
+        let location = find(&index.keydir)?;
+        Ok((location, index.file(location)?))
+    }
+
+    fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<Vec<u8>> {
+        let mut bytes = vec![0; location.len as usize];
+        file.read_exact_at(&mut bytes, u64::from(location.offset))
+            .map_err(Error::io(format!("reading {}", self.path_of(location.segment).display())))?;
+        Ok(bytes)
+    }
+
+    /// Decodes a record read from `location`, which must be about `id`.
+    fn decode<'b>(&self, bytes: &'b [u8], location: Location, id: Id) -> Result<Body<'b>> {
+        let corrupt = |reason: String| Error::Corrupt {
+            file: self.path_of(location.segment),
+            offset: u64::from(location.offset),
+            reason,
+        };
+        let record = decode_record(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if record.id != id {
+            return Err(corrupt(format!("record is about id {}, expected {id}", record.id)));
+        }
+        record.body().map_err(|e| corrupt(e.to_string()))
+    }
+
+    fn read_value(&self, location: Location, file: &Arc<dyn FileHandle>, id: Id) -> Result<Value> {
+        let bytes = self.read(location, file)?;
+        let value = match self.decode(&bytes, location, id)? {
+            Body::PutInput { value, .. } | Body::PutOutput { value } => value,
+            other => return Err(self.unexpected(location, &other)),
+        };
+        Value::decode(value).map_err(|e| Error::Corrupt {
+            file: self.path_of(location.segment),
+            offset: u64::from(location.offset),
+            reason: format!("malformed value: {e}"),
+        })
+    }
+
+    fn unexpected(&self, location: Location, body: &Body<'_>) -> Error {
+        let kind: RecordKind = match body {
+            Body::CreateDocument { .. } => RecordKind::CreateDocument,
+            Body::SetBlob { .. } => RecordKind::SetBlob,
+            Body::SetColumns { .. } => RecordKind::SetColumns,
+            Body::DeleteDocument => RecordKind::DeleteDocument,
+            Body::PutInput { .. } => RecordKind::PutInput,
+            Body::DeleteInput => RecordKind::DeleteInput,
+            Body::PutOutput { .. } => RecordKind::PutOutput,
+            Body::DeleteOutput => RecordKind::DeleteOutput,
+        };
+        Error::Corrupt {
+            file: self.path_of(location.segment),
+            offset: u64::from(location.offset),
+            reason: format!("the index points at a {kind:?} record"),
+        }
+    }
+
+    fn path_of(&self, segment: SegmentId) -> PathBuf {
+        let active = self.index.read().active;
+        segment::segment_path(&self.dir, segment, active)
+    }
+}
+
+fn check_header_id(file: &dyn FileHandle, path: &Path, expected: SegmentId) -> Result<()> {
+    let header = segment::read_header(file, path)?;
+    if header.segment != expected {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: format!("header says segment {} but the file name says {}", header.segment, expected),
+        });
+    }
+    Ok(())
+}
+
+/// The background thread of [`SyncPolicy::Interval`].
+#[derive(Debug)]
+struct Flusher {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start(shared: Weak<Shared>, every: Duration) -> Flusher {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("stratum-flusher".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(shared) = shared.upgrade() else { return };
+                    let position = shared.writer.lock().appended;
+                    if let Err(e) = shared.wait_durable(position) {
+                        tracing::warn!(error = %e, "interval flush failed");
+                    }
+                }
+            })
+            .expect("spawning the flusher thread");
+        Flusher { stop, thread }
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}

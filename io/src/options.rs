@@ -1,0 +1,91 @@
+//! How an engine is opened: durability, segment size, limits.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use stratum_core::Limits;
+
+use crate::error::{Error, Result};
+
+/// When appended records are made durable with an fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// A write is acknowledged only after an fsync covering it. Concurrent
+    /// writers share fsyncs (group commit). Nothing acknowledged is lost.
+    #[default]
+    Always,
+    /// A background thread fsyncs at this interval. A crash loses at most
+    /// the writes of the last interval (plus the time one fsync takes).
+    Interval(Duration),
+    /// Only [`crate::Engine::flush`], segment rotation and a clean close
+    /// fsync. A crash loses what was written since the last of those.
+    Never,
+}
+
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncPolicy::Always => f.write_str("always"),
+            SyncPolicy::Interval(every) => write!(f, "interval:{}", every.as_millis()),
+            SyncPolicy::Never => f.write_str("none"),
+        }
+    }
+}
+
+impl FromStr for SyncPolicy {
+    type Err = String;
+
+    /// Parses `always`, `none`, or `interval:MS` (also `interval(MS)`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "always" => return Ok(SyncPolicy::Always),
+            "none" | "never" => return Ok(SyncPolicy::Never),
+            _ => {}
+        }
+        let ms = s
+            .strip_prefix("interval:")
+            .or_else(|| s.strip_prefix("interval(").and_then(|r| r.strip_suffix(')')))
+            .ok_or_else(|| format!("unknown sync policy {s:?}: expected always, none or interval:MS"))?;
+        match ms.trim().trim_end_matches("ms").parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
+            _ => Err(format!("bad interval {ms:?}: expected a whole number of milliseconds above 0")),
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub sync: SyncPolicy,
+    /// The active segment is sealed once a record would take it past this
+    /// many bytes.
+    pub segment_size: u64,
+    pub limits: Limits,
+}
+
+/// The smallest segment size accepted (tests use tiny segments).
+pub const MIN_SEGMENT_SIZE: u64 = 64;
+
+/// The largest segment size accepted: with a record of up to 1 GiB on top,
+/// every offset still fits the index's 32-bit offsets.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sync: SyncPolicy::Always, segment_size: 64 << 20, limits: Limits::default() }
+    }
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+            return Err(Error::Options(format!(
+                "segment size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} bytes",
+                self.segment_size
+            )));
+        }
+        self.limits.validate().map_err(|e| Error::Options(e.to_string()))
+    }
+}

@@ -1,0 +1,345 @@
+//! A simulated file system for crash and fault tests.
+//!
+//! Every file keeps two images: the bytes a reader sees now, and the bytes
+//! that would survive a power cut (those covered by the last `sync_data`).
+//! The directory likewise keeps its live names and the names that were
+//! durable at the last `sync_dir`. [`SimFileSystem::crash`] builds the file
+//! system a machine would find after losing power: durable names only, each
+//! file's durable bytes plus a random prefix of its unsynced tail (a torn
+//! write), sometimes zero-filled (a file extended but not written).
+//!
+//! Faults are armed through [`SimFileSystem::faults`]: fail the next write
+//! or sync, cap the disk's capacity, or cut the power after N more mutating
+//! calls, after which every call fails as if the machine were gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::fs::{DirLock, FileHandle, FileSystem};
+
+/// Faults to inject. Each `fail_next_*` fires once.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// The next `write_all_at` fails, writing nothing.
+    pub fail_next_write: bool,
+    /// The next `sync_data` fails; the unsynced bytes stay unsynced.
+    pub fail_next_sync: bool,
+    /// Total bytes all files may hold; a write past it writes what fits and
+    /// fails with [`io::ErrorKind::StorageFull`].
+    pub capacity: Option<u64>,
+    /// After this many more mutating calls the power is cut: that call and
+    /// every later one fails.
+    pub power_cut_after: Option<u64>,
+    /// Set once the power is cut.
+    pub power_is_cut: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+    /// Whether bytes below `durable.len()` changed since the last sync (a
+    /// truncation); then the next sync copies the whole file.
+    rewritten: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inodes: Vec<Inode>,
+    names: BTreeMap<PathBuf, usize>,
+    durable_names: BTreeMap<PathBuf, usize>,
+    dirs: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+    faults: Faults,
+    syncs: u64,
+}
+
+impl State {
+    fn used_bytes(&self) -> u64 {
+        self.names.values().map(|&i| self.inodes[i].data.len() as u64).sum()
+    }
+
+    /// Counts one mutating call against a pending power cut.
+    fn mutate(&mut self) -> io::Result<()> {
+        if self.faults.power_is_cut {
+            return Err(power_cut());
+        }
+        if let Some(left) = self.faults.power_cut_after.as_mut() {
+            if *left == 0 {
+                self.faults.power_is_cut = true;
+                return Err(power_cut());
+            }
+            *left -= 1;
+        }
+        Ok(())
+    }
+
+    fn check_power(&self) -> io::Result<()> {
+        if self.faults.power_is_cut { Err(power_cut()) } else { Ok(()) }
+    }
+}
+
+fn power_cut() -> io::Error {
+    io::Error::other("simulated power cut")
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()))
+}
+
+/// A file system in memory that can crash. Clones share the same files.
+#[derive(Clone, Debug, Default)]
+pub struct SimFileSystem {
+    state: Arc<Mutex<State>>,
+}
+
+impl SimFileSystem {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Arms or inspects faults.
+    pub fn faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.state.lock().faults)
+    }
+
+    /// How many `sync_data` calls succeeded.
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// The live bytes of a file, if it exists.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.lock();
+        state.names.get(path).map(|&i| state.inodes[i].data.clone())
+    }
+
+    /// Bytes written but not yet synced, over all files.
+    pub fn unsynced_bytes(&self) -> u64 {
+        let state = self.state.lock();
+        state.names.values().map(|&i| (state.inodes[i].data.len() as u64).saturating_sub(state.inodes[i].durable.len() as u64)).sum()
+    }
+
+    /// The file system a restart after a power cut now would find.
+    ///
+    /// `seed` decides, per file, how much of the unsynced tail survives and
+    /// whether the surviving part is the written bytes or zeros.
+    pub fn crash(&self, seed: u64) -> SimFileSystem {
+        let state = self.state.lock();
+        let mut rng = SplitMix64(seed);
+        let mut inodes = Vec::new();
+        let mut names = BTreeMap::new();
+        for (path, &i) in &state.durable_names {
+            let inode = &state.inodes[i];
+            let mut data = inode.durable.clone();
+            let appended_only = !inode.rewritten && inode.data.starts_with(&inode.durable);
+            if appended_only && inode.data.len() > inode.durable.len() {
+                let tail = &inode.data[inode.durable.len()..];
+                let keep = (rng.next() % (tail.len() as u64 + 1)) as usize;
+                if rng.next() % 4 == 0 {
+                    data.resize(data.len() + keep, 0);
+                } else {
+                    data.extend_from_slice(&tail[..keep]);
+                }
+            }
+            names.insert(path.clone(), inodes.len());
+            inodes.push(Inode { durable: data.clone(), data, rewritten: false });
+        }
+        SimFileSystem {
+            state: Arc::new(Mutex::new(State {
+                inodes,
+                durable_names: names.clone(),
+                names,
+                dirs: state.dirs.clone(),
+                ..State::default()
+            })),
+        }
+    }
+}
+
+/// A tiny deterministic generator, so a crash image is a function of its seed.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    inode: usize,
+}
+
+impl FileHandle for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        let state = self.state.lock();
+        state.check_power()?;
+        Ok(state.inodes[self.inode].data.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let state = self.state.lock();
+        state.check_power()?;
+        let data = &state.inodes[self.inode].data;
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let src = data.get(start..start + buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        if std::mem::take(&mut state.faults.fail_next_write) {
+            return Err(io::Error::other("simulated write failure"));
+        }
+        let start = offset as usize;
+        let old_len = state.inodes[self.inode].data.len();
+        let growth = (start + buf.len()).saturating_sub(old_len) as u64;
+        let (written, full) = match state.faults.capacity {
+            Some(cap) if state.used_bytes() + growth > cap => {
+                let room = cap.saturating_sub(state.used_bytes()) as usize;
+                let fits = (old_len + room).saturating_sub(start).min(buf.len());
+                (fits, true)
+            }
+            _ => (buf.len(), false),
+        };
+        let inode = &mut state.inodes[self.inode];
+        if start < inode.durable.len() {
+            inode.rewritten = true;
+        }
+        if inode.data.len() < start + written {
+            inode.data.resize(start + written, 0);
+        }
+        inode.data[start..start + written].copy_from_slice(&buf[..written]);
+        if full {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated full disk"));
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        let inode = &mut state.inodes[self.inode];
+        if (len as usize) < inode.durable.len() {
+            inode.rewritten = true;
+        }
+        inode.data.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        if std::mem::take(&mut state.faults.fail_next_sync) {
+            return Err(io::Error::other("simulated fsync failure"));
+        }
+        state.syncs += 1;
+        let inode = &mut state.inodes[self.inode];
+        if inode.rewritten {
+            inode.durable = inode.data.clone();
+            inode.rewritten = false;
+        } else {
+            let synced = inode.durable.len();
+            inode.durable.extend_from_slice(&inode.data[synced..]);
+        }
+        Ok(())
+    }
+}
+
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.state.lock().locks.remove(&self.path);
+    }
+}
+
+impl FileSystem for SimFileSystem {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.check_power()?;
+        state.dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.lock();
+        state.check_power()?;
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(state
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let state = self.state.lock();
+        state.check_power()?;
+        let &inode = state.names.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        if state.names.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
+        }
+        let inode = state.inodes.len();
+        state.inodes.push(Inode::default());
+        state.names.insert(path.to_path_buf(), inode);
+        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        state.names.remove(path).map(drop).ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        let in_dir = |p: &PathBuf| p.parent() == Some(dir);
+        state.durable_names.retain(|p, _| !in_dir(p));
+        let live: Vec<_> = state.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, &i)| (p.clone(), i)).collect();
+        state.durable_names.extend(live);
+        Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<DirLock> {
+        let mut state = self.state.lock();
+        state.check_power()?;
+        if !state.locks.insert(path.to_path_buf()) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
+        }
+        Ok(Box::new(SimLock { state: self.state.clone(), path: path.to_path_buf() }))
+    }
+}
