@@ -193,11 +193,10 @@ fn empty_str_list_and_lists_of_empty_strings_round_trip() {
 #[test]
 fn empty_map_and_unicode_keys_round_trip() {
     assert_round_trips(&Value::Map(BTreeMap::new()));
-    let map: BTreeMap<String, String> =
-        [("", "empty key"), ("é", "e acute"), ("😀", ""), ("日本", "Japan")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+    let map: BTreeMap<String, String> = [("", "empty key"), ("é", "e acute"), ("😀", ""), ("日本", "Japan")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     assert_round_trips(&Value::Map(map));
 }
 

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use stratum_core::{
-    Body, Columns, Id, KeyDir, Location, Mutation, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN,
-    SegmentId, TailPolicy, Value, decode_record, encode_record,
+    Body, Columns, Id, KeyDir, Location, Mutation, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, SegmentId,
+    TailPolicy, Value, decode_record, encode_record,
 };
 
 use crate::error::{Error, Result};
@@ -193,7 +193,13 @@ impl Engine {
                     ),
                 });
             }
-            let len = match segment::replay(file.as_ref(), &active_path, header.segment, &mut keydir, TailPolicy::Truncate)? {
+            let len = match segment::replay(
+                file.as_ref(),
+                &active_path,
+                header.segment,
+                &mut keydir,
+                TailPolicy::Truncate,
+            )? {
                 Replayed::Clean { len } => len,
                 Replayed::TornTail { valid_len, dropped, reason } => {
                     tracing::warn!(
@@ -639,10 +645,7 @@ impl Shared {
     }
 
     /// Looks up a location and the file it is in, under one read lock.
-    fn locate(
-        &self,
-        find: impl FnOnce(&KeyDir) -> Result<Location>,
-    ) -> Result<(Location, Arc<dyn FileHandle>)> {
+    fn locate(&self, find: impl FnOnce(&KeyDir) -> Result<Location>) -> Result<(Location, Arc<dyn FileHandle>)> {
         let index = self.index.read();
         let location = find(&index.keydir)?;
         Ok((location, index.file(location)?))

@@ -36,6 +36,8 @@ pub struct Faults {
     pub power_cut_after: Option<u64>,
     /// Set once the power is cut.
     pub power_is_cut: bool,
+    /// Every `sync_data` takes this long, like a real disk's flush.
+    pub sync_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -121,7 +123,11 @@ impl SimFileSystem {
     /// Bytes written but not yet synced, over all files.
     pub fn unsynced_bytes(&self) -> u64 {
         let state = self.state.lock();
-        state.names.values().map(|&i| (state.inodes[i].data.len() as u64).saturating_sub(state.inodes[i].durable.len() as u64)).sum()
+        state
+            .names
+            .values()
+            .map(|&i| (state.inodes[i].data.len() as u64).saturating_sub(state.inodes[i].durable.len() as u64))
+            .sum()
     }
 
     /// The file system a restart after a power cut now would find.
@@ -240,6 +246,10 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state.lock().faults.sync_delay;
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let mut state = self.state.lock();
         state.mutate()?;
         if std::mem::take(&mut state.faults.fail_next_sync) {

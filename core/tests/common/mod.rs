@@ -11,12 +11,7 @@ use stratum_core::{Body, Columns, Id, Mutation, Value, encode_record};
 
 /// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
 pub fn arb_string() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just(String::new()),
-        "[a-z]{1,8}",
-        any::<String>(),
-        Just("é😀\u{10FFFF}日本".to_owned()),
-    ]
+    prop_oneof![Just(String::new()), "[a-z]{1,8}", any::<String>(), Just("é😀\u{10FFFF}日本".to_owned()),]
 }
 
 pub fn arb_double() -> impl Strategy<Value = f64> {

@@ -1,0 +1,123 @@
+//! The exact on-disk bytes, pinned by snapshots. A change here is a change
+//! of the file format: it needs a new FORMAT_VERSION, not a snapshot update.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use stratum_core::{Columns, SegmentHeader, SegmentId, Value, encode_record};
+
+fn columns(pairs: &[(&str, &str)]) -> Columns {
+    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+fn example_columns() -> Columns {
+    columns(&[("name", "Example"), ("version", "1.0")])
+}
+
+/// A one-line summary followed by the hex dump of one record.
+fn record_snapshot(seq: u64, id: u64, m: &Owned) -> String {
+    let bytes = record_bytes(seq, id, m);
+    format!("{:?} seq={seq} id={id} len={}\n{}", m.as_mutation().kind(), bytes.len(), hex_dump(&bytes))
+}
+
+#[test]
+fn segment_header_for_segment_1() {
+    let bytes = SegmentHeader { segment: SegmentId::new(1).unwrap() }.encode();
+    insta::assert_snapshot!("segment_header_1", hex_dump(&bytes));
+}
+
+#[test]
+fn create_document_record() {
+    let m = Owned::CreateDocument { columns: example_columns(), blob: b"<h1>Hi</h1>".to_vec() };
+    insta::assert_snapshot!("create_document", record_snapshot(1, 1, &m));
+}
+
+#[test]
+fn set_blob_record() {
+    let m = Owned::SetBlob { blob: b"<p>v2</p>".to_vec() };
+    insta::assert_snapshot!("set_blob", record_snapshot(2, 1, &m));
+}
+
+#[test]
+fn set_columns_record() {
+    let m = Owned::SetColumns { columns: columns(&[("name", "Example"), ("version", "2.0")]) };
+    insta::assert_snapshot!("set_columns", record_snapshot(3, 1, &m));
+}
+
+#[test]
+fn put_input_record_with_an_int_list() {
+    let m = Owned::PutInput { document: 1, value: Value::IntList(vec![1, -1, i64::MAX]) };
+    insta::assert_snapshot!("put_input_int_list", record_snapshot(4, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_a_map() {
+    let map = BTreeMap::from([("lang".to_owned(), "en".to_owned()), ("état".to_owned(), "ok".to_owned())]);
+    let m = Owned::PutOutput { value: Value::Map(map) };
+    insta::assert_snapshot!("put_output_map", record_snapshot(5, 2, &m));
+}
+
+#[test]
+fn delete_document_tombstone() {
+    insta::assert_snapshot!("delete_document", record_snapshot(6, 1, &Owned::DeleteDocument));
+}
+
+#[test]
+fn delete_input_tombstone() {
+    insta::assert_snapshot!("delete_input", record_snapshot(7, 2, &Owned::DeleteInput));
+}
+
+#[test]
+fn delete_output_tombstone() {
+    insta::assert_snapshot!("delete_output", record_snapshot(8, 2, &Owned::DeleteOutput));
+}
+
+#[test]
+fn put_output_record_with_an_int() {
+    let m = Owned::PutOutput { value: Value::Int(-2) };
+    insta::assert_snapshot!("value_int", record_snapshot(10, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_a_double() {
+    let m = Owned::PutOutput { value: Value::Double(1.5) };
+    insta::assert_snapshot!("value_double", record_snapshot(11, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_a_string() {
+    let m = Owned::PutOutput { value: Value::Str("héllo".to_owned()) };
+    insta::assert_snapshot!("value_str", record_snapshot(12, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_an_empty_int_list() {
+    let m = Owned::PutOutput { value: Value::IntList(vec![]) };
+    insta::assert_snapshot!("value_int_list_empty", record_snapshot(13, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_a_string_list() {
+    let m = Owned::PutOutput { value: Value::StrList(vec!["a".to_owned(), String::new(), "bc".to_owned()]) };
+    insta::assert_snapshot!("value_str_list", record_snapshot(14, 2, &m));
+}
+
+#[test]
+fn put_output_record_with_an_empty_map() {
+    let m = Owned::PutOutput { value: Value::Map(BTreeMap::new()) };
+    insta::assert_snapshot!("value_map_empty", record_snapshot(15, 2, &m));
+}
+
+#[test]
+fn small_segment_image() {
+    let mut image = SegmentHeader { segment: SegmentId::new(1).unwrap() }.encode().to_vec();
+    let create = Owned::CreateDocument { columns: columns(&[("k", "v")]), blob: b"doc".to_vec() };
+    let input = Owned::PutInput { document: 1, value: Value::Int(7) };
+    let output = Owned::PutOutput { value: Value::Str("out".to_owned()) };
+    encode_record(&mut image, 1, 1, &create.as_mutation());
+    encode_record(&mut image, 2, 2, &input.as_mutation());
+    encode_record(&mut image, 3, 2, &output.as_mutation());
+    insta::assert_snapshot!("segment_image", hex_dump(&image));
+}

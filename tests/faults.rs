@@ -1,0 +1,217 @@
+//! IO faults over the simulated file system: a failed write, a failed fsync
+//! and a full disk each reach the caller as an error, poison the engine for
+//! writes but not reads, and a reopen recovers everything acknowledged.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratum_io::{Columns, Engine, Error, Missing, Options, SimFileSystem, SyncPolicy, Value};
+
+const DIR: &str = "/data";
+
+fn open(fs: &SimFileSystem, options: Options) -> Engine {
+    Engine::open_with(Arc::new(fs.clone()), DIR, options).expect("open")
+}
+
+fn columns(name: &str) -> Columns {
+    [("name".to_string(), name.to_string())].into()
+}
+
+/// Cuts the power and returns what a restart would find.
+fn power_cut(fs: &SimFileSystem, engine: Engine) -> SimFileSystem {
+    fs.faults(|f| f.power_is_cut = true);
+    drop(engine);
+    fs.crash(7)
+}
+
+#[test]
+fn failed_write_is_an_error_and_poisons_writes_but_not_reads() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options::default());
+    let kept = engine.create_document(b"kept", columns("a")).unwrap();
+
+    fs.faults(|f| f.fail_next_write = true);
+    let err = engine.create_document(b"lost", columns("b")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "got {err:?}");
+
+    let refused = engine.update_blob(kept, b"refused").unwrap_err();
+    assert!(matches!(refused, Error::Poisoned { .. }), "got {refused:?}");
+    assert!(refused.to_string().contains("simulated write failure"), "{refused}");
+    assert_eq!(engine.document_blob(kept).unwrap(), b"kept");
+    assert_eq!(engine.document_ids(), vec![kept]);
+    assert!(engine.stats().poisoned.is_some());
+
+    let engine = open(&power_cut(&fs, engine), Options::default());
+    assert_eq!(engine.document_ids(), vec![kept]);
+    assert_eq!(engine.document_blob(kept).unwrap(), b"kept");
+    engine.update_blob(kept, b"writable again").unwrap();
+}
+
+#[test]
+fn failed_fsync_is_an_error_and_nothing_acknowledged_is_lost() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options::default());
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    let input = engine.add_input(doc, &Value::Int(1)).unwrap();
+
+    fs.faults(|f| f.fail_next_sync = true);
+    let err = engine.set_output(doc, input, &Value::Int(2)).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "got {err:?}");
+    assert!(err.to_string().contains("simulated fsync failure"), "{err}");
+    assert!(matches!(engine.add_input(doc, &Value::Int(3)), Err(Error::Poisoned { .. })));
+    assert!(matches!(engine.flush(), Err(Error::Poisoned { .. })));
+
+    let engine = open(&power_cut(&fs, engine), Options::default());
+    assert_eq!(engine.input(doc, input).unwrap(), Value::Int(1));
+    assert_eq!(engine.inputs(doc).unwrap().len(), 1);
+}
+
+#[test]
+fn failed_fsync_fails_every_writer_waiting_on_it() {
+    let fs = SimFileSystem::new();
+    let engine = Arc::new(open(&fs, Options::default()));
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    fs.faults(|f| {
+        f.fail_next_sync = true;
+        f.sync_delay = Some(Duration::from_millis(20));
+    });
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let engine = engine.clone();
+            std::thread::spawn(move || engine.add_input(doc, &Value::Int(i)))
+        })
+        .collect();
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let acknowledged: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert!(results.iter().any(|r| r.is_err()), "the failed fsync reached no writer");
+
+    let engine = Arc::into_inner(engine).unwrap();
+    let engine = open(&power_cut(&fs, engine), Options::default());
+    let recovered: Vec<_> = engine.inputs(doc).unwrap().into_iter().map(|(id, _)| id).collect();
+    for id in acknowledged {
+        assert!(recovered.contains(&id), "acknowledged input {id} was lost");
+    }
+}
+
+#[test]
+fn full_disk_is_an_error_for_the_writer_and_leaves_no_partial_record() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options::default());
+    let doc = engine.create_document(b"small", columns("x")).unwrap();
+    let before = fs.contents(&std::path::Path::new(DIR).join("active.seg")).unwrap();
+
+    fs.faults(|f| f.capacity = Some(before.len() as u64 + 100));
+    let err = engine.update_blob(doc, &[b'z'; 4096]).unwrap_err();
+    match &err {
+        Error::Io { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
+        other => panic!("expected a full-disk error, got {other:?}"),
+    }
+    let after = fs.contents(&std::path::Path::new(DIR).join("active.seg")).unwrap();
+    assert_eq!(after, before, "the failed append left bytes behind");
+    assert_eq!(engine.document_blob(doc).unwrap(), b"small");
+
+    fs.faults(|f| f.capacity = None);
+    let engine = open(&power_cut(&fs, engine), Options::default());
+    assert_eq!(engine.document_blob(doc).unwrap(), b"small");
+    engine.update_blob(doc, &[b'z'; 4096]).unwrap();
+    assert_eq!(engine.document_blob(doc).unwrap(), vec![b'z'; 4096]);
+}
+
+#[test]
+fn failure_while_sealing_a_segment_poisons_and_reopen_recovers() {
+    let fs = SimFileSystem::new();
+    let options = Options { segment_size: 256, ..Options::default() };
+    let engine = open(&fs, options);
+    let doc = engine.create_document(&[1; 100], Columns::new()).unwrap();
+    // The next append needs a new segment; make creating it fail.
+    fs.faults(|f| f.power_cut_after = Some(2));
+    let err = engine.update_blob(doc, &[2; 200]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "got {err:?}");
+    assert!(matches!(engine.update_blob(doc, &[3; 10]), Err(Error::Poisoned { .. })));
+
+    let engine = open(&power_cut(&fs, engine), options);
+    assert_eq!(engine.document_blob(doc).unwrap(), vec![1; 100]);
+    engine.update_blob(doc, &[4; 200]).unwrap();
+    assert_eq!(engine.document_blob(doc).unwrap(), vec![4; 200]);
+}
+
+#[test]
+fn concurrent_writers_share_fsyncs() {
+    let fs = SimFileSystem::new();
+    fs.faults(|f| f.sync_delay = Some(Duration::from_millis(2)));
+    let engine = Arc::new(open(&fs, Options::default()));
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    let before = engine.stats().fsyncs;
+    let (threads, per_thread) = (16, 10);
+    let writers: Vec<_> = (0..threads)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    engine.add_input(doc, &Value::Int(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let fsyncs = engine.stats().fsyncs - before;
+    let writes = (threads * per_thread) as u64;
+    assert_eq!(engine.inputs(doc).unwrap().len() as u64, writes);
+    assert!(fsyncs < writes, "{fsyncs} fsyncs for {writes} writes: no group commit");
+}
+
+#[test]
+fn sync_policy_none_syncs_only_on_flush() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options { sync: SyncPolicy::Never, ..Options::default() });
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    assert!(fs.unsynced_bytes() > 0);
+    engine.flush().unwrap();
+    assert_eq!(fs.unsynced_bytes(), 0);
+    engine.set_column(doc, "k", "v").unwrap();
+
+    let engine = open(&power_cut(&fs, engine), Options::default());
+    assert_eq!(engine.document_blob(doc).unwrap(), b"doc");
+}
+
+#[test]
+fn interval_policy_syncs_in_the_background() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options { sync: SyncPolicy::Interval(Duration::from_millis(5)), ..Options::default() });
+    engine.create_document(b"doc", Columns::new()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fs.unsynced_bytes() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the background flush never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn second_open_of_a_directory_is_refused() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options::default());
+    let err = Engine::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "got {err:?}");
+    drop(engine);
+    open(&fs, Options::default());
+}
+
+#[test]
+fn reads_of_missing_things_are_typed_not_found() {
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options::default());
+    let doc = engine.create_document(b"d", Columns::new()).unwrap();
+    let other = engine.create_document(b"o", Columns::new()).unwrap();
+    let input = engine.add_input(doc, &Value::Str("x".into())).unwrap();
+    let not_found = |r: Result<Value, Error>| match r {
+        Err(Error::NotFound(m)) => m,
+        other => panic!("expected not found, got {other:?}"),
+    };
+    assert_eq!(not_found(engine.input(other, input)), Missing::Input { document: other, input });
+    assert_eq!(not_found(engine.output(doc, input)), Missing::Output { document: doc, input });
+    engine.delete_document(doc).unwrap();
+    assert_eq!(not_found(engine.input(doc, input)), Missing::Document(doc));
+    assert!(matches!(engine.document_blob(doc), Err(Error::NotFound(Missing::Document(d))) if d == doc));
+    assert!(matches!(engine.delete_document(doc), Err(Error::NotFound(_))));
+}
