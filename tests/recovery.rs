@@ -1,0 +1,166 @@
+//! Recovery on the real file system: torn tails are cut, damage elsewhere
+//! is an error that names the file and offset, and ids survive restarts.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name};
+
+fn small_segments() -> Options {
+    Options { segment_size: 200, ..Options::default() }
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn torn_tail_of_the_active_segment_is_cut_at_the_last_good_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let doc = engine.create_document(b"first", Columns::new()).unwrap();
+    engine.close().unwrap();
+    let active = dir.path().join(ACTIVE_NAME);
+    let good_len = fs::metadata(&active).unwrap().len();
+
+    // Half a record, as a crash in the middle of an append leaves it.
+    let mut file = OpenOptions::new().append(true).open(&active).unwrap();
+    file.write_all(&[0x5a; 17]).unwrap();
+    drop(file);
+
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(fs::metadata(&active).unwrap().len(), good_len);
+    assert_eq!(engine.document_blob(doc).unwrap(), b"first");
+    let next = engine.create_document(b"second", Columns::new()).unwrap();
+    engine.close().unwrap();
+
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(engine.document_ids(), vec![doc, next]);
+}
+
+#[test]
+fn zero_filled_tail_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    engine.close().unwrap();
+    let active = dir.path().join(ACTIVE_NAME);
+    let good_len = fs::metadata(&active).unwrap().len();
+    OpenOptions::new().write(true).open(&active).unwrap().set_len(good_len + 4096).unwrap();
+
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(fs::metadata(&active).unwrap().len(), good_len);
+    assert_eq!(engine.document_ids(), vec![doc]);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_names_the_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), small_segments()).unwrap();
+    for i in 0..10u8 {
+        engine.create_document(&[i; 80], Columns::new()).unwrap();
+    }
+    engine.close().unwrap();
+    let sealed = dir.path().join(sealed_name(stratum_io::SegmentId::FIRST));
+    assert!(sealed.exists(), "expected a sealed segment");
+    // Damage the payload of the first record (header is 20 bytes, record header 25).
+    flip_byte(&sealed, 20 + 25 + 10);
+
+    let err = Engine::open(dir.path(), small_segments()).unwrap_err();
+    match &err {
+        Error::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &sealed);
+            assert_eq!(*offset, 20);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(err.to_string().contains("seg_001.seg"), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn a_segment_from_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Engine::open(dir.path(), Options::default()).unwrap().close().unwrap();
+    let active = dir.path().join(ACTIVE_NAME);
+    let mut bytes = fs::read(&active).unwrap();
+    bytes[8] = 99; // the version field
+    let crc = crc32(&bytes[0..16]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&active, bytes).unwrap();
+
+    let err = Engine::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(err.to_string().contains("version 99"), "{err}");
+    assert!(err.to_string().contains("active.seg"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(ACTIVE_NAME), b"this is not a segment file at all").unwrap();
+    let err = Engine::open(dir.path(), Options::default()).unwrap_err();
+    assert!(err.to_string().contains("bad magic"), "{err}");
+}
+
+#[test]
+fn damage_found_by_a_read_is_a_corruption_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let doc = engine.create_document(b"<p>precious</p>", Columns::new()).unwrap();
+    let input = engine.add_input(doc, &Value::Str("input".into())).unwrap();
+    let len = fs::metadata(dir.path().join(ACTIVE_NAME)).unwrap().len();
+    flip_byte(&dir.path().join(ACTIVE_NAME), len - 2);
+
+    let err = engine.input(doc, input).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert_eq!(engine.document_blob(doc).unwrap(), b"<p>precious</p>");
+}
+
+#[test]
+fn ids_are_not_reused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let a = engine.create_document(b"a", Columns::new()).unwrap();
+    let b = engine.create_document(b"b", Columns::new()).unwrap();
+    let input = engine.add_input(b, &Value::Int(1)).unwrap();
+    engine.delete_document(b).unwrap();
+    engine.close().unwrap();
+
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let c = engine.create_document(b"c", Columns::new()).unwrap();
+    assert!(c > input && input > b && b > a, "ids {a} {b} {input} {c}");
+}
+
+#[test]
+fn a_second_engine_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let err = Engine::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "got {err:?}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(engine);
+    Engine::open(dir.path(), Options::default()).unwrap();
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Engine::open(dir.path(), Options { segment_size: 10, ..Options::default() }).unwrap_err();
+    assert!(matches!(err, Error::Options(_)), "got {err:?}");
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    // Bitwise CRC-32 (IEEE), independent of the engine's implementation.
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
