@@ -1,1 +1,133 @@
+//! Stratum's gRPC server: the `lse.Lse` service of `proto/lse.proto` over
+//! the storage engine, plus the standard health and reflection services.
+//!
+//! [`run`] opens the engine, listens, serves until the shutdown future
+//! completes, then finishes in-flight calls and flushes the engine.
 
+pub mod config;
+mod convert;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stratum_io::{Engine, Error};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+pub use config::Config;
+pub use convert::status;
+pub use service::{DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SIZE};
+
+/// The code generated from `proto/lse.proto`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("lse");
+
+    /// The compiled proto, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lse_descriptor");
+}
+
+/// Why the server could not start or stopped with an error. Each message is
+/// one line that says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot use data directory {dir}: {source}; choose another with --data-dir or LSE_DATA_DIR")]
+    DataDir { dir: String, source: Error },
+    #[error("{0}; stop the other lse_server or choose another --data-dir")]
+    Locked(Error),
+    #[error("cannot open the store: {0}")]
+    Engine(Error),
+    #[error("cannot listen on {addr}: {source}; choose another port with --port or LSE_PORT")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the server until `shutdown` completes. `ready` is called with the
+/// bound address once the server accepts connections.
+pub async fn run(
+    config: Config,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let options = config.engine_options().map_err(ServerError::Config)?;
+    let started = Instant::now();
+    let dir = config.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, options))
+        .await
+        .map_err(|e| ServerError::Config(format!("recovery task failed: {e}")))?
+        .map_err(|e| match e {
+            Error::Locked { .. } => ServerError::Locked(e),
+            Error::Io { .. } => ServerError::DataDir { dir: config.data_dir.display().to_string(), source: e },
+            e => ServerError::Engine(e),
+        })?;
+    let engine = Arc::new(engine);
+    let recovery = started.elapsed();
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<proto::lse_server::LseServer<LseService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let watcher = tokio::spawn(watch_writability(engine.clone(), health));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    let lse = proto::lse_server::LseServer::new(LseService::new(engine.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    tracing::info!(
+        address = %local,
+        data_dir = %config.data_dir.display(),
+        sync = %config.sync,
+        segment_bytes = config.segment_bytes,
+        recovery_ms = recovery.as_millis() as u64,
+        documents = engine.stats().documents,
+        "lse_server listening"
+    );
+    ready(local);
+
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(lse)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+
+    watcher.abort();
+    let _ = watcher.await;
+    tracing::info!("shutting down: flushing the store");
+    let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close(),
+        Err(engine) => engine.flush(),
+    })
+    .await
+    .map_err(|e| ServerError::Config(format!("shutdown task failed: {e}")))?;
+    closed.map_err(ServerError::Engine)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reports NOT_SERVING once the engine refuses writes after an IO failure.
+async fn watch_writability(engine: Arc<Engine>, health: tonic_health::server::HealthReporter) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(reason) = engine.stats().poisoned {
+            tracing::error!(%reason, "writes refused: reporting NOT_SERVING; restart the server to recover");
+            health.set_not_serving::<proto::lse_server::LseServer<LseService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Command-line flags and environment variables. A flag beats its variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use stratum_io::{Limits, Options, SyncPolicy};
+
+const MIB: usize = 1 << 20;
+
+/// Room a response needs beyond the value or blob it carries.
+const MESSAGE_OVERHEAD: usize = 64 << 10;
+
+/// Stratum's gRPC storage server.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "lse_server", version, about, long_about = None)]
+pub struct Config {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "LSE_PORT", default_value_t = 50051)]
+    pub port: u16,
+
+    /// Address to listen on; 0.0.0.0 for every interface.
+    #[arg(long, env = "LSE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Directory for segment files (created if missing).
+    #[arg(long, env = "LSE_DATA_DIR", default_value = "/data")]
+    pub data_dir: PathBuf,
+
+    /// When writes are fsynced: always (before each reply; concurrent
+    /// writes share fsyncs), interval:MS (in the background), or none
+    /// (only on Flush, segment rotation and shutdown).
+    #[arg(long, env = "LSE_SYNC", default_value = "always")]
+    pub sync: SyncPolicy,
+
+    /// Seal the active segment and start a new one past this size.
+    #[arg(long, env = "LSE_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub segment_bytes: u64,
+
+    /// Largest problem blob accepted, in bytes.
+    #[arg(long, env = "LSE_MAX_BLOB_BYTES", default_value_t = 16 * MIB)]
+    pub max_blob_bytes: usize,
+
+    /// Largest encoded test case or output value accepted, in bytes.
+    #[arg(long, env = "LSE_MAX_VALUE_BYTES", default_value_t = 16 * MIB)]
+    pub max_value_bytes: usize,
+
+    /// Largest gRPC message the server receives or sends, in bytes.
+    #[arg(long, env = "LSE_MAX_MESSAGE_BYTES", default_value_t = 64 * MIB)]
+    pub max_message_bytes: usize,
+
+    /// Log filter (tracing env-filter syntax), e.g. info or stratum=debug.
+    #[arg(long, env = "LSE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The engine options these settings ask for, checked for consistency:
+    /// whatever can be written must fit in a response to read it back.
+    pub fn engine_options(&self) -> Result<Options, String> {
+        for (flag, limit) in [("--max-blob-bytes", self.max_blob_bytes), ("--max-value-bytes", self.max_value_bytes)] {
+            if limit + MESSAGE_OVERHEAD > self.max_message_bytes {
+                return Err(format!(
+                    "{flag} {limit} does not fit in --max-message-bytes {} with {MESSAGE_OVERHEAD} bytes to spare",
+                    self.max_message_bytes
+                ));
+            }
+        }
+        let options = Options {
+            sync: self.sync,
+            segment_size: self.segment_bytes,
+            limits: Limits {
+                max_blob_bytes: self.max_blob_bytes,
+                max_value_bytes: self.max_value_bytes,
+                ..Limits::default()
+            },
+        };
+        options.validate().map_err(|e| e.to_string())?;
+        Ok(options)
+    }
+}

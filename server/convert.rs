@@ -1,0 +1,75 @@
+//! Translation between the wire and the engine: protobuf values to engine
+//! values and back, and engine errors to gRPC statuses (the one place where
+//! that mapping is decided).
+
+use stratum_io::{Error, Id, Value};
+use tonic::Status;
+
+use crate::proto;
+
+/// The status a client gets for an engine error.
+pub fn status(error: Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::NotFound(_) => Status::not_found(message),
+        Error::Invalid(_) => Status::invalid_argument(message),
+        Error::Corrupt { .. } => Status::data_loss(message),
+        Error::Poisoned { .. } => Status::unavailable(message),
+        Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
+        Error::Io { .. } => Status::internal(message),
+    }
+}
+
+/// Checks that a request field holds an id (ids start at 1).
+pub fn id(field: &str, id: u64) -> Result<Id, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument(format!("{field} is required (ids start at 1)")));
+    }
+    Ok(id)
+}
+
+/// The engine value of a request's value field.
+pub fn value_from_wire(value: Option<proto::Value>) -> Result<Value, Status> {
+    use proto::value::Kind;
+    let kind = value.and_then(|v| v.kind).ok_or_else(|| {
+        Status::invalid_argument(
+            "value is required: set exactly one of int_value, double_value, string_value, int_list, string_list, string_map",
+        )
+    })?;
+    Ok(match kind {
+        Kind::IntValue(v) => Value::Int(v),
+        Kind::DoubleValue(v) => Value::Double(v),
+        Kind::StringValue(v) => Value::Str(v),
+        Kind::IntList(list) => Value::IntList(list.values),
+        Kind::StringList(list) => Value::StrList(list.values),
+        Kind::StringMap(map) => Value::Map(map.entries),
+    })
+}
+
+/// The wire form of an engine value.
+pub fn value_to_wire(value: Value) -> proto::Value {
+    use proto::value::Kind;
+    let kind = match value {
+        Value::Int(v) => Kind::IntValue(v),
+        Value::Double(v) => Kind::DoubleValue(v),
+        Value::Str(v) => Kind::StringValue(v),
+        Value::IntList(values) => Kind::IntList(proto::IntList { values }),
+        Value::StrList(values) => Kind::StringList(proto::StringList { values }),
+        Value::Map(entries) => Kind::StringMap(proto::StringMap { entries }),
+    };
+    proto::Value { kind: Some(kind) }
+}
+
+/// A blob as the wire's `string html`. Blobs are only ever written from
+/// strings, so invalid UTF-8 means damage.
+pub fn html(problem: Id, blob: Vec<u8>) -> Result<String, Status> {
+    String::from_utf8(blob).map_err(|_| Status::data_loss(format!("the blob of problem {problem} is not valid UTF-8")))
+}
+
+/// Page tokens are the last id of the previous page, in decimal.
+pub fn page_token(token: &str) -> Result<Id, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| Status::invalid_argument(format!("page_token {token:?} was not issued by this server")))
+}

@@ -1,0 +1,275 @@
+//! The `lse.Lse` gRPC service: each RPC checks its request, runs one engine
+//! call on the blocking pool (engine calls read files and wait for fsyncs;
+//! they never run on the async runtime's threads) and builds the response.
+
+use std::sync::Arc;
+
+use stratum_io::{Engine, Error};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, id, value_from_wire, value_to_wire};
+use crate::proto::{self, lse_server::Lse};
+
+/// Ids per ListProblems page when the request does not say.
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+
+/// The most ids one ListProblems page returns.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+
+/// The service, holding the engine it serves.
+#[derive(Clone, Debug)]
+pub struct LseService {
+    engine: Arc<Engine>,
+}
+
+impl LseService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        LseService { engine }
+    }
+
+    /// Runs `f` on the blocking pool and maps its error to a status.
+    async fn call<T, F>(&self, f: F) -> Result<Response<T>, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || f(&engine)).await {
+            Ok(result) => result.map(Response::new).map_err(convert::status),
+            Err(e) => Err(Status::internal(format!("engine call failed: {e}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lse for LseService {
+    async fn create_problem(
+        &self,
+        request: Request<proto::CreateProblemRequest>,
+    ) -> Result<Response<proto::CreateProblemResponse>, Status> {
+        let proto::CreateProblemRequest { html, columns } = request.into_inner();
+        self.call(move |engine| {
+            let problem_id = engine.create_document(html.as_bytes(), columns)?;
+            Ok(proto::CreateProblemResponse { problem_id })
+        })
+        .await
+    }
+
+    async fn get_problem_html(
+        &self,
+        request: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
+        let problem = id("problem_id", request.into_inner().problem_id)?;
+        let blob = self.call(move |engine| engine.document_blob(problem)).await?.into_inner();
+        Ok(Response::new(proto::GetProblemHtmlResponse { html: convert::html(problem, blob)? }))
+    }
+
+    async fn get_problem_meta(
+        &self,
+        request: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
+        let problem = id("problem_id", request.into_inner().problem_id)?;
+        // Columns live in memory: no blocking call needed.
+        let columns = self.engine.document_columns(problem).map_err(convert::status)?;
+        Ok(Response::new(proto::GetProblemMetaResponse { columns }))
+    }
+
+    async fn update_problem_html(
+        &self,
+        request: Request<proto::UpdateProblemHtmlRequest>,
+    ) -> Result<Response<proto::UpdateProblemHtmlResponse>, Status> {
+        let proto::UpdateProblemHtmlRequest { problem_id, html } = request.into_inner();
+        let problem = id("problem_id", problem_id)?;
+        self.call(move |engine| engine.update_blob(problem, html.as_bytes())).await?;
+        Ok(Response::new(proto::UpdateProblemHtmlResponse {}))
+    }
+
+    async fn update_problem_column(
+        &self,
+        request: Request<proto::UpdateProblemColumnRequest>,
+    ) -> Result<Response<proto::UpdateProblemColumnResponse>, Status> {
+        let proto::UpdateProblemColumnRequest { problem_id, name, value } = request.into_inner();
+        let problem = id("problem_id", problem_id)?;
+        self.call(move |engine| engine.set_column(problem, &name, &value)).await?;
+        Ok(Response::new(proto::UpdateProblemColumnResponse {}))
+    }
+
+    async fn delete_problem(
+        &self,
+        request: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::DeleteProblemResponse>, Status> {
+        let problem = id("problem_id", request.into_inner().problem_id)?;
+        self.call(move |engine| engine.delete_document(problem)).await?;
+        Ok(Response::new(proto::DeleteProblemResponse {}))
+    }
+
+    async fn list_problems(
+        &self,
+        request: Request<proto::ListProblemsRequest>,
+    ) -> Result<Response<proto::ListProblemsResponse>, Status> {
+        let proto::ListProblemsRequest { page_size, page_token } = request.into_inner();
+        let after = convert::page_token(&page_token)?;
+        let size = match page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        self.call(move |engine| {
+            // One id more than the page tells whether another page follows.
+            let mut problem_ids = engine.document_ids_after(after, size + 1);
+            let next_page_token = if problem_ids.len() > size {
+                problem_ids.truncate(size);
+                problem_ids.last().map(u64::to_string).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(proto::ListProblemsResponse { problem_ids, next_page_token })
+        })
+        .await
+    }
+
+    async fn add_test_case(
+        &self,
+        request: Request<proto::AddTestCaseRequest>,
+    ) -> Result<Response<proto::AddTestCaseResponse>, Status> {
+        let proto::AddTestCaseRequest { problem_id, value } = request.into_inner();
+        let problem = id("problem_id", problem_id)?;
+        let value = value_from_wire(value)?;
+        self.call(move |engine| {
+            let test_case_id = engine.add_input(problem, &value)?;
+            Ok(proto::AddTestCaseResponse { test_case_id })
+        })
+        .await
+    }
+
+    async fn get_test_case(
+        &self,
+        request: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetTestCaseResponse>, Status> {
+        let (problem, test_case) = test_case_ref(request.into_inner())?;
+        self.call(move |engine| {
+            let value = engine.input(problem, test_case)?;
+            Ok(proto::GetTestCaseResponse {
+                test_case: Some(proto::TestCase { test_case_id: test_case, value: Some(value_to_wire(value)) }),
+            })
+        })
+        .await
+    }
+
+    async fn get_all_test_cases(
+        &self,
+        request: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetAllTestCasesResponse>, Status> {
+        let problem = id("problem_id", request.into_inner().problem_id)?;
+        self.call(move |engine| {
+            let test_cases = engine
+                .inputs(problem)?
+                .into_iter()
+                .map(|(test_case_id, value)| proto::TestCase { test_case_id, value: Some(value_to_wire(value)) })
+                .collect();
+            Ok(proto::GetAllTestCasesResponse { test_cases })
+        })
+        .await
+    }
+
+    async fn update_test_case(
+        &self,
+        request: Request<proto::UpdateTestCaseRequest>,
+    ) -> Result<Response<proto::UpdateTestCaseResponse>, Status> {
+        let proto::UpdateTestCaseRequest { problem_id, test_case_id, value } = request.into_inner();
+        let (problem, test_case) = ids(problem_id, test_case_id)?;
+        let value = value_from_wire(value)?;
+        self.call(move |engine| engine.update_input(problem, test_case, &value)).await?;
+        Ok(Response::new(proto::UpdateTestCaseResponse {}))
+    }
+
+    async fn delete_test_case(
+        &self,
+        request: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteTestCaseResponse>, Status> {
+        let (problem, test_case) = test_case_ref(request.into_inner())?;
+        self.call(move |engine| engine.delete_input(problem, test_case)).await?;
+        Ok(Response::new(proto::DeleteTestCaseResponse {}))
+    }
+
+    async fn set_expected_output(
+        &self,
+        request: Request<proto::SetExpectedOutputRequest>,
+    ) -> Result<Response<proto::SetExpectedOutputResponse>, Status> {
+        let proto::SetExpectedOutputRequest { problem_id, test_case_id, value } = request.into_inner();
+        let (problem, test_case) = ids(problem_id, test_case_id)?;
+        let value = value_from_wire(value)?;
+        self.call(move |engine| engine.set_output(problem, test_case, &value)).await?;
+        Ok(Response::new(proto::SetExpectedOutputResponse {}))
+    }
+
+    async fn get_expected_output(
+        &self,
+        request: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
+        let (problem, test_case) = test_case_ref(request.into_inner())?;
+        self.call(move |engine| {
+            let value = engine.output(problem, test_case)?;
+            Ok(proto::GetExpectedOutputResponse { test_case_id: test_case, value: Some(value_to_wire(value)) })
+        })
+        .await
+    }
+
+    async fn update_expected_output(
+        &self,
+        request: Request<proto::UpdateExpectedOutputRequest>,
+    ) -> Result<Response<proto::UpdateExpectedOutputResponse>, Status> {
+        let proto::UpdateExpectedOutputRequest { problem_id, test_case_id, value } = request.into_inner();
+        let (problem, test_case) = ids(problem_id, test_case_id)?;
+        let value = value_from_wire(value)?;
+        self.call(move |engine| engine.update_output(problem, test_case, &value)).await?;
+        Ok(Response::new(proto::UpdateExpectedOutputResponse {}))
+    }
+
+    async fn delete_expected_output(
+        &self,
+        request: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteExpectedOutputResponse>, Status> {
+        let (problem, test_case) = test_case_ref(request.into_inner())?;
+        self.call(move |engine| engine.delete_output(problem, test_case)).await?;
+        Ok(Response::new(proto::DeleteExpectedOutputResponse {}))
+    }
+
+    async fn get_stats(&self, _: Request<proto::GetStatsRequest>) -> Result<Response<proto::GetStatsResponse>, Status> {
+        let stats = self.engine.stats();
+        Ok(Response::new(proto::GetStatsResponse {
+            problems_in_index: stats.documents,
+            active_segment_bytes: stats.active_segment_bytes,
+            segment_count: stats.segments,
+            test_cases: stats.inputs,
+            expected_outputs: stats.outputs,
+            total_bytes: stats.total_bytes,
+            live_bytes: stats.live_bytes,
+            garbage_bytes: stats.garbage_bytes,
+            records: stats.records,
+            fsyncs: stats.fsyncs,
+            sync_policy: self.engine.options().sync.to_string(),
+            write_error: stats.poisoned.unwrap_or_default(),
+            compactions: 0,
+        }))
+    }
+
+    async fn flush(&self, _: Request<proto::FlushRequest>) -> Result<Response<proto::FlushResponse>, Status> {
+        self.call(|engine| engine.flush()).await?;
+        Ok(Response::new(proto::FlushResponse {}))
+    }
+
+    async fn compact_now(
+        &self,
+        _: Request<proto::CompactNowRequest>,
+    ) -> Result<Response<proto::CompactNowResponse>, Status> {
+        Err(Status::unimplemented("compaction is not implemented yet in this build of Stratum"))
+    }
+}
+
+fn ids(problem: u64, test_case: u64) -> Result<(u64, u64), Status> {
+    Ok((id("problem_id", problem)?, id("test_case_id", test_case)?))
+}
+
+fn test_case_ref(r: proto::TestCaseRef) -> Result<(u64, u64), Status> {
+    ids(r.problem_id, r.test_case_id)
+}
