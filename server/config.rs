@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use stratum_io::{Limits, Options, SyncPolicy};
+use std::time::Duration;
+
+use stratum_io::{CompactionPolicy, CompactionSettings, Limits, Options, SyncPolicy};
 
 const MIB: usize = 1 << 20;
 
@@ -49,6 +51,19 @@ pub struct Config {
     #[arg(long, env = "LSE_MAX_MESSAGE_BYTES", default_value_t = 64 * MIB)]
     pub max_message_bytes: usize,
 
+    /// Seconds between background compaction checks; 0 turns the
+    /// background compactor off (CompactNow still works).
+    #[arg(long, env = "LSE_COMPACT_INTERVAL_SECS", default_value_t = 30)]
+    pub compact_interval_secs: u64,
+
+    /// Compact only once at least this many bytes are garbage...
+    #[arg(long, env = "LSE_COMPACT_MIN_GARBAGE_BYTES", default_value_t = 64 << 20)]
+    pub compact_min_garbage_bytes: u64,
+
+    /// ...and garbage is at least this share of all stored bytes (0 to 1).
+    #[arg(long, env = "LSE_COMPACT_MIN_GARBAGE_RATIO", default_value_t = 0.5)]
+    pub compact_min_garbage_ratio: f64,
+
     /// Log filter (tracing env-filter syntax), e.g. info or stratum=debug.
     #[arg(long, env = "LSE_LOG", default_value = "info")]
     pub log: String,
@@ -74,6 +89,13 @@ impl Config {
                 max_value_bytes: self.max_value_bytes,
                 ..Limits::default()
             },
+            compaction: (self.compact_interval_secs > 0).then(|| CompactionSettings {
+                interval: Duration::from_secs(self.compact_interval_secs),
+                policy: CompactionPolicy {
+                    min_garbage_bytes: self.compact_min_garbage_bytes,
+                    min_garbage_ratio: self.compact_min_garbage_ratio,
+                },
+            }),
         };
         options.validate().map_err(|e| e.to_string())?;
         Ok(options)

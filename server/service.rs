@@ -249,7 +249,9 @@ impl Lse for LseService {
             fsyncs: stats.fsyncs,
             sync_policy: self.engine.options().sync.to_string(),
             write_error: stats.poisoned.unwrap_or_default(),
-            compactions: 0,
+            compactions: stats.compactions,
+            last_compaction_bytes_in: stats.last_compaction.map_or(0, |c| c.bytes_in),
+            last_compaction_bytes_out: stats.last_compaction.map_or(0, |c| c.bytes_out),
         }))
     }
 
@@ -262,7 +264,16 @@ impl Lse for LseService {
         &self,
         _: Request<proto::CompactNowRequest>,
     ) -> Result<Response<proto::CompactNowResponse>, Status> {
-        Err(Status::unimplemented("compaction is not implemented yet in this build of Stratum"))
+        self.call(|engine| {
+            let report = engine.compact()?;
+            Ok(proto::CompactNowResponse {
+                segments_in: report.segments_in,
+                bytes_in: report.bytes_in,
+                bytes_out: report.bytes_out,
+                records_dropped: report.records_dropped,
+            })
+        })
+        .await
     }
 }
 

@@ -42,7 +42,12 @@ fn step() -> impl Strategy<Value = Step> {
 fn options() -> impl Strategy<Value = Options> {
     let sync = prop_oneof![Just(SyncPolicy::Always), Just(SyncPolicy::Never)];
     let segment_size = prop_oneof![Just(64u64), Just(300), Just(2048), Just(1 << 20)];
-    (sync, segment_size).prop_map(|(sync, segment_size)| Options { sync, segment_size, ..Options::default() })
+    (sync, segment_size).prop_map(|(sync, segment_size)| Options {
+        sync,
+        segment_size,
+        compaction: None,
+        ..Options::default()
+    })
 }
 
 const DIR: &str = "/data";

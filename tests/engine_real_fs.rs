@@ -4,7 +4,7 @@
 mod support;
 
 use proptest::prelude::*;
-use stratum_io::{Engine, Options, SyncPolicy};
+use stratum_io::{CompactionPolicy, CompactionSettings, Engine, Options, SyncPolicy};
 use stratum_model::Model;
 use support::{Issued, Op, cases, check_counts, read_back, run_engine, run_model};
 
@@ -25,7 +25,19 @@ fn options() -> impl Strategy<Value = Options> {
         1 => Just(SyncPolicy::Interval(std::time::Duration::from_millis(1)))
     ];
     let segment_size = prop_oneof![Just(64u64), Just(1024), Just(1 << 20)];
-    (sync, segment_size).prop_map(|(sync, segment_size)| Options { sync, segment_size, ..Options::default() })
+    // Sometimes a background compactor that runs whenever there is garbage,
+    // racing the operations.
+    let eager = CompactionSettings {
+        interval: std::time::Duration::from_millis(1),
+        policy: CompactionPolicy { min_garbage_bytes: 0, min_garbage_ratio: 0.0 },
+    };
+    let compaction = prop_oneof![Just(None), Just(Some(eager))];
+    (sync, segment_size, compaction).prop_map(|(sync, segment_size, compaction)| Options {
+        sync,
+        segment_size,
+        compaction,
+        ..Options::default()
+    })
 }
 
 proptest! {

@@ -19,6 +19,8 @@ pub enum DecodeError {
     InvalidUtf8,
     #[error("map keys are not in strictly increasing order")]
     UnorderedMap,
+    #[error("segment id 0 is invalid")]
+    ZeroSegmentId,
 }
 
 pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {

@@ -92,12 +92,14 @@ pub enum Applied {
 /// The in-memory index.
 #[derive(Clone, Debug, Default)]
 pub struct KeyDir {
-    documents: FxHashMap<Id, DocumentEntry>,
-    inputs: FxHashMap<Id, InputEntry>,
+    pub(crate) documents: FxHashMap<Id, DocumentEntry>,
+    pub(crate) inputs: FxHashMap<Id, InputEntry>,
     outputs: u64,
-    segments: BTreeMap<SegmentId, SegmentUsage>,
-    next_id: Id,
-    next_seq: u64,
+    pub(crate) segments: BTreeMap<SegmentId, SegmentUsage>,
+    /// The checkpoint record of the merged segment, if there is one.
+    pub(crate) checkpoint: Option<Location>,
+    pub(crate) next_id: Id,
+    pub(crate) next_seq: u64,
 }
 
 impl KeyDir {
@@ -243,6 +245,15 @@ impl KeyDir {
                     }
                 }
             }
+            Effect::Checkpoint { next_id } => {
+                // The newest checkpoint is live: it carries the id counter of
+                // the records its merged segment replaced.
+                self.next_id = self.next_id.max(next_id);
+                if let Some(old) = self.checkpoint.replace(location) {
+                    self.remove_live(old);
+                }
+                self.add_live(location);
+            }
             Effect::DeleteOutput => {
                 let Some(entry) = self.inputs.get_mut(&id) else { return Applied::Ignored };
                 let Some(old) = entry.output.take() else { return Applied::Ignored };
@@ -251,6 +262,27 @@ impl KeyDir {
             }
         }
         Applied::Changed
+    }
+
+    /// Recomputes every segment's live bytes from the index.
+    pub(crate) fn recount_live_bytes(&mut self) {
+        for usage in self.segments.values_mut() {
+            usage.live_bytes = 0;
+        }
+        let mut live: Vec<Location> = self.checkpoint.into_iter().collect();
+        for doc in self.documents.values() {
+            live.push(doc.blob);
+            if doc.columns_at != doc.blob {
+                live.push(doc.columns_at);
+            }
+        }
+        for input in self.inputs.values() {
+            live.push(input.value);
+            live.extend(input.output);
+        }
+        for at in live {
+            self.add_live(at);
+        }
     }
 
     fn release_input(&mut self, entry: InputEntry) {

@@ -2,13 +2,15 @@
 //!
 //! This crate decides everything and does nothing: it encodes and decodes
 //! records ([`encode_record`], [`scan`]), keeps the in-memory index
-//! ([`KeyDir`]), replays segment bytes during recovery ([`SegmentReplay`])
-//! and checks requests against [`Limits`]. It opens no files, reads no
+//! ([`KeyDir`]), replays segment bytes during recovery ([`SegmentReplay`]),
+//! plans compactions ([`CompactionPlan`], [`CompactionPolicy`]) and checks
+//! requests against [`Limits`]. It opens no files, reads no
 //! clock and starts no threads; everything it needs is passed in as byte
 //! slices and values, so tests can feed it any bytes at all. The
 //! `stratum-io` crate binds it to real files.
 
 mod codec;
+mod compaction;
 mod keydir;
 mod limits;
 mod record;
@@ -20,6 +22,9 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 pub use codec::DecodeError;
+pub use compaction::{
+    CompactionPlan, CompactionPolicy, Installed, MergedSegment, PlannedDocument, PlannedInput, Relocation, Target,
+};
 pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, SegmentUsage};
 pub use limits::{Invalid, Limits};
 pub use record::{

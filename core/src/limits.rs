@@ -65,7 +65,10 @@ impl Limits {
                 return Err(Invalid::LimitTooLarge { name, value, max });
             }
         }
-        let columns = self.max_columns.saturating_mul(8 + self.max_column_name_bytes + self.max_column_value_bytes);
+        // An encoded column map: a 4-byte count, then per column two 4-byte
+        // lengths, the name and the value.
+        let per_column = self.max_column_name_bytes.saturating_add(self.max_column_value_bytes).saturating_add(8);
+        let columns = self.max_columns.saturating_mul(per_column).saturating_add(4);
         if columns > COLUMNS_HEADROOM {
             return Err(Invalid::LimitTooLarge { name: "max_columns", value: self.max_columns, max: COLUMNS_HEADROOM });
         }

@@ -19,7 +19,7 @@
 
 use crate::codec::{DecodeError, Reader};
 use crate::value::{Value, decode_string_map, encode_string_map, string_map_encoded_len};
-use crate::{Columns, Id};
+use crate::{Columns, Id, SegmentId};
 
 /// Bytes in a record header.
 pub const RECORD_HEADER_LEN: usize = 25;
@@ -40,6 +40,7 @@ pub enum RecordKind {
     DeleteInput = 6,
     PutOutput = 7,
     DeleteOutput = 8,
+    Checkpoint = 9,
 }
 
 impl RecordKind {
@@ -54,6 +55,7 @@ impl RecordKind {
             6 => DeleteInput,
             7 => PutOutput,
             8 => DeleteOutput,
+            9 => Checkpoint,
             _ => return None,
         })
     }
@@ -70,6 +72,10 @@ impl RecordKind {
 /// `SetBlob` is the blob; `SetColumns` is the whole column map; `PutInput`
 /// is the owning document's id followed by the value; `PutOutput` is the
 /// value (the record's id is the input's id); deletes have no payload.
+/// `Checkpoint` opens every merged segment: the first segment id it
+/// replaces (little-endian u32) and the id counter at the time of the merge
+/// (u64), so ids are not reused even when the records that used them are
+/// gone; its record id is 0.
 #[derive(Clone, Copy, Debug)]
 pub enum Mutation<'a> {
     CreateDocument { columns: &'a Columns, blob: &'a [u8] },
@@ -80,6 +86,7 @@ pub enum Mutation<'a> {
     DeleteInput,
     PutOutput { value: &'a Value },
     DeleteOutput,
+    Checkpoint { covers_from: SegmentId, next_id: Id },
 }
 
 impl Mutation<'_> {
@@ -93,6 +100,7 @@ impl Mutation<'_> {
             Mutation::DeleteInput => RecordKind::DeleteInput,
             Mutation::PutOutput { .. } => RecordKind::PutOutput,
             Mutation::DeleteOutput => RecordKind::DeleteOutput,
+            Mutation::Checkpoint { .. } => RecordKind::Checkpoint,
         }
     }
 
@@ -103,6 +111,7 @@ impl Mutation<'_> {
             Mutation::SetColumns { columns } => string_map_encoded_len(columns),
             Mutation::PutInput { value, .. } => 8 + value.encoded_len(),
             Mutation::PutOutput { value } => value.encoded_len(),
+            Mutation::Checkpoint { .. } => 12,
             Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => 0,
         }
     }
@@ -123,6 +132,7 @@ impl Mutation<'_> {
             Mutation::DeleteInput => Effect::DeleteInput,
             Mutation::PutOutput { .. } => Effect::PutOutput,
             Mutation::DeleteOutput => Effect::DeleteOutput,
+            Mutation::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
         }
     }
 }
@@ -153,6 +163,10 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
             value.encode(out);
         }
         Mutation::PutOutput { value } => value.encode(out),
+        Mutation::Checkpoint { covers_from, next_id } => {
+            out.extend_from_slice(&covers_from.get().to_le_bytes());
+            out.extend_from_slice(&next_id.to_le_bytes());
+        }
         Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => {}
     }
     let crc = crc32fast::hash(&out[start + 4..]);
@@ -174,6 +188,7 @@ pub enum Effect {
     DeleteInput,
     PutOutput,
     DeleteOutput,
+    Checkpoint { next_id: Id },
 }
 
 /// A decoded record payload, borrowing blobs and encoded values from the
@@ -188,9 +203,24 @@ pub enum Body<'a> {
     DeleteInput,
     PutOutput { value: &'a [u8] },
     DeleteOutput,
+    Checkpoint { covers_from: SegmentId, next_id: Id },
 }
 
 impl Body<'_> {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Body::CreateDocument { .. } => RecordKind::CreateDocument,
+            Body::SetBlob { .. } => RecordKind::SetBlob,
+            Body::SetColumns { .. } => RecordKind::SetColumns,
+            Body::DeleteDocument => RecordKind::DeleteDocument,
+            Body::PutInput { .. } => RecordKind::PutInput,
+            Body::DeleteInput => RecordKind::DeleteInput,
+            Body::PutOutput { .. } => RecordKind::PutOutput,
+            Body::DeleteOutput => RecordKind::DeleteOutput,
+            Body::Checkpoint { .. } => RecordKind::Checkpoint,
+        }
+    }
+
     pub fn into_effect(self) -> Effect {
         match self {
             Body::CreateDocument { columns, .. } => Effect::CreateDocument { columns },
@@ -201,6 +231,7 @@ impl Body<'_> {
             Body::DeleteInput => Effect::DeleteInput,
             Body::PutOutput { .. } => Effect::PutOutput,
             Body::DeleteOutput => Effect::DeleteOutput,
+            Body::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
         }
     }
 }
@@ -240,6 +271,10 @@ impl<'a> RecordRef<'a> {
             RecordKind::DeleteInput => Body::DeleteInput,
             RecordKind::PutOutput => Body::PutOutput { value: r.rest() },
             RecordKind::DeleteOutput => Body::DeleteOutput,
+            RecordKind::Checkpoint => Body::Checkpoint {
+                covers_from: SegmentId::new(r.u32()?).ok_or(DecodeError::ZeroSegmentId)?,
+                next_id: r.u64()?,
+            },
         };
         r.finish()?;
         Ok(body)
@@ -345,7 +380,7 @@ pub const FORMAT_VERSION: u16 = 1;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    pub segment: crate::SegmentId,
+    pub segment: SegmentId,
 }
 
 /// Why a segment header cannot be used.
@@ -388,7 +423,7 @@ impl SegmentHeader {
             return Err(HeaderError::UnsupportedVersion { found: version });
         }
         let id = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
-        let segment = crate::SegmentId::new(id).ok_or(HeaderError::ZeroSegmentId)?;
+        let segment = SegmentId::new(id).ok_or(HeaderError::ZeroSegmentId)?;
         Ok(SegmentHeader { segment })
     }
 }

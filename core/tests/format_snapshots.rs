@@ -75,6 +75,12 @@ fn delete_output_tombstone() {
 }
 
 #[test]
+fn checkpoint_record() {
+    let m = Owned::Checkpoint { covers_from: SegmentId::new(2).unwrap(), next_id: 300 };
+    insta::assert_snapshot!("checkpoint", record_snapshot(9, 0, &m));
+}
+
+#[test]
 fn put_output_record_with_an_int() {
     let m = Owned::PutOutput { value: Value::Int(-2) };
     insta::assert_snapshot!("value_int", record_snapshot(10, 2, &m));

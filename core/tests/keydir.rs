@@ -461,6 +461,35 @@ fn replaced_records_stop_being_live_in_their_own_segment() {
     assert_eq!(log.kd.segments().keys().map(|s| s.get()).collect::<Vec<_>>(), [1, 2]);
 }
 
+#[test]
+fn a_checkpoint_raises_next_id_to_its_counter() {
+    let mut log = Log::new();
+    log.create(3);
+    log.changed(0, Effect::Checkpoint { next_id: 50 }, 37);
+    assert_eq!(log.kd.next_id(), 50);
+    // A lower counter never moves it back.
+    log.changed(0, Effect::Checkpoint { next_id: 10 }, 37);
+    assert_eq!(log.kd.next_id(), 50);
+}
+
+#[test]
+fn a_checkpoint_stays_live_without_any_document() {
+    let mut log = Log::new();
+    log.changed(0, Effect::Checkpoint { next_id: 1 }, 37);
+    assert_eq!(log.usage(1), SegmentUsage { total_bytes: 37, live_bytes: 37, records: 1 });
+    assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (0, 0, 0));
+}
+
+#[test]
+fn a_later_checkpoint_replaces_the_earlier_one() {
+    let mut log = Log::new();
+    log.changed(0, Effect::Checkpoint { next_id: 1 }, 37);
+    log.roll(2);
+    log.changed(0, Effect::Checkpoint { next_id: 1 }, 40);
+    assert_eq!(log.usage(1).live_bytes, 0);
+    assert_eq!(log.usage(2).live_bytes, 40);
+}
+
 // ---------------------------------------------------------------------------
 // Random effect sequences.
 
@@ -484,6 +513,7 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
         1 => Just(Effect::DeleteInput),
         3 => Just(Effect::PutOutput),
         2 => Just(Effect::DeleteOutput),
+        1 => (0u64..=12).prop_map(|next_id| Effect::Checkpoint { next_id }),
     ]
 }
 
@@ -498,6 +528,8 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
                 | Effect::SetBlob
                 | Effect::SetColumns { .. }
                 | Effect::DeleteDocument => document_id,
+                // A checkpoint's record id is 0.
+                Effect::Checkpoint { .. } => 0,
                 _ => input_id,
             };
             Step { id, effect, segment, len }
@@ -506,25 +538,44 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
     vec(step, 0..80)
 }
 
+/// Where each step's record goes: increasing offsets in each segment.
+fn locations(steps: &[Step]) -> Vec<Location> {
+    let mut offsets: HashMap<u32, u32> = HashMap::new();
+    steps
+        .iter()
+        .map(|step| {
+            let offset = offsets.entry(step.segment).or_insert(20);
+            let location = Location { segment: seg(step.segment), offset: *offset, len: step.len };
+            *offset += step.len;
+            location
+        })
+        .collect()
+}
+
+/// The live checkpoint record among the steps (the last one applied), which
+/// the lookups do not show.
+fn checkpoints(steps: &[Step]) -> Vec<Location> {
+    let at = locations(steps);
+    let last = steps.iter().zip(at).rev().find(|(s, _)| matches!(s.effect, Effect::Checkpoint { .. }));
+    last.map(|(_, l)| l).into_iter().collect()
+}
+
 /// Applies the steps with increasing offsets in each segment and increasing
 /// sequence numbers; returns the directory and what each apply said.
 fn run(steps: &[Step]) -> (KeyDir, Vec<Applied>) {
     let mut kd = KeyDir::new();
-    let mut offsets: HashMap<u32, u32> = HashMap::new();
     let mut applied = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let offset = offsets.entry(step.segment).or_insert(20);
-        let location = Location { segment: seg(step.segment), offset: *offset, len: step.len };
-        *offset += step.len;
+    for (i, (step, location)) in steps.iter().zip(locations(steps)).enumerate() {
         let meta = RecordMeta { seq: i as u64 + 1, id: step.id, location };
         applied.push(kd.apply(meta, step.effect.clone()));
     }
     (kd, applied)
 }
 
-/// Every location the directory references, each once.
-fn referenced(kd: &KeyDir) -> HashSet<Location> {
-    let mut locations = HashSet::new();
+/// Every location the directory references, each once, plus the live
+/// checkpoint record.
+fn referenced(kd: &KeyDir, checkpoints: &[Location]) -> HashSet<Location> {
+    let mut locations: HashSet<Location> = checkpoints.iter().copied().collect();
     for id in kd.document_ids() {
         let doc = kd.document(id).unwrap();
         locations.insert(doc.blob);
@@ -593,6 +644,7 @@ impl Model {
                 Some(input) if input.2.is_some() => input.2 = None,
                 _ => return Ignored,
             },
+            Effect::Checkpoint { .. } => {}
         }
         Changed
     }
@@ -603,7 +655,7 @@ proptest! {
     fn live_bytes_equal_the_lengths_of_the_distinct_referenced_records(steps in arb_steps()) {
         let (kd, _) = run(&steps);
         let mut expected: BTreeMap<SegmentId, u64> = BTreeMap::new();
-        for location in referenced(&kd) {
+        for location in referenced(&kd, &checkpoints(&steps)) {
             *expected.entry(location.segment).or_default() += u64::from(location.len);
         }
         for (segment, usage) in kd.segments() {
@@ -618,7 +670,7 @@ proptest! {
     fn live_bytes_stay_exact_after_every_step(steps in arb_steps()) {
         for n in 0..=steps.len() {
             let (kd, _) = run(&steps[..n]);
-            let live: u64 = referenced(&kd).iter().map(|l| u64::from(l.len)).sum();
+            let live: u64 = referenced(&kd, &checkpoints(&steps[..n])).iter().map(|l| u64::from(l.len)).sum();
             let counted: u64 = kd.segments().values().map(|u| u.live_bytes).sum();
             prop_assert_eq!(counted, live, "after {} steps", n);
         }
@@ -647,11 +699,7 @@ proptest! {
     fn directory_matches_a_reference_model(steps in arb_steps()) {
         let (kd, applied) = run(&steps);
         let mut model = Model::default();
-        let mut offsets: HashMap<u32, u32> = HashMap::new();
-        for (i, step) in steps.iter().enumerate() {
-            let offset = offsets.entry(step.segment).or_insert(20);
-            let at = Location { segment: seg(step.segment), offset: *offset, len: step.len };
-            *offset += step.len;
+        for (i, (step, at)) in steps.iter().zip(locations(&steps)).enumerate() {
             prop_assert_eq!(model.apply(step.id, &step.effect, at), applied[i], "step {}: {:?}", i, step);
         }
         let mut ids: Vec<Id> = kd.document_ids().collect();
@@ -675,8 +723,12 @@ proptest! {
     #[test]
     fn next_id_and_next_seq_follow_every_applied_record(steps in arb_steps()) {
         let (kd, _) = run(&steps);
-        let max_id = steps.iter().map(|s| s.id).max().unwrap_or(0);
-        prop_assert_eq!(kd.next_id(), max_id + 1);
+        let above_ids = steps.iter().map(|s| s.id + 1);
+        let checkpointed = steps.iter().filter_map(|s| match s.effect {
+            Effect::Checkpoint { next_id } => Some(next_id),
+            _ => None,
+        });
+        prop_assert_eq!(kd.next_id(), above_ids.chain(checkpointed).fold(1, u64::max));
         prop_assert_eq!(kd.next_seq(), steps.len() as u64 + 1);
     }
 }

@@ -38,33 +38,34 @@ fn column_limits_above_the_headroom_are_rejected() {
 /// inside `validate`: a panic in debug builds, and in release builds the sum
 /// wraps to a small number, so the absurd limit is accepted.
 #[test]
-#[ignore = "bug in core/src/limits.rs: Limits::validate overflows on huge column limits"]
 fn huge_column_size_limits_are_rejected_not_overflowed() {
     let limits = Limits { max_column_value_bytes: usize::MAX, ..Limits::default() };
     assert!(matches!(limits.validate(), Err(Invalid::LimitTooLarge { .. })));
 }
 
-/// `validate` budgets `max_columns * (8 + name + value)` bytes for a column
-/// map, but an encoded map also holds a 4-byte count. A create at the very
-/// edge of validated limits therefore has a payload 4 bytes above
-/// `MAX_PAYLOAD_LEN`, and `encode_record` would panic on it.
+/// An encoded column map is a 4-byte count plus, per column, two 4-byte
+/// lengths, the name and the value. At the very edge of what `validate`
+/// accepts, a create must still fit `MAX_PAYLOAD_LEN`; one byte more of
+/// column value and `validate` must refuse.
 #[test]
-#[ignore = "bug in core/src/limits.rs: validate ignores the 4-byte count of a column map"]
 fn a_create_within_validated_limits_fits_the_format() {
-    let limits = Limits {
+    let edge = Limits {
         max_blob_bytes: MAX_BLOB_LIMIT,
         max_value_bytes: MAX_BLOB_LIMIT,
         max_column_name_bytes: 1,
-        max_column_value_bytes: (64 << 20) - 9,
+        max_column_value_bytes: (64 << 20) - 13,
         max_columns: 1,
     };
-    assert_eq!(limits.validate(), Ok(()));
+    assert_eq!(edge.validate(), Ok(()));
+    let over = Limits { max_column_value_bytes: edge.max_column_value_bytes + 1, ..edge };
+    assert!(matches!(over.validate(), Err(Invalid::LimitTooLarge { .. })));
+
     // Zeroed allocations: the pages are never touched, only lengths are read.
-    let blob = vec![0u8; limits.max_blob_bytes];
-    let value = String::from_utf8(vec![0u8; limits.max_column_value_bytes]).unwrap();
+    let blob = vec![0u8; edge.max_blob_bytes];
+    let value = String::from_utf8(vec![0u8; edge.max_column_value_bytes]).unwrap();
     let columns: Columns = [("a".to_owned(), value)].into();
-    assert_eq!(limits.check_blob(&blob), Ok(()));
-    assert_eq!(limits.check_columns(&columns), Ok(()));
+    assert_eq!(edge.check_blob(&blob), Ok(()));
+    assert_eq!(edge.check_columns(&columns), Ok(()));
     let payload = Mutation::CreateDocument { columns: &columns, blob: &blob }.encoded_len() - RECORD_HEADER_LEN;
     assert!(payload <= MAX_PAYLOAD_LEN as usize, "payload of {payload} bytes passes the limits");
 }

@@ -2,6 +2,8 @@
 //! `RecordRef::body`) and the segment header.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 use common::*;
 use proptest::collection::vec;
@@ -88,6 +90,11 @@ proptest! {
     }
 
     #[test]
+    fn checkpoint_round_trips(seq in any::<u64>(), id in any::<u64>(), m in arb_checkpoint()) {
+        check_round_trip(seq, id, &m)?;
+    }
+
+    #[test]
     fn encode_record_appends_after_existing_bytes(prefix in vec(any::<u8>(), 0..40), (seq, id, m) in arb_record()) {
         let mut out = prefix.clone();
         let len = encode_record(&mut out, seq, id, &m.as_mutation());
@@ -143,8 +150,17 @@ proptest! {
     }
 
     #[test]
+    fn scan_and_decode_record_never_allocate(bytes in any::<Vec<u8>>(), (seq, id, m) in arb_record()) {
+        let record = record_bytes(seq, id, &m);
+        for buf in [&bytes[..], &record[..], &record[..record.len() - 1]] {
+            let (_, allocations) = counting_alloc::measure(|| (scan(buf), decode_record(buf)));
+            prop_assert_eq!(allocations.count, 0);
+        }
+    }
+
+    #[test]
     fn scan_of_arbitrary_bytes_after_a_plausible_header_never_panics(
-        kind in 0u8..=9,
+        kind in 0u8..=10,
         len in prop_oneof![0u32..64, any::<u32>()],
         rest in vec(any::<u8>(), 0..100),
     ) {
@@ -170,7 +186,7 @@ proptest! {
     /// it but never panics, and whatever it accepts re-encodes to the same
     /// payload.
     #[test]
-    fn body_of_an_arbitrary_checksummed_payload_never_panics(kind in 1u8..=8, payload in vec(any::<u8>(), 0..80)) {
+    fn body_of_an_arbitrary_checksummed_payload_never_panics(kind in 1u8..=9, payload in vec(any::<u8>(), 0..80)) {
         let mut bytes = record_bytes(1, 1, &Owned::SetBlob { blob: payload.clone() });
         bytes[8] = kind;
         fix_record_crc(&mut bytes);
@@ -184,6 +200,9 @@ proptest! {
                 Body::DeleteDocument => record_bytes(1, 1, &Owned::DeleteDocument),
                 Body::DeleteInput => record_bytes(1, 1, &Owned::DeleteInput),
                 Body::DeleteOutput => record_bytes(1, 1, &Owned::DeleteOutput),
+                Body::Checkpoint { covers_from, next_id } => {
+                    record_bytes(1, 1, &Owned::Checkpoint { covers_from, next_id })
+                }
                 // Values stay encoded in the body; only their position is checked.
                 Body::PutInput { document, value } => {
                     prop_assert_eq!(&payload[..8], &document.to_le_bytes());
@@ -286,11 +305,13 @@ fn header_claiming(len: u32) -> Vec<u8> {
 }
 
 #[test]
-fn a_length_above_the_maximum_is_too_large() {
+fn a_length_above_the_maximum_is_too_large_without_allocating() {
     for len in [MAX_PAYLOAD_LEN + 1, MAX_PAYLOAD_LEN * 2, u32::MAX] {
         let bytes = header_claiming(len);
-        assert_eq!(scan(&bytes), Scan::Invalid(Corruption::TooLarge(len)));
-        assert_eq!(decode_record(&bytes), Err(Corruption::TooLarge(len)));
+        let ((scanned, decoded), allocations) = counting_alloc::measure(|| (scan(&bytes), decode_record(&bytes)));
+        assert_eq!(scanned, Scan::Invalid(Corruption::TooLarge(len)));
+        assert_eq!(decoded, Err(Corruption::TooLarge(len)));
+        assert_eq!(allocations.count, 0);
     }
 }
 
@@ -302,7 +323,7 @@ fn a_length_at_the_maximum_is_incomplete_not_too_large() {
 
 #[test]
 fn unknown_record_kinds_are_rejected() {
-    for kind in [0u8, 9, 0x7f, 0xff] {
+    for kind in [0u8, 10, 0x7f, 0xff] {
         let mut bytes = record_bytes(1, 1, &Owned::DeleteDocument);
         bytes[8] = kind;
         fix_record_crc(&mut bytes);
@@ -318,21 +339,34 @@ fn a_wrong_checksum_is_a_checksum_mismatch() {
     assert_eq!(scan(&bytes), Scan::Invalid(Corruption::ChecksumMismatch { stored: good ^ 1, computed: good }));
 }
 
+/// Every kind byte the format defines, in order.
+const KINDS: [RecordKind; 9] = [
+    RecordKind::CreateDocument,
+    RecordKind::SetBlob,
+    RecordKind::SetColumns,
+    RecordKind::DeleteDocument,
+    RecordKind::PutInput,
+    RecordKind::DeleteInput,
+    RecordKind::PutOutput,
+    RecordKind::DeleteOutput,
+    RecordKind::Checkpoint,
+];
+
 #[test]
 fn record_kinds_convert_to_and_from_bytes() {
-    for b in 0..=255u8 {
-        match RecordKind::from_byte(b) {
-            Some(kind) => assert_eq!(kind as u8, b),
-            None => assert!(b == 0 || b > 8, "byte {b} has no kind"),
-        }
+    for (i, kind) in KINDS.iter().enumerate() {
+        assert_eq!(*kind as u8, i as u8 + 1);
+        assert_eq!(RecordKind::from_byte(i as u8 + 1), Some(*kind));
     }
-    assert!((1..=8).all(|b| RecordKind::from_byte(b).is_some()));
+    for b in (0..=255u8).filter(|&b| b == 0 || b as usize > KINDS.len()) {
+        assert_eq!(RecordKind::from_byte(b), None, "byte {b}");
+    }
 }
 
 #[test]
 fn only_deletes_are_tombstones() {
-    let tombstones: Vec<u8> = (1..=8).filter(|&b| RecordKind::from_byte(b).unwrap().is_tombstone()).collect();
-    assert_eq!(tombstones, [4, 6, 8]);
+    let tombstones: Vec<RecordKind> = KINDS.into_iter().filter(|k| k.is_tombstone()).collect();
+    assert_eq!(tombstones, [RecordKind::DeleteDocument, RecordKind::DeleteInput, RecordKind::DeleteOutput]);
 }
 
 /// A checksummed record of `kind` carrying exactly `payload`.
@@ -369,6 +403,36 @@ fn columns_with_unordered_keys_are_a_malformed_body() {
         let bytes = record_with_payload(kind, &payload);
         assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::UnorderedMap), "{kind:?}");
     }
+}
+
+#[test]
+fn checkpoint_payload_is_the_segment_then_the_id_counter() {
+    let m = Owned::Checkpoint { covers_from: SegmentId::new(0x0102_0304).unwrap(), next_id: 0x1122_3344_5566_7788 };
+    let bytes = record_bytes(5, 0, &m);
+    assert_eq!(bytes.len(), RECORD_HEADER_LEN + 12);
+    assert_eq!(bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + 4], 0x0102_0304u32.to_le_bytes());
+    assert_eq!(bytes[RECORD_HEADER_LEN + 4..], 0x1122_3344_5566_7788u64.to_le_bytes());
+}
+
+#[test]
+fn a_checkpoint_covering_segment_zero_has_a_malformed_body() {
+    let mut payload = 0u32.to_le_bytes().to_vec();
+    payload.extend_from_slice(&7u64.to_le_bytes());
+    let bytes = record_with_payload(RecordKind::Checkpoint, &payload);
+    assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::ZeroSegmentId));
+}
+
+#[test]
+fn a_checkpoint_of_the_wrong_size_has_a_malformed_body() {
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend_from_slice(&7u64.to_le_bytes());
+    for len in 0..payload.len() {
+        let bytes = record_with_payload(RecordKind::Checkpoint, &payload[..len]);
+        assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::Truncated), "{len} bytes");
+    }
+    payload.push(0);
+    let bytes = record_with_payload(RecordKind::Checkpoint, &payload);
+    assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::TrailingBytes(1)));
 }
 
 #[test]

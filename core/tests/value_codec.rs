@@ -2,6 +2,8 @@
 //! robustness against arbitrary and damaged bytes.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 use std::collections::BTreeMap;
 
@@ -105,6 +107,25 @@ proptest! {
         let mut bytes = vec![tag];
         bytes.extend_from_slice(&rest);
         check_decode_is_canonical(&bytes);
+    }
+
+    /// Counts are checked against the bytes present before anything is
+    /// reserved, so no decode allocates much more than its input's size
+    /// (the constant covers a B-tree node for maps).
+    #[test]
+    fn decode_allocates_in_proportion_to_its_input(
+        bytes in prop_oneof![
+            any::<Vec<u8>>(),
+            (4u8..=6, any::<u32>(), vec(any::<u8>(), 0..256)).prop_map(|(tag, n, rest)| {
+                let mut b = vec![tag];
+                b.extend_from_slice(&n.to_le_bytes());
+                b.extend_from_slice(&rest);
+                b
+            }),
+        ]
+    ) {
+        let (_, allocations) = counting_alloc::measure(|| Value::decode(&bytes));
+        prop_assert!(allocations.largest <= 8 * bytes.len() + 1024, "{:?} for {} bytes", allocations, bytes.len());
     }
 
     #[test]
@@ -298,6 +319,29 @@ fn huge_element_counts_are_truncated_without_allocating() {
             assert_eq!(Value::decode(&bytes), Err(DecodeError::Truncated), "tag {tag} count {count}");
         }
     }
+}
+
+/// A list claiming one element per byte that follows: each string needs at
+/// least its 4-byte length, so this is rejected before a `Vec<String>` of
+/// 1000 elements (24 KB) is reserved.
+#[test]
+fn a_string_list_count_is_checked_against_the_minimum_element_size() {
+    let mut bytes = vec![5u8];
+    bytes.extend_from_slice(&1000u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 1000]);
+    let (result, allocations) = counting_alloc::measure(|| Value::decode(&bytes));
+    assert_eq!(result, Err(DecodeError::Truncated));
+    assert_eq!(allocations.count, 0, "{allocations:?}");
+}
+
+#[test]
+fn an_int_list_count_is_checked_against_the_element_size() {
+    let mut bytes = vec![4u8];
+    bytes.extend_from_slice(&100u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 799]);
+    let (result, allocations) = counting_alloc::measure(|| Value::decode(&bytes));
+    assert_eq!(result, Err(DecodeError::Truncated));
+    assert_eq!(allocations.count, 0, "{allocations:?}");
 }
 
 #[test]

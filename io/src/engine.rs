@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use stratum_core::{
-    Body, Columns, Id, KeyDir, Location, Mutation, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, SegmentId,
-    TailPolicy, Value, decode_record, encode_record,
+    Body, Columns, CompactionPlan, Id, KeyDir, Location, MergedSegment, Mutation, RecordMeta, Relocation, Replayed,
+    SEGMENT_HEADER_LEN, SegmentId, SegmentUsage, TailPolicy, Target, Value, decode_record, encode_record,
 };
 
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
-use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME};
+use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, MERGED_NAME, MERGED_TMP_NAME, SegmentBuilder};
 
 /// A Stratum store: documents, their ordered inputs and one output per input.
 ///
@@ -54,7 +54,8 @@ use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME};
 #[derive(Debug)]
 pub struct Engine {
     shared: Arc<Shared>,
-    flusher: Option<Flusher>,
+    /// Background threads: the interval flusher and the compactor.
+    tasks: Vec<Ticker>,
 }
 
 #[derive(Debug)]
@@ -67,6 +68,10 @@ struct Shared {
     durability: Durability,
     poison: Mutex<Option<Arc<str>>>,
     fsyncs: AtomicU64,
+    /// Held for the whole of a compaction: one runs at a time.
+    compacting: Mutex<()>,
+    compactions: AtomicU64,
+    last_compaction: Mutex<Option<CompactionReport>>,
     _lock: LockGuard,
 }
 
@@ -84,6 +89,8 @@ struct Index {
     files: HashMap<SegmentId, Arc<dyn FileHandle>>,
     /// The segment behind `active.seg`.
     active: SegmentId,
+    /// The segment behind `merged.seg`, if a compaction wrote one.
+    merged: Option<SegmentId>,
 }
 
 #[derive(Debug)]
@@ -137,6 +144,28 @@ pub struct Stats {
     pub fsyncs: u64,
     /// Set when writes are refused after an IO failure.
     pub poisoned: Option<String>,
+    /// Compactions completed since open.
+    pub compactions: u64,
+    /// What the last compaction did.
+    pub last_compaction: Option<CompactionReport>,
+}
+
+/// What one compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments merged (0 when there was no garbage to reclaim).
+    pub segments_in: u64,
+    /// Bytes of the merged segments' records.
+    pub bytes_in: u64,
+    /// Bytes of the merged segment's records.
+    pub bytes_out: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Old versions, tombstones and deleted records left behind.
+    pub records_dropped: u64,
+    /// Records overwritten while the compaction ran (their copies are garbage).
+    pub stale: u64,
+    pub elapsed: Duration,
 }
 
 impl Engine {
@@ -160,11 +189,41 @@ impl Engine {
         })?;
 
         let names = fs.list(&dir).map_err(Error::io(format!("listing {}", dir.display())))?;
+        if names.iter().any(|n| n == MERGED_TMP_NAME) {
+            tracing::info!("discarding the output of an unfinished compaction");
+            segment::remove_if_present(fs.as_ref(), &dir.join(MERGED_TMP_NAME))?;
+        }
         let mut sealed: Vec<SegmentId> = names.iter().filter_map(|n| segment::parse_sealed_name(n)).collect();
         sealed.sort();
 
         let mut keydir = KeyDir::new();
         let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
+        let mut merged = None;
+        if names.iter().any(|n| n == MERGED_NAME) {
+            let path = dir.join(MERGED_NAME);
+            let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
+            let id = segment::read_header(file.as_ref(), &path)?.segment;
+            let covers_from = segment::read_checkpoint(file.as_ref(), &path)?;
+            if let Some(&older) = sealed.iter().find(|&&s| s < covers_from) {
+                return Err(Error::Corrupt {
+                    file: dir.join(segment::sealed_name(older)),
+                    offset: 0,
+                    reason: format!("segment is older than the segments {MERGED_NAME} replaced ({covers_from}..={id})"),
+                });
+            }
+            let (replaced, newer): (Vec<SegmentId>, Vec<SegmentId>) = sealed.iter().partition(|&&s| s <= id);
+            for old in &replaced {
+                tracing::info!(segment = old.get(), "removing a segment that {MERGED_NAME} replaced");
+                segment::remove_if_present(fs.as_ref(), &dir.join(segment::sealed_name(*old)))?;
+            }
+            if !replaced.is_empty() {
+                fs.sync_dir(&dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
+            }
+            sealed = newer;
+            segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject)?;
+            files.insert(id, file);
+            merged = Some(id);
+        }
         for &id in &sealed {
             let path = dir.join(segment::sealed_name(id));
             let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
@@ -173,7 +232,7 @@ impl Engine {
             files.insert(id, file);
         }
 
-        let newest_sealed = sealed.last().copied();
+        let newest_sealed = sealed.last().copied().or(merged);
         let first_new = match newest_sealed {
             Some(id) => id.next().ok_or_else(|| Error::Options("segment ids exhausted".into()))?,
             None => SegmentId::FIRST,
@@ -236,18 +295,41 @@ impl Engine {
             fs,
             dir,
             options,
-            index: RwLock::new(Index { keydir, files, active: segment }),
+            index: RwLock::new(Index { keydir, files, active: segment, merged }),
             writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new() }),
             durability: Durability::default(),
             poison: Mutex::new(None),
             fsyncs: AtomicU64::new(0),
+            compacting: Mutex::new(()),
+            compactions: AtomicU64::new(0),
+            last_compaction: Mutex::new(None),
             _lock: LockGuard(lock),
         });
-        let flusher = match sync {
-            SyncPolicy::Interval(every) => Some(Flusher::start(Arc::downgrade(&shared), every)),
-            SyncPolicy::Always | SyncPolicy::Never => None,
-        };
-        Ok(Engine { shared, flusher })
+        let mut tasks = Vec::new();
+        if let SyncPolicy::Interval(every) = sync {
+            tasks.push(Ticker::start("stratum-flusher", Arc::downgrade(&shared), every, |shared| {
+                let position = shared.writer.lock().appended;
+                if let Err(e) = shared.wait_durable(position) {
+                    tracing::warn!(error = %e, "interval flush failed");
+                }
+            }));
+        }
+        if let Some(compaction) = shared.options.compaction {
+            tasks.push(Ticker::start(
+                "stratum-compactor",
+                Arc::downgrade(&shared),
+                compaction.interval,
+                move |shared| {
+                    if !compaction.policy.should_compact(shared.index.read().keydir.segments().values()) {
+                        return;
+                    }
+                    if let Err(e) = shared.compact() {
+                        tracing::warn!(error = %e, "background compaction failed");
+                    }
+                },
+            ));
+        }
+        Ok(Engine { shared, tasks })
     }
 
     /// The data directory.
@@ -470,25 +552,35 @@ impl Engine {
             next_id: k.next_id(),
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
             poisoned: self.shared.poison.lock().as_deref().map(str::to_owned),
+            compactions: self.shared.compactions.load(Ordering::Relaxed),
+            last_compaction: *self.shared.last_compaction.lock(),
         }
+    }
+
+    /// Merges every sealed segment (sealing the active one first) into
+    /// `merged.seg`, keeping the newest version of each live record and
+    /// dropping old versions, tombstones and everything deleted. Returns
+    /// when the old segments are gone. Reads and writes go on meanwhile.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.shared.compact()
     }
 
     /// Flushes and closes the engine, reporting a failed final sync.
     pub fn close(mut self) -> Result<()> {
-        self.stop_flusher();
+        self.stop_tasks();
         self.flush()
     }
 
-    fn stop_flusher(&mut self) {
-        if let Some(flusher) = self.flusher.take() {
-            flusher.stop();
+    fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.stop();
         }
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop_flusher();
+        self.stop_tasks();
         if let Err(e) = self.flush() {
             tracing::warn!(error = %e, "final flush on close failed");
         }
@@ -496,6 +588,16 @@ impl Drop for Engine {
 }
 
 impl Index {
+    fn path_of(&self, dir: &Path, segment: SegmentId) -> PathBuf {
+        if segment == self.active {
+            dir.join(ACTIVE_NAME)
+        } else if Some(segment) == self.merged {
+            dir.join(MERGED_NAME)
+        } else {
+            dir.join(segment::sealed_name(segment))
+        }
+    }
+
     fn file(&self, location: Location) -> Result<Arc<dyn FileHandle>> {
         self.files.get(&location.segment).cloned().ok_or_else(|| Error::Corrupt {
             file: PathBuf::from(segment::sealed_name(location.segment)),
@@ -582,6 +684,163 @@ impl Shared {
         result
     }
 
+    /// See [`Engine::compact`].
+    fn compact(&self) -> Result<CompactionReport> {
+        let _running = self.compacting.lock();
+        let started = Instant::now();
+        let Some((plan, old_merged, usage)) = self.seal_and_plan()? else {
+            return Ok(CompactionReport::default());
+        };
+        let tmp = self.dir.join(MERGED_TMP_NAME);
+        let written = self.write_merged(&plan, &tmp);
+        let (file, merged) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = self.fs.remove(&tmp);
+                return Err(e);
+            }
+        };
+
+        // The commit point: once the rename is durable, recovery uses the
+        // merged segment and deletes whatever it replaced.
+        let target = self.dir.join(MERGED_NAME);
+        let committed = self
+            .fs
+            .rename(&tmp, &target)
+            .map_err(Error::io(format!("renaming {} to {}", tmp.display(), target.display())))
+            .and_then(|()| {
+                self.fs.sync_dir(&self.dir).map_err(Error::io(format!("syncing directory {}", self.dir.display())))
+            });
+        if let Err(e) = committed {
+            // Whether the rename reached the disk is unknown: stop writing.
+            self.set_poison(&e);
+            return Err(e);
+        }
+
+        let installed = {
+            let mut index = self.index.write();
+            for id in &plan.inputs {
+                index.files.remove(id);
+            }
+            index.files.insert(plan.output, file);
+            index.merged = Some(plan.output);
+            index.keydir.install_compaction(&plan, &merged)
+        };
+        for id in plan.inputs.iter().filter(|&&id| Some(id) != old_merged) {
+            let path = self.dir.join(segment::sealed_name(*id));
+            if let Err(e) = self.fs.remove(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a compacted segment; recovery will");
+            }
+        }
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            tracing::warn!(error = %e, "cannot sync the data directory after removing compacted segments");
+        }
+
+        let report = CompactionReport {
+            segments_in: plan.inputs.len() as u64,
+            bytes_in: usage.total_bytes,
+            bytes_out: merged.bytes,
+            records_in: usage.records,
+            records_out: merged.records,
+            records_dropped: usage.records.saturating_sub(merged.records),
+            stale: installed.stale,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            segments_in = report.segments_in,
+            bytes_in = report.bytes_in,
+            bytes_out = report.bytes_out,
+            records_dropped = report.records_dropped,
+            stale = report.stale,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "compacted"
+        );
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        *self.last_compaction.lock() = Some(report);
+        Ok(report)
+    }
+
+    /// Seals the active segment and snapshots the index, under the writer
+    /// lock, so the snapshot is exactly the content of the sealed segments.
+    /// `None` when the sealed segments hold no garbage.
+    fn seal_and_plan(&self) -> Result<Option<(CompactionPlan, Option<SegmentId>, SegmentUsage)>> {
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        if w.len > SEGMENT_HEADER_LEN as u64 {
+            self.rotate(&mut w)?;
+        }
+        let index = self.index.read();
+        let sealed: Vec<SegmentId> = index.files.keys().copied().filter(|&id| id != index.active).collect();
+        let mut usage = SegmentUsage::default();
+        for u in sealed.iter().filter_map(|id| index.keydir.segments().get(id)) {
+            usage.total_bytes += u.total_bytes;
+            usage.live_bytes += u.live_bytes;
+            usage.records += u.records;
+        }
+        if usage.garbage_bytes() == 0 {
+            return Ok(None);
+        }
+        Ok(index.keydir.plan_compaction(sealed).map(|plan| (plan, index.merged, usage)))
+    }
+
+    /// Writes and syncs the merged segment under `tmp`.
+    fn write_merged(&self, plan: &CompactionPlan, tmp: &Path) -> Result<(Arc<dyn FileHandle>, MergedSegment)> {
+        segment::remove_if_present(self.fs.as_ref(), tmp)?;
+        let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
+        let mut out = SegmentBuilder::new(file, tmp.to_path_buf(), plan.output);
+        let mut merged = MergedSegment::default();
+        let too_large = || Error::Io {
+            context: "compacting".into(),
+            source: std::io::Error::other("the live data does not fit one merged segment (4 GiB)"),
+        };
+        let place = |out: &mut SegmentBuilder, offset: u64, merged: &mut MergedSegment| -> Result<Location> {
+            let len = out.len() - offset;
+            let offset = u32::try_from(offset).map_err(|_| too_large())?;
+            u32::try_from(out.len()).map_err(|_| too_large())?;
+            merged.bytes += len;
+            merged.records += 1;
+            Ok(Location { segment: plan.output, offset, len: len as u32 })
+        };
+
+        let at = out.len();
+        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
+        encode_record(out.buffer(), plan.seq, 0, &checkpoint);
+        merged.checkpoint = Some(place(&mut out, at, &mut merged)?);
+
+        for doc in &plan.documents {
+            let file = self.index.read().file(doc.blob)?;
+            let bytes = self.read(doc.blob, &file)?;
+            let at = out.len();
+            match self.decode(&bytes, doc.blob, doc.id)? {
+                Body::CreateDocument { .. } if doc.columns_at == doc.blob => out.buffer().extend_from_slice(&bytes),
+                Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
+                    let rebuilt = Mutation::CreateDocument { columns: &doc.columns, blob };
+                    encode_record(out.buffer(), plan.seq, doc.id, &rebuilt);
+                }
+                other => return Err(self.unexpected(doc.blob, &other)),
+            }
+            let to = place(&mut out, at, &mut merged)?;
+            merged.relocations.push(Relocation { target: Target::DocumentBlob(doc.id), from: doc.blob, to });
+            merged.relocations.push(Relocation { target: Target::DocumentColumns(doc.id), from: doc.columns_at, to });
+            for input in &doc.inputs {
+                let copies =
+                    [(Target::InputValue(input.id), Some(input.value)), (Target::Output(input.id), input.output)];
+                for (target, from) in copies {
+                    let Some(from) = from else { continue };
+                    let file = self.index.read().file(from)?;
+                    let bytes = self.read(from, &file)?;
+                    self.decode(&bytes, from, input.id)?;
+                    let at = out.len();
+                    out.buffer().extend_from_slice(&bytes);
+                    let to = place(&mut out, at, &mut merged)?;
+                    merged.relocations.push(Relocation { target, from, to });
+                }
+            }
+            out.maybe_flush()?;
+        }
+        Ok((out.finish()?, merged))
+    }
+
     fn check_writable(&self) -> Result<()> {
         match &*self.poison.lock() {
             Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
@@ -654,7 +913,7 @@ impl Shared {
     fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<Vec<u8>> {
         let mut bytes = vec![0; location.len as usize];
         file.read_exact_at(&mut bytes, u64::from(location.offset))
-            .map_err(Error::io(format!("reading {}", self.path_of(location.segment).display())))?;
+            .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment).display()))(e))?;
         Ok(bytes)
     }
 
@@ -686,16 +945,7 @@ impl Shared {
     }
 
     fn unexpected(&self, location: Location, body: &Body<'_>) -> Error {
-        let kind: RecordKind = match body {
-            Body::CreateDocument { .. } => RecordKind::CreateDocument,
-            Body::SetBlob { .. } => RecordKind::SetBlob,
-            Body::SetColumns { .. } => RecordKind::SetColumns,
-            Body::DeleteDocument => RecordKind::DeleteDocument,
-            Body::PutInput { .. } => RecordKind::PutInput,
-            Body::DeleteInput => RecordKind::DeleteInput,
-            Body::PutOutput { .. } => RecordKind::PutOutput,
-            Body::DeleteOutput => RecordKind::DeleteOutput,
-        };
+        let kind = body.kind();
         Error::Corrupt {
             file: self.path_of(location.segment),
             offset: u64::from(location.offset),
@@ -704,8 +954,7 @@ impl Shared {
     }
 
     fn path_of(&self, segment: SegmentId) -> PathBuf {
-        let active = self.index.read().active;
-        segment::segment_path(&self.dir, segment, active)
+        self.index.read().path_of(&self.dir, segment)
     }
 }
 
@@ -721,29 +970,27 @@ fn check_header_id(file: &dyn FileHandle, path: &Path, expected: SegmentId) -> R
     Ok(())
 }
 
-/// The background thread of [`SyncPolicy::Interval`].
+/// A background thread that runs a task at an interval until stopped or
+/// until the engine is gone.
 #[derive(Debug)]
-struct Flusher {
+struct Ticker {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
 
-impl Flusher {
-    fn start(shared: Weak<Shared>, every: Duration) -> Flusher {
+impl Ticker {
+    fn start(name: &str, shared: Weak<Shared>, every: Duration, task: impl Fn(&Shared) + Send + 'static) -> Ticker {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("stratum-flusher".into())
+            .name(name.into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                     let Some(shared) = shared.upgrade() else { return };
-                    let position = shared.writer.lock().appended;
-                    if let Err(e) = shared.wait_durable(position) {
-                        tracing::warn!(error = %e, "interval flush failed");
-                    }
+                    task(&shared);
                 }
             })
-            .expect("spawning the flusher thread");
-        Flusher { stop, thread }
+            .expect("spawning a background thread");
+        Ticker { stop, thread }
     }
 
     fn stop(self) {

@@ -3,9 +3,10 @@
 //!
 //! The engine appends records to `active.seg` in its data directory, seals
 //! it as `seg_NNN.seg` when it passes the segment size, fsyncs according to
-//! the [`SyncPolicy`] (group commit under `Always`), and on open replays
-//! every segment to rebuild the in-memory index, cutting a torn tail off the
-//! active segment. All file access goes through the [`FileSystem`] trait:
+//! the [`SyncPolicy`] (group commit under `Always`), compacts sealed
+//! segments into `merged.seg` (on demand or in the background), and on open
+//! replays every segment to rebuild the in-memory index, cutting a torn tail
+//! off the active segment. All file access goes through the [`FileSystem`] trait:
 //! [`OsFileSystem`] in production, [`SimFileSystem`] in crash and fault
 //! tests.
 
@@ -16,10 +17,10 @@ mod options;
 mod segment;
 mod sim;
 
-pub use engine::{Engine, Stats};
+pub use engine::{CompactionReport, Engine, Stats};
 pub use error::{Error, Invalid, Missing, Result};
 pub use fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
-pub use options::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SyncPolicy};
-pub use segment::{ACTIVE_NAME, LOCK_NAME, parse_sealed_name, sealed_name};
+pub use options::{CompactionSettings, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SyncPolicy};
+pub use segment::{ACTIVE_NAME, LOCK_NAME, MERGED_NAME, parse_sealed_name, sealed_name};
 pub use sim::{Faults, SimFileSystem};
-pub use stratum_core::{Columns, Id, Limits, SegmentId, Value};
+pub use stratum_core::{Columns, CompactionPolicy, Id, Limits, SegmentId, Value};

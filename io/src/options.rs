@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use stratum_core::Limits;
+use stratum_core::{CompactionPolicy, Limits};
 
 use crate::error::{Error, Result};
 
@@ -55,14 +55,32 @@ impl FromStr for SyncPolicy {
     }
 }
 
+/// When the background compactor runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactionSettings {
+    /// How often the compactor wakes up to look at the garbage.
+    pub interval: Duration,
+    /// How much garbage makes a compaction worth it.
+    pub policy: CompactionPolicy,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        CompactionSettings { interval: Duration::from_secs(30), policy: CompactionPolicy::default() }
+    }
+}
+
 /// Engine settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Options {
     pub sync: SyncPolicy,
     /// The active segment is sealed once a record would take it past this
     /// many bytes.
     pub segment_size: u64,
     pub limits: Limits,
+    /// The background compactor; `None` leaves compaction to
+    /// [`crate::Engine::compact`].
+    pub compaction: Option<CompactionSettings>,
 }
 
 /// The smallest segment size accepted (tests use tiny segments).
@@ -74,7 +92,12 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sync: SyncPolicy::Always, segment_size: 64 << 20, limits: Limits::default() }
+        Options {
+            sync: SyncPolicy::Always,
+            segment_size: 64 << 20,
+            limits: Limits::default(),
+            compaction: Some(CompactionSettings::default()),
+        }
     }
 }
 
@@ -85,6 +108,17 @@ impl Options {
                 "segment size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} bytes",
                 self.segment_size
             )));
+        }
+        if let Some(c) = &self.compaction {
+            if c.interval.is_zero() {
+                return Err(Error::Options("compaction interval must be above zero".into()));
+            }
+            if !(0.0..=1.0).contains(&c.policy.min_garbage_ratio) {
+                return Err(Error::Options(format!(
+                    "compaction garbage ratio {} is outside 0.0..=1.0",
+                    c.policy.min_garbage_ratio
+                )));
+            }
         }
         self.limits.validate().map_err(|e| Error::Options(e.to_string()))
     }

@@ -1,16 +1,23 @@
 //! Segment files: names, creation, and replay from disk.
 //!
 //! The data directory holds sealed segments `seg_NNN.seg` (NNN is the
-//! segment id, at least three digits) and one `active.seg`, whose header
-//! carries the id it will have once sealed. A new active segment is built
-//! under `active.seg.tmp` and renamed into place, so `active.seg` always has
-//! a whole, synced header.
+//! segment id, at least three digits), at most one `merged.seg` written by
+//! compaction, and one `active.seg`, whose header carries the id it will
+//! have once sealed. A new active segment is built under `active.seg.tmp`
+//! and a merged one under `merged.seg.tmp`; each is synced whole before it
+//! is renamed into place, so a file under its final name is never partial.
+//!
+//! `merged.seg` carries the id of the newest segment it replaced and opens
+//! with a checkpoint record naming the oldest; any `seg_NNN.seg` in that
+//! range is a leftover of a compaction that crashed after its commit, and
+//! recovery deletes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stratum_core::{
-    Corruption, Feed, KeyDir, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, TailPolicy,
+    Body, Corruption, Feed, KeyDir, RECORD_HEADER_LEN, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId,
+    SegmentReplay, TailPolicy, decode_record,
 };
 
 use crate::error::{Error, Result};
@@ -21,6 +28,12 @@ pub const ACTIVE_NAME: &str = "active.seg";
 
 /// The name a new active segment is prepared under.
 pub const ACTIVE_TMP_NAME: &str = "active.seg.tmp";
+
+/// The name of the segment a compaction writes.
+pub const MERGED_NAME: &str = "merged.seg";
+
+/// The name a merged segment is written under before it is committed.
+pub const MERGED_TMP_NAME: &str = "merged.seg.tmp";
 
 /// The name of the lock file that keeps a second engine out.
 pub const LOCK_NAME: &str = "LOCK";
@@ -47,11 +60,7 @@ pub fn parse_sealed_name(name: &str) -> Option<SegmentId> {
 pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<Arc<dyn FileHandle>> {
     let tmp = dir.join(ACTIVE_TMP_NAME);
     let context = |what: &str| format!("{what} {}", tmp.display());
-    match fs.remove(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(context("removing stale"))(e)),
-    }
+    remove_if_present(fs, &tmp)?;
     let file = fs.create_new(&tmp).map_err(Error::io(context("creating")))?;
     file.write_all_at(&SegmentHeader { segment: id }.encode(), 0).map_err(Error::io(context("writing header of")))?;
     file.sync_data().map_err(Error::io(context("syncing")))?;
@@ -118,7 +127,85 @@ pub fn replay(
     })
 }
 
-/// The path of segment `id` in `dir`, given the active segment's id.
-pub fn segment_path(dir: &Path, id: SegmentId, active: SegmentId) -> PathBuf {
-    if id == active { dir.join(ACTIVE_NAME) } else { dir.join(sealed_name(id)) }
+/// Removes `path` if it exists.
+pub fn remove_if_present(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    match fs.remove(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()))(e)),
+    }
+}
+
+/// Reads the checkpoint that opens a merged segment: the first segment id
+/// the merged segment replaces.
+pub fn read_checkpoint(file: &dyn FileHandle, path: &Path) -> Result<SegmentId> {
+    let corrupt =
+        |reason: String| Error::Corrupt { file: path.to_path_buf(), offset: SEGMENT_HEADER_LEN as u64, reason };
+    let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
+    let want = (RECORD_HEADER_LEN + CHECKPOINT_PAYLOAD_LEN) as u64;
+    if len < SEGMENT_HEADER_LEN as u64 + want {
+        return Err(corrupt("merged segment is too short to hold its checkpoint".into()));
+    }
+    let mut bytes = vec![0; want as usize];
+    file.read_exact_at(&mut bytes, SEGMENT_HEADER_LEN as u64)
+        .map_err(Error::io(format!("reading {}", path.display())))?;
+    let record = decode_record(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    match record.body() {
+        Ok(Body::Checkpoint { covers_from, .. }) => Ok(covers_from),
+        Ok(other) => Err(corrupt(format!("merged segment starts with a {:?} record, not a checkpoint", other.kind()))),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+const CHECKPOINT_PAYLOAD_LEN: usize = 12;
+
+/// Appends records to a new segment file through a buffer.
+pub struct SegmentBuilder {
+    file: Arc<dyn FileHandle>,
+    path: PathBuf,
+    /// Bytes written to the file.
+    written: u64,
+    buf: Vec<u8>,
+}
+
+const BUILDER_FLUSH_AT: usize = 1 << 20;
+
+impl SegmentBuilder {
+    /// Starts a segment file with its header.
+    pub fn new(file: Arc<dyn FileHandle>, path: PathBuf, id: SegmentId) -> Self {
+        let mut buf = Vec::with_capacity(BUILDER_FLUSH_AT * 2);
+        buf.extend_from_slice(&SegmentHeader { segment: id }.encode());
+        SegmentBuilder { file, path, written: 0, buf }
+    }
+
+    /// The offset the next record gets.
+    pub fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    /// The buffer to encode the next record into, at offset [`Self::len`].
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Writes the buffer out once it is large.
+    pub fn maybe_flush(&mut self) -> Result<()> {
+        if self.buf.len() >= BUILDER_FLUSH_AT { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_all_at(&self.buf, self.written)
+            .map_err(Error::io(format!("writing {}", self.path.display())))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes everything and syncs the file.
+    pub fn finish(mut self) -> Result<Arc<dyn FileHandle>> {
+        self.flush()?;
+        self.file.sync_data().map_err(Error::io(format!("syncing {}", self.path.display())))?;
+        Ok(self.file)
+    }
 }

@@ -90,6 +90,7 @@ pub enum Op {
     UpdateOutput(Pick, Pick, Value),
     DeleteOutput(Pick, Pick),
     Flush,
+    Compact,
 }
 
 impl Op {
@@ -104,6 +105,7 @@ impl Op {
                 | Op::GetInputs(_)
                 | Op::GetOutput(..)
                 | Op::Flush
+                | Op::Compact
         )
     }
 }
@@ -127,6 +129,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (pick(), pick(), value()).prop_map(|(d, i, v)| Op::UpdateOutput(d, i, v)),
         1 => (pick(), pick()).prop_map(|(d, i)| Op::DeleteOutput(d, i)),
         1 => Just(Op::Flush),
+        2 => Just(Op::Compact),
     ]
 }
 
@@ -189,7 +192,7 @@ pub fn run_model(model: &mut Model, issued: &Issued, op: &Op) -> Answer {
         Op::GetOutput(d, i) => answer(model.output(doc(d), input(i)), Answer::Value),
         Op::UpdateOutput(d, i, v) => answer(model.update_output(doc(d), input(i), v), done),
         Op::DeleteOutput(d, i) => answer(model.delete_output(doc(d), input(i)), done),
-        Op::Flush => Answer::Done,
+        Op::Flush | Op::Compact => Answer::Done,
     }
 }
 
@@ -224,6 +227,7 @@ pub fn run_engine(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, E
         Op::UpdateOutput(d, i, v) => lift(engine.update_output(doc(d), input(i), v), done),
         Op::DeleteOutput(d, i) => lift(engine.delete_output(doc(d), input(i)), done),
         Op::Flush => lift(engine.flush(), done),
+        Op::Compact => lift(engine.compact(), |_| Answer::Done),
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
-use stratum_core::{Body, Columns, Id, Mutation, Value, encode_record};
+use stratum_core::{Body, Columns, Id, Mutation, SegmentId, Value, encode_record};
 
 /// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
 pub fn arb_string() -> impl Strategy<Value = String> {
@@ -65,6 +65,7 @@ pub enum Owned {
     DeleteInput,
     PutOutput { value: Value },
     DeleteOutput,
+    Checkpoint { covers_from: SegmentId, next_id: Id },
 }
 
 impl Owned {
@@ -78,6 +79,9 @@ impl Owned {
             Owned::DeleteInput => Mutation::DeleteInput,
             Owned::PutOutput { value } => Mutation::PutOutput { value },
             Owned::DeleteOutput => Mutation::DeleteOutput,
+            Owned::Checkpoint { covers_from, next_id } => {
+                Mutation::Checkpoint { covers_from: *covers_from, next_id: *next_id }
+            }
         }
     }
 
@@ -93,6 +97,9 @@ impl Owned {
             Owned::DeleteInput => Body::DeleteInput,
             Owned::PutOutput { .. } => Body::PutOutput { value: encoded_value },
             Owned::DeleteOutput => Body::DeleteOutput,
+            Owned::Checkpoint { covers_from, next_id } => {
+                Body::Checkpoint { covers_from: *covers_from, next_id: *next_id }
+            }
         }
     }
 
@@ -131,6 +138,11 @@ pub fn arb_put_output() -> impl Strategy<Value = Owned> {
     arb_value().prop_map(|value| Owned::PutOutput { value })
 }
 
+pub fn arb_checkpoint() -> impl Strategy<Value = Owned> {
+    (1u32.., any::<u64>())
+        .prop_map(|(n, next_id)| Owned::Checkpoint { covers_from: SegmentId::new(n).unwrap(), next_id })
+}
+
 /// Any mutation, with the owning document of an input drawn from `document`.
 pub fn arb_mutation_with(document: impl Strategy<Value = Id> + 'static) -> impl Strategy<Value = Owned> {
     prop_oneof![
@@ -142,6 +154,7 @@ pub fn arb_mutation_with(document: impl Strategy<Value = Id> + 'static) -> impl 
         Just(Owned::DeleteInput),
         arb_put_output(),
         Just(Owned::DeleteOutput),
+        arb_checkpoint(),
     ]
 }
 
