@@ -34,7 +34,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         40 => support::op().prop_map(Step::Op),
         2 => (any::<u64>(), prop::option::of(0u8..12)).prop_map(|(seed, recovery_cut)| Step::Crash { seed, recovery_cut }),
-        3 => (support::op(), 0u8..8, any::<u64>()).prop_map(|(op, after, seed)| Step::CrashDuring { op, after, seed }),
+        3 => (support::op(), 0u8..24, any::<u64>()).prop_map(|(op, after, seed)| Step::CrashDuring { op, after, seed }),
         1 => Just(Step::Reopen),
     ]
 }

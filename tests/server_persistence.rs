@@ -320,10 +320,9 @@ async fn sigkill_under_sync_always_keeps_every_acknowledged_write() {
     sigkill_keeps_every_acknowledged_write(&[], 4, false).await;
 }
 
-/// One writer that alternates writes and compactions, so the kill may land
-/// in the middle of a compaction. (One writer only: CompactNow alongside
-/// concurrent writes can deadlock the server, see server_concurrency.rs.)
+/// Writers that alternate writes and compactions, so the kill may land in
+/// the middle of a compaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_and_during_compactions_keeps_every_acknowledged_write() {
-    sigkill_keeps_every_acknowledged_write(&["--segment-bytes", "4096"], 1, true).await;
+    sigkill_keeps_every_acknowledged_write(&["--segment-bytes", "4096"], 3, true).await;
 }
