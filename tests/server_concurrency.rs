@@ -93,7 +93,7 @@ async fn client_run(mut c: Client, k: u64, deadline: Instant) -> (BTreeMap<u64, 
         let chain = mine[&p].chain.clone();
         let with_output: Vec<u64> = mine[&p].outputs.keys().copied().collect();
         match rng.below(11) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let value = rng.value(k, n);
                 let tc = add(&mut c, p, value.clone()).await;
                 let e = mine.get_mut(&p).unwrap();

@@ -509,3 +509,109 @@ async fn second_server_on_the_same_data_dir_exits_non_zero_saying_in_use() {
     // The first server is unaffected.
     f.assert_intact().await;
 }
+
+// ----- damaged files ----------------------------------------------------------
+
+/// Flips one bit of the first occurrence of `marker` in `file`.
+fn flip_bit_in(file: &std::path::Path, marker: &[u8]) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.windows(marker.len()).position(|w| w == marker).expect("marker not found in the segment");
+    bytes[at + marker.len() / 2] ^= 0x01;
+    // Rewrite in place (same inode): the running server reads this file.
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(&bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_record_read_by_a_running_server_is_data_loss_naming_the_file() {
+    let mut f = Fixture::new().await;
+    let damaged = create(&mut f.c, "<p>DAMAGED-BLOB-MARKER</p>", Columns::new()).await;
+    let tc = add(&mut f.c, damaged, string("DAMAGED-VALUE-MARKER")).await;
+    f.records = stats(&mut f.c).await.records;
+    let active = f.server.dir.join("active.seg");
+    flip_bit_in(&active, b"DAMAGED-BLOB-MARKER");
+    flip_bit_in(&active, b"DAMAGED-VALUE-MARKER");
+
+    let r = proto::ProblemRef { problem_id: damaged };
+    assert_status(f.c.get_problem_html(r).await, Code::DataLoss, &["active.seg", "offset"]);
+    let t = f.tc_ref(damaged, tc);
+    assert_status(f.c.get_test_case(t).await, Code::DataLoss, &["active.seg", "offset"]);
+    assert_status(f.c.get_all_test_cases(r).await, Code::DataLoss, &["active.seg"]);
+    // Columns live in memory: still readable. Other problems are unaffected.
+    assert_eq!(meta(&mut f.c, damaged).await, Columns::new());
+    f.assert_intact().await;
+}
+
+#[tokio::test]
+async fn a_damaged_record_in_a_sealed_segment_stops_the_server_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--segment-bytes", "1024"]).await;
+    let mut c = server.client().await;
+    let first = create(&mut c, &format!("<p>SEALED-MARKER</p>{}", "x".repeat(1500)), Columns::new()).await;
+    for i in 0..3 {
+        create(&mut c, &format!("filler {i} {}", "y".repeat(1500)), Columns::new()).await;
+    }
+    drop(c);
+    server.stop().await;
+    let sealed: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read(p).unwrap().windows(13).any(|w| w == b"SEALED-MARKER"))
+        .collect();
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    assert_ne!(sealed[0].file_name().unwrap(), "active.seg", "problem {first} should be in a sealed segment");
+    flip_bit_in(&sealed[0], b"SEALED-MARKER");
+
+    let exited = match TestServer::try_start(dir.path(), &["--segment-bytes", "1024"]).await {
+        Ok(_) => panic!("the server started on a store with a damaged sealed segment"),
+        Err(exited) => exited,
+    };
+    assert!(!exited.status.success());
+    let errors: Vec<&str> = exited.stderr.lines().filter(|l| l.starts_with("lse_server:")).collect();
+    assert_eq!(errors.len(), 1, "{exited:?}");
+    let name = sealed[0].file_name().unwrap().to_str().unwrap();
+    assert!(errors[0].contains(name) && errors[0].contains("corrupt"), "{exited:?}");
+}
+
+#[tokio::test]
+#[ignore = "BUG: one flipped bit mid-active.seg makes recovery treat it as a torn tail and truncate away every later (intact, fsynced, acknowledged) record, with only a WARN"]
+async fn a_damaged_record_in_the_middle_of_the_active_segment_does_not_silently_drop_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let mut c = server.client().await;
+    let before = create(&mut c, "before", Columns::new()).await;
+    let damaged = create(&mut c, "<p>MIDDLE-MARKER</p>", Columns::new()).await;
+    let mut after = Vec::new();
+    for i in 0..5 {
+        after.push(create(&mut c, &format!("acknowledged after {i}"), columns(&[("i", &i.to_string())])).await);
+    }
+    drop(c);
+    server.stop().await;
+    flip_bit_in(&dir.path().join("active.seg"), b"MIDDLE-MARKER");
+
+    // Either refusing to start (naming the damage) or keeping the intact,
+    // fsynced records after the damaged one is acceptable; cutting them off
+    // without a word is not.
+    match TestServer::try_start(dir.path(), &[]).await {
+        Err(exited) => {
+            assert!(exited.stderr.contains("active.seg"), "{exited:?}");
+        }
+        Ok(server) => {
+            let mut c = server.client().await;
+            assert_eq!(html(&mut c, before).await, "before");
+            let live = list_all(&mut c, 0).await;
+            for (i, p) in after.iter().enumerate() {
+                assert!(
+                    live.contains(p),
+                    "acknowledged problem {p} (written after damaged problem {damaged}) is gone after a restart; \
+                     live: {live:?}; server log:\n{}",
+                    server.stderr()
+                );
+                assert_eq!(html(&mut c, *p).await, format!("acknowledged after {i}"));
+            }
+        }
+    }
+}

@@ -254,14 +254,15 @@ async fn check_acked(c: &mut Client, acked: &Acked, live: &BTreeSet<u64>) {
         assert!(ok, "problem {p}: chain {ids:?}, acknowledged {want_ids:?}");
         for (tc, got) in chain.iter().filter(|(tc, _)| want_ids.contains(tc)) {
             let want = &acked.values[tc];
-            let in_flight = matches!(&pending, Some(Op::UpdateTestCase { test_case, value, .. }) if test_case == tc && value == got);
+            let in_flight = matches!(&pending, Some(Op::UpdateTestCase { problem, test_case, value })
+                if *problem == p && test_case == tc && value == got);
             assert!(got == want || in_flight, "test case {tc}: {got:?}, acknowledged {want:?}");
             let got_out = output(c, p, *tc).await;
             match acked.outputs.get(tc) {
                 Some(want) => assert_eq!(got_out.as_ref(), Some(want), "output of test case {tc}"),
                 None => {
-                    let in_flight = matches!(&pending, Some(Op::SetOutput { test_case, value, .. })
-                        if test_case == tc && Some(value) == got_out.as_ref());
+                    let in_flight = matches!(&pending, Some(Op::SetOutput { problem, test_case, value })
+                        if *problem == p && test_case == tc && Some(value) == got_out.as_ref());
                     assert!(got_out.is_none() || in_flight, "test case {tc}: unacknowledged output {got_out:?}");
                 }
             }

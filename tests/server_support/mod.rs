@@ -79,6 +79,15 @@ impl TestServer {
     /// Starts the server on `dir` (port 0, host 127.0.0.1) with `extra_args`
     /// and waits until it listens.
     pub async fn start(dir: &Path, extra_args: &[&str]) -> TestServer {
+        match TestServer::try_start(dir, extra_args).await {
+            Ok(server) => server,
+            Err(exited) => panic!("lse_server exited ({}) before listening; stderr:\n{}", exited.status, exited.stderr),
+        }
+    }
+
+    /// Like [`TestServer::start`], but a server that exits before it
+    /// listens is an `Err` with its exit status and output.
+    pub async fn try_start(dir: &Path, extra_args: &[&str]) -> Result<TestServer, Exited> {
         let dir_arg = dir.to_str().expect("utf-8 temp dir");
         let mut args = vec!["--port", "0", "--host", "127.0.0.1", "--data-dir", dir_arg];
         args.extend_from_slice(extra_args);
@@ -108,8 +117,9 @@ impl TestServer {
                 Err(mpsc::TryRecvError::Disconnected) => {
                     let status = child.wait().unwrap();
                     // Give the stderr thread a moment to catch the last line.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    panic!("lse_server exited ({status}) before listening; stderr:\n{}", stderr.lock().unwrap());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let stderr = stderr.lock().unwrap().clone();
+                    return Err(Exited { status, stdout: String::new(), stderr });
                 }
             }
             if Instant::now() > deadline {
@@ -122,7 +132,7 @@ impl TestServer {
         let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("bad listening address {addr:?}: {e}"));
         assert_eq!(addr.ip().to_string(), "127.0.0.1");
         assert_ne!(addr.port(), 0);
-        TestServer { child: Some(child), addr, dir: dir.to_path_buf(), stderr }
+        Ok(TestServer { child: Some(child), addr, dir: dir.to_path_buf(), stderr })
     }
 
     /// A new client on its own channel (connection). Every request has a
