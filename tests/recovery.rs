@@ -164,3 +164,24 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn damage_in_the_middle_of_the_active_segment_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let first = engine.create_document(b"first", Columns::new()).unwrap();
+    engine.create_document(b"<p>MIDDLE</p>", Columns::new()).unwrap();
+    engine.create_document(b"after", Columns::new()).unwrap();
+    engine.close().unwrap();
+    let active = dir.path().join(ACTIVE_NAME);
+    let bytes = fs::read(&active).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"MIDDLE").unwrap();
+    flip_byte(&active, at as u64);
+
+    let err = Engine::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    let message = err.to_string();
+    assert!(message.contains("active.seg") && message.contains("not a torn write"), "{message}");
+    assert_eq!(fs::read(&active).unwrap().len(), bytes.len(), "recovery cut the file");
+    let _ = first;
+}

@@ -31,7 +31,7 @@ pub use record::{
     Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,
     RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, decode_record, encode_record, scan,
 };
-pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy};
+pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
 pub use value::Value;
 
 /// A document or input id. Ids are assigned by the engine, start at 1 and

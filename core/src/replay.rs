@@ -9,7 +9,7 @@
 //! sealed, so damage there is corruption.
 
 use crate::keydir::{Applied, KeyDir, RecordMeta};
-use crate::record::{Corruption, SEGMENT_HEADER_LEN, Scan, scan};
+use crate::record::{Corruption, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN, Scan, scan};
 use crate::{Location, SegmentId};
 
 /// What may be done with a bad tail.
@@ -128,4 +128,32 @@ impl SegmentReplay {
             TailPolicy::Reject => Err(CorruptSegment { offset: self.valid_len, reason }),
         }
     }
+}
+
+/// Looks for a valid record inside `bytes` (the part of a segment after a
+/// bad record) with a sequence number of at least `min_seq`, and returns its
+/// offset in `bytes`.
+///
+/// A torn write leaves nothing valid behind it; a valid, newer record after
+/// the damage means the damage is in the middle of the log, and cutting the
+/// tail would throw away records that were written whole. Candidates are
+/// filtered on kind, sequence number and length before their checksum is
+/// computed, so the search stays linear in practice.
+pub fn find_record_after_damage(bytes: &[u8], min_seq: u64) -> Option<usize> {
+    // Skip offset 0: that is the bad record itself.
+    (1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(|&at| {
+        let header = &bytes[at..at + RECORD_HEADER_LEN];
+        if RecordKind::from_byte(header[8]).is_none() {
+            return false;
+        }
+        let seq = u64::from_le_bytes(header[9..17].try_into().expect("8 bytes"));
+        if seq < min_seq || seq - min_seq > 1 << 32 {
+            return false;
+        }
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        if len > MAX_PAYLOAD_LEN || RECORD_HEADER_LEN + len as usize > bytes.len() - at {
+            return false;
+        }
+        matches!(scan(&bytes[at..]), Scan::Record(_))
+    })
 }

@@ -536,3 +536,42 @@ fn replaying_a_later_segment_applies_over_an_earlier_one() {
     // The output delete named an input gone with its document.
     assert_eq!(two.ignored, 1);
 }
+
+mod damage {
+    use stratum_core::{Columns, Mutation, encode_record, find_record_after_damage};
+
+    fn records(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        let columns = Columns::new();
+        for seq in 1..=n {
+            starts.push(bytes.len());
+            encode_record(&mut bytes, seq, seq, &Mutation::CreateDocument { columns: &columns, blob: b"some blob" });
+        }
+        (bytes, starts)
+    }
+
+    #[test]
+    fn a_whole_record_after_a_damaged_one_is_found() {
+        let (mut bytes, starts) = records(4);
+        bytes[starts[1] + 30] ^= 1;
+        let tail = &bytes[starts[1]..];
+        assert_eq!(find_record_after_damage(tail, 2), Some(starts[2] - starts[1]));
+    }
+
+    #[test]
+    fn a_torn_tail_has_no_record_after_it() {
+        let (bytes, starts) = records(3);
+        let torn = &bytes[starts[2]..bytes.len() - 5];
+        assert_eq!(find_record_after_damage(torn, 3), None);
+        assert_eq!(find_record_after_damage(&[0; 4096], 3), None);
+    }
+
+    #[test]
+    fn records_older_than_the_cut_do_not_count() {
+        let (mut bytes, starts) = records(4);
+        bytes[starts[1] + 30] ^= 1;
+        // Everything after the damage has seq <= 4: with min_seq 5 they are stale.
+        assert_eq!(find_record_after_damage(&bytes[starts[1]..], 5), None);
+    }
+}

@@ -261,6 +261,7 @@ impl Engine {
             )? {
                 Replayed::Clean { len } => len,
                 Replayed::TornTail { valid_len, dropped, reason } => {
+                    refuse_damage_before_valid_records(file.as_ref(), &active_path, valid_len, &keydir, reason)?;
                     tracing::warn!(
                         file = %active_path.display(), valid_len, dropped, %reason,
                         "cutting off a torn tail of the active segment"
@@ -623,11 +624,12 @@ impl Shared {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         let len = encode_record(&mut buf, seq, id, &mutation) as u64;
-        if w.len > SEGMENT_HEADER_LEN as u64 && w.len + len > self.options.segment_size {
-            if let Err(e) = self.rotate(&mut w) {
-                w.buf = buf;
-                return Err(e);
-            }
+        if w.len > SEGMENT_HEADER_LEN as u64
+            && w.len + len > self.options.segment_size
+            && let Err(e) = self.rotate(&mut w)
+        {
+            w.buf = buf;
+            return Err(e);
         }
         let offset = w.len;
         let appended = w.file.write_all_at(&buf, offset);
@@ -955,6 +957,34 @@ impl Shared {
 
     fn path_of(&self, segment: SegmentId) -> PathBuf {
         self.index.read().path_of(&self.dir, segment)
+    }
+}
+
+/// Refuses to cut off a bad tail of the active segment when whole, newer
+/// records follow the damage: that is not a torn write but damage in the
+/// middle of the log, and cutting would lose acknowledged writes.
+fn refuse_damage_before_valid_records(
+    file: &dyn FileHandle,
+    path: &Path,
+    valid_len: u64,
+    keydir: &KeyDir,
+    reason: stratum_core::Corruption,
+) -> Result<()> {
+    let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
+    let mut tail = vec![0; (len - valid_len) as usize];
+    file.read_exact_at(&mut tail, valid_len).map_err(Error::io(format!("reading {}", path.display())))?;
+    match stratum_core::find_record_after_damage(&tail, keydir.next_seq()) {
+        None => Ok(()),
+        Some(at) => Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: valid_len,
+            reason: format!(
+                "{reason}, and a whole record follows at offset {}: this is damage, not a torn write, so \
+                 recovery will not cut off what follows (to accept losing it, keep a copy of the file and \
+                 truncate it to {valid_len} bytes)",
+                valid_len + at as u64
+            ),
+        }),
     }
 }
 

@@ -146,7 +146,7 @@ impl SimFileSystem {
             if appended_only && inode.data.len() > inode.durable.len() {
                 let tail = &inode.data[inode.durable.len()..];
                 let keep = (rng.next() % (tail.len() as u64 + 1)) as usize;
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     data.resize(data.len() + keep, 0);
                 } else {
                     data.extend_from_slice(&tail[..keep]);
