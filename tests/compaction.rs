@@ -71,7 +71,7 @@ fn compaction_shrinks_disk_to_about_the_live_size() {
     assert!(after <= stats.live_bytes + 256, "disk {after} for {} live bytes", stats.live_bytes);
     assert!(before > 10 * after, "disk went from {before} to {after} only");
     assert!(dir.path().join(MERGED_NAME).exists() && dir.path().join(ACTIVE_NAME).exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "expected merged.seg, active.seg and LOCK");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4, "expected merged.seg, merged.hint, active.seg, LOCK");
 
     let state = read_back(&engine).unwrap();
     let blobs: BTreeMap<Id, Vec<u8>> = state.documents.iter().map(|(&id, d)| (id, d.blob.clone())).collect();

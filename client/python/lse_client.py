@@ -67,24 +67,32 @@ Every failed call raises a subclass of :class:`LseError` carrying the
 server's message (``str(e)``, ``e.details``) and the gRPC status code
 (``e.code``); a raw ``grpc.RpcError`` never escapes a public method.
 
-========================  =====================  ============================
-status code               exception              also a
-========================  =====================  ============================
-NOT_FOUND                 :class:`NotFound`      ``KeyError``
-INVALID_ARGUMENT          :class:`InvalidArgument`  ``ValueError``
-OUT_OF_RANGE              :class:`InvalidArgument`  ``ValueError``
-RESOURCE_EXHAUSTED        :class:`ResourceExhausted`
-UNAVAILABLE               :class:`Unavailable`   (server down or read-only)
-DATA_LOSS                 :class:`DataLoss`
-FAILED_PRECONDITION       :class:`FailedPrecondition`
-DEADLINE_EXCEEDED         :class:`DeadlineExceeded`  ``TimeoutError``
-CANCELLED                 :class:`Cancelled`
-INTERNAL                  :class:`Internal`
-UNIMPLEMENTED             :class:`Unimplemented`
-anything else             :class:`LseError`
-========================  =====================  ============================
+====================  ==================  ==================================
+status code           exception           also an instance of
+====================  ==================  ==================================
+NOT_FOUND             NotFound            KeyError
+INVALID_ARGUMENT      InvalidArgument     ValueError
+OUT_OF_RANGE          OutOfRange          MessageTooLarge
+RESOURCE_EXHAUSTED    ResourceExhausted   MessageTooLarge
+UNAVAILABLE           Unavailable         (server down, or refusing writes)
+DATA_LOSS             DataLoss
+FAILED_PRECONDITION   FailedPrecondition
+DEADLINE_EXCEEDED     DeadlineExceeded    TimeoutError
+CANCELLED             Cancelled
+INTERNAL              Internal
+UNIMPLEMENTED         Unimplemented
+anything else         LseError
+====================  ==================  ==================================
 
 A call on a closed client raises :class:`ClientClosed`.
+
+A message over a size limit fails with :class:`MessageTooLarge`, in one of
+two forms: :class:`OutOfRange` when the *server* refuses a request or a
+response over its ``--max-message-bytes`` (tonic's status for it), and
+:class:`ResourceExhausted` when *this client's* channel refuses to send or
+receive it (gRPC core's status). Catch :class:`MessageTooLarge` for both.
+A blob or value under the message limit but over the server's blob/value
+limit is :class:`InvalidArgument`.
 
 Message sizes
 -------------
@@ -93,7 +101,7 @@ and sends up to 64 MiB (``--max-message-bytes``; blobs and values are capped
 at 16 MiB by default). The client's channel therefore raises both its
 maximum receive and send message sizes to ``max_message_bytes``, 64 MiB by
 default, to match. A message over that limit fails with
-:class:`ResourceExhausted`. Pass a larger value if the server was started
+:class:`ResourceExhausted` (see Errors). Pass a larger value if the server was started
 with a larger ``--max-message-bytes``.
 
 Threads
@@ -105,6 +113,7 @@ thread-safe, so one client may be shared by many threads. Close it once
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -119,6 +128,8 @@ __all__ = [
     "LseError",
     "NotFound",
     "InvalidArgument",
+    "MessageTooLarge",
+    "OutOfRange",
     "ResourceExhausted",
     "Unavailable",
     "DataLoss",
@@ -198,9 +209,21 @@ class InvalidArgument(LseError, ValueError):
     or a blob or value over the server's limits."""
 
 
-class ResourceExhausted(LseError):
-    """RESOURCE_EXHAUSTED: a message over the server's or this client's gRPC
-    message size limit."""
+class MessageTooLarge(LseError):
+    """A request or response over a gRPC message size limit: the base of
+    :class:`OutOfRange` (the server's limit) and :class:`ResourceExhausted`
+    (this client's limit)."""
+
+
+class OutOfRange(MessageTooLarge):
+    """OUT_OF_RANGE: a request or response over the server's
+    ``--max-message-bytes`` (e.g. GetAllTestCases of a problem whose test
+    cases together exceed it; read them one by one with get_test_case)."""
+
+
+class ResourceExhausted(MessageTooLarge):
+    """RESOURCE_EXHAUSTED: a message over this client's
+    ``max_message_bytes`` (or over a limit of the server's gRPC stack)."""
 
 
 class Unavailable(LseError):
@@ -239,7 +262,7 @@ class ClientClosed(LseError):
 _ERRORS: Dict[grpc.StatusCode, type] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DATA_LOSS: DataLoss,
@@ -483,10 +506,26 @@ class LseClient:
 
     def _call(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
         self._check_open()
+        deadline = self.timeout if timeout is None else timeout
+        started = time.monotonic()
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout if timeout is None else timeout)
+            return getattr(self._stub, method)(request, timeout=deadline)
         except grpc.RpcError as e:
-            raise error_from_rpc(e, method) from None
+            error = error_from_rpc(e, method)
+            if (
+                isinstance(error, Cancelled)
+                and deadline is not None
+                and (error.details == "Timeout expired" or time.monotonic() - started >= deadline)
+            ):
+                # The server (tonic) enforces the call's deadline too, and
+                # answers CANCELLED "Timeout expired" when it fires there
+                # first; to the caller that is a deadline, like any other.
+                error = DeadlineExceeded(
+                    f"{method} did not complete within {deadline} s ({error.details})",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    method,
+                )
+            raise error from None
         except ValueError as e:
             # grpc raises ValueError for a call on a channel closed meanwhile.
             if self._closed:

@@ -77,6 +77,18 @@ pub struct RecordMeta {
     pub location: Location,
 }
 
+/// Something that consumes records in log order: the [`KeyDir`] during
+/// recovery, or a [`crate::HintBuilder`] writing a hint file.
+pub trait RecordSink {
+    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied;
+}
+
+impl RecordSink for KeyDir {
+    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied {
+        self.apply(meta, effect)
+    }
+}
+
 /// Whether [`KeyDir::apply`] changed the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]

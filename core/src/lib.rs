@@ -2,7 +2,8 @@
 //!
 //! This crate decides everything and does nothing: it encodes and decodes
 //! records ([`encode_record`], [`scan`]), keeps the in-memory index
-//! ([`KeyDir`]), replays segment bytes during recovery ([`SegmentReplay`]),
+//! ([`KeyDir`]), replays segment bytes during recovery ([`SegmentReplay`])
+//! or their hint files ([`replay_hints`], [`HintBuilder`]),
 //! plans compactions ([`CompactionPlan`], [`CompactionPolicy`]) and checks
 //! requests against [`Limits`]. It opens no files, reads no
 //! clock and starts no threads; everything it needs is passed in as byte
@@ -11,6 +12,7 @@
 
 mod codec;
 mod compaction;
+mod hint;
 mod keydir;
 mod limits;
 mod record;
@@ -25,7 +27,8 @@ pub use codec::DecodeError;
 pub use compaction::{
     CompactionPlan, CompactionPolicy, Installed, MergedSegment, PlannedDocument, PlannedInput, Relocation, Target,
 };
-pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, SegmentUsage};
+pub use hint::{HINT_MAGIC, HintBuilder, HintError, replay_hints};
+pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage};
 pub use limits::{Invalid, Limits};
 pub use record::{
     Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,

@@ -1,4 +1,5 @@
-//! Recovery: replaying a segment's bytes into a [`KeyDir`].
+//! Recovery: replaying a segment's bytes into a [`crate::KeyDir`] (or any
+//! other [`RecordSink`]).
 //!
 //! The replay is fed bytes as the caller reads them and applies each valid
 //! record in order. It remembers where the last valid record ended, so when
@@ -8,7 +9,7 @@
 //! the middle of an append), a sealed segment was synced whole before it was
 //! sealed, so damage there is corruption.
 
-use crate::keydir::{Applied, KeyDir, RecordMeta};
+use crate::keydir::{Applied, RecordMeta, RecordSink};
 use crate::record::{Corruption, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN, Scan, scan};
 use crate::{Location, SegmentId};
 
@@ -83,7 +84,7 @@ impl SegmentReplay {
 
     /// Applies the whole records at the start of `buf`, which must begin at
     /// [`SegmentReplay::valid_len`].
-    pub fn feed(&mut self, keydir: &mut KeyDir, buf: &[u8]) -> Feed {
+    pub fn feed(&mut self, sink: &mut impl RecordSink, buf: &[u8]) -> Feed {
         let mut consumed = 0;
         loop {
             let record = match scan(&buf[consumed..]) {
@@ -101,7 +102,7 @@ impl SegmentReplay {
             };
             let location = Location { segment: self.segment, offset, len: len as u32 };
             let meta = RecordMeta { seq: record.seq, id: record.id, location };
-            if keydir.apply(meta, body.into_effect()) == Applied::Ignored {
+            if sink.record(meta, body.into_effect()) == Applied::Ignored {
                 self.ignored += 1;
             }
             self.records += 1;

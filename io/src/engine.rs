@@ -12,7 +12,7 @@
 //! wait for it. A failed append or fsync poisons the engine: the caller gets
 //! the error, later writes get [`Error::Poisoned`], reads keep working.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -91,6 +91,8 @@ struct Index {
     active: SegmentId,
     /// The segment behind `merged.seg`, if a compaction wrote one.
     merged: Option<SegmentId>,
+    /// Sealed segments whose hint file is written.
+    hinted: HashSet<SegmentId>,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,8 @@ pub struct Stats {
     pub fsyncs: u64,
     /// Set when writes are refused after an IO failure.
     pub poisoned: Option<String>,
+    /// Sealed segments with a hint file (read at open or written since).
+    pub hinted_segments: u64,
     /// Compactions completed since open.
     pub compactions: u64,
     /// What the last compaction did.
@@ -193,10 +197,25 @@ impl Engine {
             tracing::info!("discarding the output of an unfinished compaction");
             segment::remove_if_present(fs.as_ref(), &dir.join(MERGED_TMP_NAME))?;
         }
+        for name in &names {
+            let stray_tmp = name.ends_with(".hint.tmp");
+            let orphan = name.ends_with(".hint") && !names.contains(&name.replace(".hint", ".seg"));
+            if stray_tmp || orphan {
+                segment::remove_if_present(fs.as_ref(), &dir.join(name))?;
+            }
+        }
         let mut sealed: Vec<SegmentId> = names.iter().filter_map(|n| segment::parse_sealed_name(n)).collect();
         sealed.sort();
 
         let mut keydir = KeyDir::new();
+        let mut hinted = HashSet::new();
+        let mut load = |path: &Path, file: &dyn FileHandle, id: SegmentId, keydir: &mut KeyDir| -> Result<()> {
+            if segment::load_hints(fs.as_ref(), path, file, id, keydir).is_some() {
+                hinted.insert(id);
+                return Ok(());
+            }
+            segment::replay(file, path, id, keydir, TailPolicy::Reject).map(drop)
+        };
         let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
         let mut merged = None;
         if names.iter().any(|n| n == MERGED_NAME) {
@@ -220,7 +239,7 @@ impl Engine {
                 fs.sync_dir(&dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
             }
             sealed = newer;
-            segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject)?;
+            load(&path, file.as_ref(), id, &mut keydir)?;
             files.insert(id, file);
             merged = Some(id);
         }
@@ -228,7 +247,7 @@ impl Engine {
             let path = dir.join(segment::sealed_name(id));
             let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
             check_header_id(file.as_ref(), &path, id)?;
-            segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject)?;
+            load(&path, file.as_ref(), id, &mut keydir)?;
             files.insert(id, file);
         }
 
@@ -285,6 +304,7 @@ impl Engine {
         tracing::info!(
             dir = %dir.display(),
             segments = files.len(),
+            from_hints = hinted.len(),
             documents = keydir.document_count(),
             inputs = keydir.input_count(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -296,7 +316,7 @@ impl Engine {
             fs,
             dir,
             options,
-            index: RwLock::new(Index { keydir, files, active: segment, merged }),
+            index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
             writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new() }),
             durability: Durability::default(),
             poison: Mutex::new(None),
@@ -321,11 +341,13 @@ impl Engine {
                 Arc::downgrade(&shared),
                 compaction.interval,
                 move |shared| {
-                    if !compaction.policy.should_compact(shared.index.read().keydir.segments().values()) {
-                        return;
-                    }
-                    if let Err(e) = shared.compact() {
+                    if compaction.policy.should_compact(shared.index.read().keydir.segments().values())
+                        && let Err(e) = shared.compact()
+                    {
                         tracing::warn!(error = %e, "background compaction failed");
+                    }
+                    if let Err(e) = shared.write_hints() {
+                        tracing::warn!(error = %e, "writing hint files failed");
                     }
                 },
             ));
@@ -553,6 +575,7 @@ impl Engine {
             next_id: k.next_id(),
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
             poisoned: self.shared.poison.lock().as_deref().map(str::to_owned),
+            hinted_segments: index.hinted.len() as u64,
             compactions: self.shared.compactions.load(Ordering::Relaxed),
             last_compaction: *self.shared.last_compaction.lock(),
         }
@@ -564,6 +587,13 @@ impl Engine {
     /// when the old segments are gone. Reads and writes go on meanwhile.
     pub fn compact(&self) -> Result<CompactionReport> {
         self.shared.compact()
+    }
+
+    /// Writes the hint file of every sealed segment that lacks one, so the
+    /// next open reads hints instead of whole segments. The background
+    /// compactor calls this on every tick. Returns how many were written.
+    pub fn write_hints(&self) -> Result<u64> {
+        self.shared.write_hints()
     }
 
     /// Flushes and closes the engine, reporting a failed final sync.
@@ -703,9 +733,12 @@ impl Shared {
             }
         };
 
+        // The old merged segment's hint must not outlive it.
+        let target = self.dir.join(MERGED_NAME);
+        segment::remove_if_present(self.fs.as_ref(), &segment::hint_path(&target))?;
+
         // The commit point: once the rename is durable, recovery uses the
         // merged segment and deletes whatever it replaced.
-        let target = self.dir.join(MERGED_NAME);
         let committed = self
             .fs
             .rename(&tmp, &target)
@@ -724,8 +757,11 @@ impl Shared {
             for id in &plan.inputs {
                 index.files.remove(id);
             }
-            index.files.insert(plan.output, file);
+            index.files.insert(plan.output, file.clone());
             index.merged = Some(plan.output);
+            for id in &plan.inputs {
+                index.hinted.remove(id);
+            }
             index.keydir.install_compaction(&plan, &merged)
         };
         for id in plan.inputs.iter().filter(|&&id| Some(id) != old_merged) {
@@ -733,6 +769,13 @@ impl Shared {
             if let Err(e) = self.fs.remove(&path) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove a compacted segment; recovery will");
             }
+            let _ = self.fs.remove(&segment::hint_path(&path));
+        }
+        match segment::write_hint(self.fs.as_ref(), &target, file.as_ref(), plan.output) {
+            Ok(()) => {
+                self.index.write().hinted.insert(plan.output);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write the merged segment's hint file"),
         }
         if let Err(e) = self.fs.sync_dir(&self.dir) {
             tracing::warn!(error = %e, "cannot sync the data directory after removing compacted segments");
@@ -760,6 +803,25 @@ impl Shared {
         self.compactions.fetch_add(1, Ordering::Relaxed);
         *self.last_compaction.lock() = Some(report);
         Ok(report)
+    }
+
+    /// See [`Engine::write_hints`].
+    fn write_hints(&self) -> Result<u64> {
+        let _running = self.compacting.lock();
+        let missing: Vec<(SegmentId, PathBuf, Arc<dyn FileHandle>)> = {
+            let index = self.index.read();
+            index
+                .files
+                .iter()
+                .filter(|&(&id, _)| id != index.active && !index.hinted.contains(&id))
+                .map(|(&id, file)| (id, index.path_of(&self.dir, id), file.clone()))
+                .collect()
+        };
+        for (id, path, file) in &missing {
+            segment::write_hint(self.fs.as_ref(), path, file.as_ref(), *id)?;
+            self.index.write().hinted.insert(*id);
+        }
+        Ok(missing.len() as u64)
     }
 
     /// Seals the active segment and snapshots the index, under the writer

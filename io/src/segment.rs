@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stratum_core::{
-    Body, Corruption, Feed, KeyDir, RECORD_HEADER_LEN, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId,
-    SegmentReplay, TailPolicy, decode_record,
+    Body, Corruption, Feed, HintBuilder, RECORD_HEADER_LEN, RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentHeader,
+    SegmentId, SegmentReplay, TailPolicy, decode_record, replay_hints,
 };
 
 use crate::error::{Error, Result};
@@ -84,12 +84,12 @@ pub fn read_header(file: &dyn FileHandle, path: &Path) -> Result<SegmentHeader> 
     })
 }
 
-/// Replays the records of one segment file into `keydir`.
+/// Replays the records of one segment file into `sink`.
 pub fn replay(
     file: &dyn FileHandle,
     path: &Path,
     segment: SegmentId,
-    keydir: &mut KeyDir,
+    sink: &mut impl RecordSink,
     policy: TailPolicy,
 ) -> Result<Replayed> {
     let read_error = || Error::io(format!("reading {}", path.display()));
@@ -98,7 +98,7 @@ pub fn replay(
     let mut buf: Vec<u8> = Vec::new();
     let mut stop = None;
     loop {
-        match replay.feed(keydir, &buf) {
+        match replay.feed(sink, &buf) {
             Feed::NeedMore { consumed, needed } => {
                 buf.drain(..consumed);
                 let read_to = replay.valid_len() + buf.len() as u64;
@@ -125,6 +125,60 @@ pub fn replay(
         offset: e.offset,
         reason: e.reason.to_string(),
     })
+}
+
+/// The hint file beside a segment file: `seg_001.seg` → `seg_001.hint`.
+pub fn hint_path(segment_path: &Path) -> PathBuf {
+    segment_path.with_extension("hint")
+}
+
+/// Rebuilds the index entries of a sealed segment from its hint file.
+/// `None` (with the reason logged) when there is no usable hint: the caller
+/// scans the segment instead.
+pub fn load_hints(
+    fs: &dyn FileSystem,
+    segment_path: &Path,
+    file: &dyn FileHandle,
+    segment: SegmentId,
+    sink: &mut impl RecordSink,
+) -> Option<u64> {
+    let path = hint_path(segment_path);
+    let hint = fs.open(&path).ok()?;
+    let read = || -> std::io::Result<(Vec<u8>, u64)> {
+        let mut bytes = vec![0; hint.len()? as usize];
+        hint.read_exact_at(&mut bytes, 0)?;
+        Ok((bytes, file.len()?))
+    };
+    let (bytes, segment_len) = match read() {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read hint file; scanning the segment");
+            return None;
+        }
+    };
+    match replay_hints(&bytes, segment, segment_len, sink) {
+        Ok(entries) => Some(entries),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "ignoring hint file; scanning the segment");
+            None
+        }
+    }
+}
+
+/// Writes the hint file of a sealed segment (read back from its file),
+/// under a temporary name first. A hint is an optimisation: it is not
+/// fsynced, a lost or torn one is detected and ignored at the next open.
+pub fn write_hint(fs: &dyn FileSystem, segment_path: &Path, file: &dyn FileHandle, segment: SegmentId) -> Result<()> {
+    let mut builder = HintBuilder::new(segment);
+    let len = file.len().map_err(Error::io(format!("reading length of {}", segment_path.display())))?;
+    replay(file, segment_path, segment, &mut builder, TailPolicy::Reject)?;
+    let bytes = builder.finish(len);
+    let path = hint_path(segment_path);
+    let tmp = path.with_extension("hint.tmp");
+    remove_if_present(fs, &tmp)?;
+    let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
+    out.write_all_at(&bytes, 0).map_err(Error::io(format!("writing {}", tmp.display())))?;
+    fs.rename(&tmp, &path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))
 }
 
 /// Removes `path` if it exists.

@@ -91,6 +91,7 @@ pub enum Op {
     DeleteOutput(Pick, Pick),
     Flush,
     Compact,
+    WriteHints,
 }
 
 impl Op {
@@ -106,6 +107,7 @@ impl Op {
                 | Op::GetOutput(..)
                 | Op::Flush
                 | Op::Compact
+                | Op::WriteHints
         )
     }
 }
@@ -130,6 +132,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (pick(), pick()).prop_map(|(d, i)| Op::DeleteOutput(d, i)),
         1 => Just(Op::Flush),
         2 => Just(Op::Compact),
+        1 => Just(Op::WriteHints),
     ]
 }
 
@@ -192,7 +195,7 @@ pub fn run_model(model: &mut Model, issued: &Issued, op: &Op) -> Answer {
         Op::GetOutput(d, i) => answer(model.output(doc(d), input(i)), Answer::Value),
         Op::UpdateOutput(d, i, v) => answer(model.update_output(doc(d), input(i), v), done),
         Op::DeleteOutput(d, i) => answer(model.delete_output(doc(d), input(i)), done),
-        Op::Flush | Op::Compact => Answer::Done,
+        Op::Flush | Op::Compact | Op::WriteHints => Answer::Done,
     }
 }
 
@@ -228,6 +231,7 @@ pub fn run_engine(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, E
         Op::DeleteOutput(d, i) => lift(engine.delete_output(doc(d), input(i)), done),
         Op::Flush => lift(engine.flush(), done),
         Op::Compact => lift(engine.compact(), |_| Answer::Done),
+        Op::WriteHints => lift(engine.write_hints(), |_| Answer::Done),
     }
 }
 

@@ -153,10 +153,23 @@ def lse(address: str) -> Iterator[LseClient]:
 
 
 @pytest.fixture
-def own_server(server_bin: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+def make_server(server_bin: Path, tmp_path: Path) -> Iterator:
+    """Starts servers of the test's own, with extra flags; stops them after."""
+    started: List[ServerProcess] = []
+
+    def make(*extra_args: str) -> ServerProcess:
+        srv = ServerProcess(server_bin, tmp_path / f"data{len(started)}", list(extra_args))
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield make
+    for srv in started:
+        if srv.proc is not None:
+            assert srv.stop() == 0, srv.log_text()
+
+
+@pytest.fixture
+def own_server(make_server) -> ServerProcess:
     """A server of the test's own (for restarts and whole-store checks)."""
-    srv = ServerProcess(server_bin, tmp_path / "data")
-    srv.start()
-    yield srv
-    if srv.proc is not None:
-        assert srv.stop() == 0, srv.log_text()
+    return make_server()

@@ -7,7 +7,15 @@ import grpc
 import pytest
 
 import lse_client
-from lse_client import InvalidArgument, LseClient, NotFound, ResourceExhausted, Unavailable
+from lse_client import (
+    InvalidArgument,
+    LseClient,
+    MessageTooLarge,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
 from test_values import dead_address
 
 UNKNOWN = 2**64 - 1  # never assigned on a fresh store
@@ -163,6 +171,38 @@ def test_reply_over_client_limit_is_resource_exhausted(address: str, lse: LseCli
             small.get_problem_html(doc_id)
 
 
+SMALL_MESSAGES = ("--max-message-bytes", "200000", "--max-blob-bytes", "100000", "--max-value-bytes", "100000")
+
+
+def test_request_over_server_message_limit_is_out_of_range(make_server):
+    srv = make_server(*SMALL_MESSAGES)
+    with LseClient(srv.address) as lse:
+        with pytest.raises(OutOfRange) as e:
+            lse.create_problem("m" * 300_000)
+        assert isinstance(e.value, MessageTooLarge)
+        assert e.value.code == grpc.StatusCode.OUT_OF_RANGE
+        assert "200000" in str(e.value)
+        assert lse.list_problems() == []
+        doc = lse.create_problem("ok")
+        with pytest.raises(MessageTooLarge):
+            lse.add_test_case(doc, "m" * 300_000)
+        # Between the value limit and the message limit: InvalidArgument.
+        check_invalid(lambda: lse.add_test_case(doc, "m" * 150_000), "100000")
+        assert lse.get_all_test_cases(doc) == []
+
+
+def test_response_over_server_message_limit_is_out_of_range(make_server):
+    """Each test case fits in a message, all of them together do not."""
+    srv = make_server(*SMALL_MESSAGES)
+    with LseClient(srv.address) as lse:
+        doc = lse.create_problem("big")
+        values = [c * 90_000 for c in "abc"]
+        tcs = [lse.add_test_case(doc, v) for v in values]
+        with pytest.raises(OutOfRange):
+            lse.get_all_test_cases(doc)
+        assert [lse.get_test_case(doc, tc) for tc in tcs] == values
+
+
 def test_no_server_is_unavailable():
     with LseClient(dead_address(), timeout=5) as c:
         with pytest.raises(Unavailable) as e:
@@ -180,3 +220,17 @@ def test_server_stopped_midway_is_unavailable(own_server):
         assert own_server.stop() == 0
         with pytest.raises(Unavailable):
             c.get_problem_html(doc)
+
+
+def test_deadline_exceeded_is_a_timeout_error(address: str):
+    """Whether the client's deadline fires first (DEADLINE_EXCEEDED) or the
+    server's (tonic answers CANCELLED "Timeout expired"), it is a
+    DeadlineExceeded."""
+    with LseClient(address, timeout=1e-6) as c:
+        for _ in range(20):
+            with pytest.raises(lse_client.DeadlineExceeded) as e:
+                c.compact_now()
+            assert isinstance(e.value, TimeoutError)
+            assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    with LseClient(address, timeout=None) as c:  # no deadline at all
+        assert c.get_stats()["sync_policy"]

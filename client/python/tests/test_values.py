@@ -206,8 +206,8 @@ class FakeRpcError(grpc.RpcError):
     [
         (grpc.StatusCode.NOT_FOUND, lse_client.NotFound, KeyError),
         (grpc.StatusCode.INVALID_ARGUMENT, lse_client.InvalidArgument, ValueError),
-        (grpc.StatusCode.OUT_OF_RANGE, lse_client.InvalidArgument, ValueError),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, lse_client.ResourceExhausted, None),
+        (grpc.StatusCode.OUT_OF_RANGE, lse_client.OutOfRange, lse_client.MessageTooLarge),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, lse_client.ResourceExhausted, lse_client.MessageTooLarge),
         (grpc.StatusCode.UNAVAILABLE, lse_client.Unavailable, None),
         (grpc.StatusCode.DATA_LOSS, lse_client.DataLoss, None),
         (grpc.StatusCode.FAILED_PRECONDITION, lse_client.FailedPrecondition, None),

@@ -1,0 +1,190 @@
+//! Hint files: what the index needs from a sealed segment, without the
+//! blobs and values, so a restart rebuilds the index by reading a few bytes
+//! per record instead of the whole segment (as in Bitcask).
+//!
+//! ```text
+//! header   magic "STRATHNT" (8) | format version u16 | reserved u16 | segment id u32
+//! entries  kind u8 | seq u64 | id u64 | offset u32 | len u32 | extra len u32 | extra
+//! trailer  segment length u64 | entry count u64 | CRC-32 of everything before it
+//! ```
+//!
+//! `extra` is the part of the record the index keeps: the column map of a
+//! `CreateDocument` or `SetColumns`, the document id of a `PutInput`, the
+//! payload of a `Checkpoint`; empty otherwise. A hint is used only if its
+//! checksum holds and it names the segment and the length the segment file
+//! has; anything else falls back to scanning the segment.
+
+use crate::codec::{DecodeError, Reader, put_len};
+use crate::keydir::{Applied, RecordMeta, RecordSink};
+use crate::record::{Effect, FORMAT_VERSION, RecordKind};
+use crate::value::{decode_string_map, encode_string_map};
+use crate::{Location, SegmentId};
+
+/// The magic at the start of every hint file.
+pub const HINT_MAGIC: [u8; 8] = *b"STRATHNT";
+
+const HEADER_LEN: usize = 16;
+const TRAILER_LEN: usize = 20;
+
+/// Why a hint file cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HintError {
+    #[error("hint file is truncated")]
+    Truncated,
+    #[error("not a hint file (bad magic)")]
+    BadMagic,
+    #[error("hint format version {0} is not supported")]
+    UnsupportedVersion(u16),
+    #[error("hint checksum mismatch")]
+    ChecksumMismatch,
+    #[error("hint describes segment {found}, not {expected}")]
+    WrongSegment { expected: u32, found: u32 },
+    #[error("hint describes {hinted} bytes of segment, the file has {actual}")]
+    StaleLength { hinted: u64, actual: u64 },
+    #[error("malformed hint entry: {0}")]
+    Entry(DecodeError),
+}
+
+/// Builds a hint file from the records of one segment, in order.
+#[derive(Debug)]
+pub struct HintBuilder {
+    segment: SegmentId,
+    buf: Vec<u8>,
+    entries: u64,
+}
+
+impl HintBuilder {
+    pub fn new(segment: SegmentId) -> Self {
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(&HINT_MAGIC);
+        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.extend_from_slice(&[0; 2]);
+        buf.extend_from_slice(&segment.get().to_le_bytes());
+        HintBuilder { segment, buf, entries: 0 }
+    }
+
+    /// Adds the record at `meta.location`, which must be in this segment.
+    pub fn add(&mut self, meta: RecordMeta, effect: &Effect) {
+        debug_assert_eq!(meta.location.segment, self.segment);
+        let kind = match effect {
+            Effect::CreateDocument { .. } => RecordKind::CreateDocument,
+            Effect::SetBlob => RecordKind::SetBlob,
+            Effect::SetColumns { .. } => RecordKind::SetColumns,
+            Effect::DeleteDocument => RecordKind::DeleteDocument,
+            Effect::PutInput { .. } => RecordKind::PutInput,
+            Effect::DeleteInput => RecordKind::DeleteInput,
+            Effect::PutOutput => RecordKind::PutOutput,
+            Effect::DeleteOutput => RecordKind::DeleteOutput,
+            Effect::Checkpoint { .. } => RecordKind::Checkpoint,
+        };
+        self.buf.push(kind as u8);
+        self.buf.extend_from_slice(&meta.seq.to_le_bytes());
+        self.buf.extend_from_slice(&meta.id.to_le_bytes());
+        self.buf.extend_from_slice(&meta.location.offset.to_le_bytes());
+        self.buf.extend_from_slice(&meta.location.len.to_le_bytes());
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        match effect {
+            Effect::CreateDocument { columns } | Effect::SetColumns { columns } => {
+                encode_string_map(columns, &mut self.buf)
+            }
+            Effect::PutInput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
+            Effect::Checkpoint { next_id } => self.buf.extend_from_slice(&next_id.to_le_bytes()),
+            _ => {}
+        }
+        let extra = self.buf.len() - len_at - 4;
+        let mut len = Vec::with_capacity(4);
+        put_len(&mut len, extra);
+        self.buf[len_at..len_at + 4].copy_from_slice(&len);
+        self.entries += 1;
+    }
+
+    /// The hint file's bytes, for a segment file of `segment_len` bytes.
+    pub fn finish(mut self, segment_len: u64) -> Vec<u8> {
+        self.buf.extend_from_slice(&segment_len.to_le_bytes());
+        self.buf.extend_from_slice(&self.entries.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.buf
+    }
+}
+
+impl RecordSink for HintBuilder {
+    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied {
+        self.add(meta, &effect);
+        Applied::Changed
+    }
+}
+
+/// Checks a hint file for `segment` (whose file is `segment_len` bytes)
+/// and, only if all of it is valid, feeds its entries to `sink` in order.
+/// Returns the number of entries.
+pub fn replay_hints(
+    bytes: &[u8],
+    segment: SegmentId,
+    segment_len: u64,
+    sink: &mut impl RecordSink,
+) -> Result<u64, HintError> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(HintError::Truncated);
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(HintError::ChecksumMismatch);
+    }
+    if body[0..8] != HINT_MAGIC {
+        return Err(HintError::BadMagic);
+    }
+    let version = u16::from_le_bytes(body[8..10].try_into().expect("2 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(HintError::UnsupportedVersion(version));
+    }
+    let found = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));
+    if found != segment.get() {
+        return Err(HintError::WrongSegment { expected: segment.get(), found });
+    }
+    let trailer = &body[body.len() - (TRAILER_LEN - 4)..];
+    let hinted = u64::from_le_bytes(trailer[0..8].try_into().expect("8 bytes"));
+    if hinted != segment_len {
+        return Err(HintError::StaleLength { hinted, actual: segment_len });
+    }
+    let count = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
+
+    // Parse everything before applying anything: a hint is all or nothing.
+    let mut r = Reader::new(&body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)]);
+    let mut entries = Vec::new();
+    while !r.is_empty() {
+        entries.push(entry(&mut r, segment).map_err(HintError::Entry)?);
+    }
+    if entries.len() as u64 != count {
+        return Err(HintError::Truncated);
+    }
+    for (meta, effect) in entries {
+        let _ = sink.record(meta, effect);
+    }
+    Ok(count)
+}
+
+fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect), DecodeError> {
+    let kind_byte = r.u8()?;
+    let kind = RecordKind::from_byte(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+    let seq = r.u64()?;
+    let id = r.u64()?;
+    let offset = r.u32()?;
+    let len = r.u32()?;
+    let extra_len = r.u32()? as usize;
+    let mut extra = Reader::new(r.take(extra_len)?);
+    let effect = match kind {
+        RecordKind::CreateDocument => Effect::CreateDocument { columns: decode_string_map(&mut extra)? },
+        RecordKind::SetBlob => Effect::SetBlob,
+        RecordKind::SetColumns => Effect::SetColumns { columns: decode_string_map(&mut extra)? },
+        RecordKind::DeleteDocument => Effect::DeleteDocument,
+        RecordKind::PutInput => Effect::PutInput { document: extra.u64()? },
+        RecordKind::DeleteInput => Effect::DeleteInput,
+        RecordKind::PutOutput => Effect::PutOutput,
+        RecordKind::DeleteOutput => Effect::DeleteOutput,
+        RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
+    };
+    extra.finish()?;
+    Ok((RecordMeta { seq, id, location: Location { segment, offset, len } }, effect))
+}
