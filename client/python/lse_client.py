@@ -86,6 +86,11 @@ anything else         LseError
 
 A call on a closed client raises :class:`ClientClosed`.
 
+Each call has a deadline (``timeout``). The server (tonic) enforces it too
+and answers CANCELLED "Timeout expired" when it fires there first; the
+client reports that, like its own DEADLINE_EXCEEDED, as
+:class:`DeadlineExceeded`.
+
 A message over a size limit fails with :class:`MessageTooLarge`, in one of
 two forms: :class:`OutOfRange` when the *server* refuses a request or a
 response over its ``--max-message-bytes`` (tonic's status for it), and

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::keydir::{KeyDir, SegmentUsage};
+use crate::keydir::{KeyDir, SegmentUsage, decode_columns};
 use crate::{Columns, Id, Location, SegmentId};
 
 /// When the background compactor rewrites the store.
@@ -48,10 +48,18 @@ impl CompactionPolicy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedDocument {
     pub id: Id,
-    pub columns: Columns,
+    /// The column map, encoded as the index keeps it.
+    columns: Box<[u8]>,
     pub blob: Location,
     pub columns_at: Location,
     pub inputs: Vec<PlannedInput>,
+}
+
+impl PlannedDocument {
+    /// The document's columns at the snapshot.
+    pub fn columns(&self) -> Columns {
+        decode_columns(&self.columns)
+    }
 }
 
 /// A live input as the plan copies it.
@@ -146,7 +154,7 @@ impl KeyDir {
                     .collect();
                 Some(PlannedDocument {
                     id,
-                    columns: doc.columns.clone(),
+                    columns: doc.clone_columns(),
                     blob: doc.blob,
                     columns_at: doc.columns_at,
                     inputs,

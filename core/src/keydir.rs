@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::codec::Reader;
 use crate::record::Effect;
+use crate::value::{decode_string_map, encode_string_map, string_map_encoded_len};
 use crate::{Columns, Id, Location, SegmentId};
 
 /// What the index keeps for a document.
@@ -28,9 +30,36 @@ pub struct DocumentEntry {
     /// The record holding the current column map (often the same record as
     /// `blob`, when both were written by one create).
     pub columns_at: Location,
-    pub columns: Columns,
+    /// The column map in its record encoding: a few bytes where a
+    /// `BTreeMap` would take a node of several hundred.
+    columns: Box<[u8]>,
     /// The document's inputs in chain order (ascending ids).
     pub inputs: Vec<Id>,
+}
+
+impl DocumentEntry {
+    fn new(location: Location, columns: &Columns) -> Self {
+        DocumentEntry { blob: location, columns_at: location, columns: encode_columns(columns), inputs: Vec::new() }
+    }
+
+    /// The document's columns.
+    pub fn columns(&self) -> Columns {
+        decode_columns(&self.columns)
+    }
+
+    pub(crate) fn clone_columns(&self) -> Box<[u8]> {
+        self.columns.clone()
+    }
+}
+
+fn encode_columns(columns: &Columns) -> Box<[u8]> {
+    let mut bytes = Vec::with_capacity(string_map_encoded_len(columns));
+    encode_string_map(columns, &mut bytes);
+    bytes.into_boxed_slice()
+}
+
+pub(crate) fn decode_columns(bytes: &[u8]) -> Columns {
+    decode_string_map(&mut Reader::new(bytes)).expect("the key directory encoded these columns itself")
 }
 
 /// What the index keeps for an input node and its output.
@@ -185,8 +214,7 @@ impl KeyDir {
                 if self.documents.contains_key(&id) || self.inputs.contains_key(&id) {
                     return Applied::Ignored;
                 }
-                self.documents
-                    .insert(id, DocumentEntry { blob: location, columns_at: location, columns, inputs: Vec::new() });
+                self.documents.insert(id, DocumentEntry::new(location, &columns));
                 self.add_live(location);
             }
             Effect::SetBlob => {
@@ -198,7 +226,7 @@ impl KeyDir {
             Effect::SetColumns { columns } => {
                 let Some(doc) = self.documents.get_mut(&id) else { return Applied::Ignored };
                 let old = std::mem::replace(&mut doc.columns_at, location);
-                doc.columns = columns;
+                doc.columns = encode_columns(&columns);
                 let still_used = old == doc.blob;
                 self.replace_live(old, still_used, location);
             }

@@ -92,7 +92,7 @@ fn created_document_can_be_looked_up() {
     let doc = log.kd.document(1).unwrap();
     assert_eq!(doc.blob, at);
     assert_eq!(doc.columns_at, at);
-    assert_eq!(doc.columns, columns(&[("name", "doc")]));
+    assert_eq!(doc.columns(), columns(&[("name", "doc")]));
     assert!(doc.inputs.is_empty());
     assert_eq!(log.kd.document_count(), 1);
     assert_eq!(log.kd.document_ids().collect::<Vec<_>>(), [1]);
@@ -106,7 +106,7 @@ fn creating_an_existing_document_is_ignored_and_keeps_the_original() {
     assert_eq!(applied, Applied::Ignored);
     let doc = log.kd.document(1).unwrap();
     assert_eq!((doc.blob, doc.columns_at), (at, at));
-    assert_eq!(doc.columns, columns(&[("name", "doc")]));
+    assert_eq!(doc.columns(), columns(&[("name", "doc")]));
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn set_blob_moves_only_the_blob_location() {
     let doc = log.kd.document(1).unwrap();
     assert_eq!(doc.blob, at);
     assert_eq!(doc.columns_at, created);
-    assert_eq!(doc.columns, columns(&[("name", "doc")]));
+    assert_eq!(doc.columns(), columns(&[("name", "doc")]));
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn set_columns_replaces_the_columns_and_moves_only_their_location() {
     assert_eq!(applied, Applied::Changed);
     let doc = log.kd.document(1).unwrap();
     assert_eq!(doc.columns_at, at);
-    assert_eq!(doc.columns, new);
+    assert_eq!(doc.columns(), new);
     assert_eq!(doc.blob, created);
 }
 
@@ -707,7 +707,7 @@ proptest! {
         prop_assert_eq!(&ids, &model.documents.keys().copied().collect::<Vec<_>>());
         for (&id, (blob, columns_at, columns)) in &model.documents {
             let doc = kd.document(id).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!((&doc.blob, &doc.columns_at, &doc.columns), (blob, columns_at, columns));
+            prop_assert_eq!((&doc.blob, &doc.columns_at, &doc.columns()), (blob, columns_at, columns));
             let inputs: Vec<Id> = model.inputs.iter().filter(|(_, v)| v.0 == id).map(|(k, _)| *k).collect();
             prop_assert_eq!(&doc.inputs, &inputs, "inputs of document {}", id);
         }

@@ -387,7 +387,7 @@ impl Engine {
 
     /// The document's columns, from memory.
     pub fn document_columns(&self, id: Id) -> Result<Columns> {
-        Ok(self.shared.index.read().keydir.document(id)?.columns.clone())
+        Ok(self.shared.index.read().keydir.document(id)?.columns())
     }
 
     /// Replaces the document's blob.
@@ -406,7 +406,7 @@ impl Engine {
         limits.check_column(name, value)?;
         let mut columns = Columns::new();
         self.shared.write(|keydir| {
-            columns = keydir.document(id)?.columns.clone();
+            columns = keydir.document(id)?.columns();
             columns.insert(name.to_owned(), value.to_owned());
             limits.check_columns(&columns)?;
             Ok((id, Mutation::SetColumns { columns: &columns }))
@@ -878,7 +878,8 @@ impl Shared {
             match self.decode(&bytes, doc.blob, doc.id)? {
                 Body::CreateDocument { .. } if doc.columns_at == doc.blob => out.buffer().extend_from_slice(&bytes),
                 Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
-                    let rebuilt = Mutation::CreateDocument { columns: &doc.columns, blob };
+                    let columns = doc.columns();
+                    let rebuilt = Mutation::CreateDocument { columns: &columns, blob };
                     encode_record(out.buffer(), plan.seq, doc.id, &rebuilt);
                 }
                 other => return Err(self.unexpected(doc.blob, &other)),

@@ -3,6 +3,9 @@ the server's message, never a raw grpc.RpcError."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import grpc
 import pytest
 
@@ -222,15 +225,43 @@ def test_server_stopped_midway_is_unavailable(own_server):
             c.get_problem_html(doc)
 
 
-def test_deadline_exceeded_is_a_timeout_error(address: str):
-    """Whether the client's deadline fires first (DEADLINE_EXCEEDED) or the
-    server's (tonic answers CANCELLED "Timeout expired"), it is a
-    DeadlineExceeded."""
-    with LseClient(address, timeout=1e-6) as c:
-        for _ in range(20):
+def test_deadline_exceeded_is_a_timeout_error():
+    """A server that accepts the connection but never answers: the call
+    fails after the client's timeout with DeadlineExceeded."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with LseClient(f"127.0.0.1:{port}", timeout=0.5) as c:
+            started = time.monotonic()
             with pytest.raises(lse_client.DeadlineExceeded) as e:
-                c.compact_now()
+                c.get_stats()
+            assert time.monotonic() - started >= 0.4
             assert isinstance(e.value, TimeoutError)
             assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    with LseClient(address, timeout=None) as c:  # no deadline at all
+
+
+def test_server_side_timeout_is_deadline_exceeded(address: str, monkeypatch):
+    """tonic enforces the call's deadline on the server too and then answers
+    CANCELLED "Timeout expired"; the client reports a DeadlineExceeded."""
+    from test_values import FakeRpcError
+
+    with LseClient(address, timeout=5) as c:
+        def cancelled(request, timeout=None):
+            raise FakeRpcError(grpc.StatusCode.CANCELLED, "Timeout expired")
+
+        monkeypatch.setattr(c._stub, "GetStats", cancelled)
+        with pytest.raises(lse_client.DeadlineExceeded, match="Timeout expired"):
+            c.get_stats()
+
+        def other_cancel(request, timeout=None):
+            raise FakeRpcError(grpc.StatusCode.CANCELLED, "Channel closed!")
+
+        monkeypatch.setattr(c._stub, "GetStats", other_cancel)
+        with pytest.raises(lse_client.Cancelled):
+            c.get_stats()
+
+
+def test_no_deadline_at_all(address: str):
+    with LseClient(address, timeout=None) as c:
         assert c.get_stats()["sync_policy"]
