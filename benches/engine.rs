@@ -246,6 +246,42 @@ fn lookup_report(f: &Fixture, budget: Duration) {
     t.print();
 }
 
+/// What one cached blob read costs at least: the parts of
+/// `document_blob` measured alone on blobs of the same mean size (one
+/// positioned read into a new buffer, the record's CRC-32, the copy of the
+/// blob out of the record), next to the engine's figure.
+fn blob_floor(f: &Fixture, budget: Duration) {
+    use std::os::unix::fs::FileExt;
+    let len = f.docs.iter().map(|d| f.engine.document_blob(d.id).unwrap().len()).sum::<usize>() / f.docs.len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("floor");
+    let size: u64 = 64 << 20;
+    std::fs::write(&path, vec![0x61_u8; size as usize]).expect("floor file");
+    let file = std::fs::File::open(&path).expect("floor file");
+    let mut rng = Rng::new(7);
+    let offsets: Vec<u64> = (0..4096).map(|_| rng.range(0, size - len as u64 - 1)).collect();
+    let buf = vec![0x62_u8; len];
+    let pread = common::measure(budget, 1000, |i| {
+        let mut b = vec![0; len];
+        file.read_exact_at(&mut b, offsets[i as usize % offsets.len()]).unwrap();
+        black_box(b);
+    });
+    let crc = common::measure(budget, 1000, |_| drop(black_box(crc32fast::hash(black_box(&buf)))));
+    let copy = common::measure(budget, 1000, |_| drop(black_box(black_box(&buf[..]).to_vec())));
+    let engine = common::measure(budget, 1000, |i| drop(black_box(f.engine.document_blob(f.target(i).0).unwrap())));
+    println!("### Where a cached blob read goes (mean blob {len} B)\n");
+    let mut t = Table::new(&["step", "p50", "mean"]);
+    for (name, m) in [
+        ("pread of the record into a new Vec (page cache)", &pread),
+        ("CRC-32 of the record (crc32fast)", &crc),
+        ("copy of the blob out of the record (to_vec)", &copy),
+        ("engine.document_blob (all of it, plus index lookup)", &engine),
+    ] {
+        t.row(vec![name.into(), common::dur(m.p50), common::dur(m.elapsed / m.ops.max(1) as u32)]);
+    }
+    t.print();
+}
+
 /// One write of the group-commit mix: each writer creates a document, then
 /// adds inputs with outputs to it (a new document every 10 inputs).
 fn mixed_write(engine: &Engine, pool: &Pool, state: &mut (Id, u64), seed: u64) -> u64 {
@@ -292,6 +328,8 @@ fn write_report(pool: &Pool, budget: Duration) {
         pool.mean_blob_len(),
         pool.mean_value_len()
     );
+    let probe = tempfile::tempdir().expect("tempdir");
+    println!("Before: {}.\n", common::fsync_line(&common::fsync_probe(probe.path(), 200)));
     let mut t = Table::new(&[
         "policy",
         "writers",
@@ -329,6 +367,7 @@ fn write_report(pool: &Pool, budget: Duration) {
         }
     }
     t.print();
+    println!("After: {}.\n", common::fsync_line(&common::fsync_probe(probe.path(), 200)));
     if let [(_, one, _), (_, many, per_fsync)] = summary.as_slice() {
         println!(
             "Group commit: 32 writers under `always` write {:.1}x the rate of one writer that fsyncs each write \
@@ -501,6 +540,7 @@ fn main() {
         let budget = Duration::from_secs(2);
         println!("\n## Engine report\n\nmachine: {}\n", common::machine());
         lookup_report(&fixture, budget);
+        blob_floor(&fixture, budget);
         drop(fixture);
         write_report(&pool, budget);
         compaction_report(docs, budget);

@@ -20,7 +20,7 @@ use tonic::transport::Server;
 
 pub use config::Config;
 pub use convert::status;
-pub use service::{DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SIZE};
+pub use service::{DEFAULT_PAGE_BYTES, DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SIZE};
 
 /// The code generated from `proto/lse.proto`.
 pub mod proto {
@@ -29,6 +29,13 @@ pub mod proto {
 
     /// The compiled proto, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lse_descriptor");
+
+    /// A request for every test case of the problem in one message.
+    impl From<ProblemRef> for GetAllTestCasesRequest {
+        fn from(r: ProblemRef) -> Self {
+            GetAllTestCasesRequest { problem_id: r.problem_id, ..Default::default() }
+        }
+    }
 }
 
 /// Why the server could not start or stopped with an error. Each message is
@@ -83,7 +90,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-    let lse = proto::lse_server::LseServer::new(LseService::new(engine.clone()))
+    let service = LseService::new(engine.clone()).with_page_bytes(config.max_message_bytes / 2);
+    let lse = proto::lse_server::LseServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 

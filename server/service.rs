@@ -16,15 +16,26 @@ pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// The most ids one ListProblems page returns.
 pub const MAX_PAGE_SIZE: usize = 10_000;
 
+/// The most value bytes one page of GetAllTestCases carries by default.
+pub const DEFAULT_PAGE_BYTES: usize = 4 << 20;
+
 /// The service, holding the engine it serves.
 #[derive(Clone, Debug)]
 pub struct LseService {
     engine: Arc<Engine>,
+    /// Value bytes per GetAllTestCases page (half the message limit).
+    page_bytes: usize,
 }
 
 impl LseService {
     pub fn new(engine: Arc<Engine>) -> Self {
-        LseService { engine }
+        LseService { engine, page_bytes: DEFAULT_PAGE_BYTES }
+    }
+
+    /// Sets how many value bytes a GetAllTestCases page may carry.
+    pub fn with_page_bytes(mut self, page_bytes: usize) -> Self {
+        self.page_bytes = page_bytes.max(1);
+        self
     }
 
     /// Runs `f` on the blocking pool and maps its error to a status.
@@ -157,16 +168,40 @@ impl Lse for LseService {
 
     async fn get_all_test_cases(
         &self,
-        request: Request<proto::ProblemRef>,
+        request: Request<proto::GetAllTestCasesRequest>,
     ) -> Result<Response<proto::GetAllTestCasesResponse>, Status> {
-        let problem = id("problem_id", request.into_inner().problem_id)?;
+        let proto::GetAllTestCasesRequest { problem_id, page_size, page_token } = request.into_inner();
+        let problem = id("problem_id", problem_id)?;
+        let after = convert::page_token(&page_token)?;
+        let page_bytes = self.page_bytes;
         self.call(move |engine| {
-            let test_cases = engine
-                .inputs(problem)?
-                .into_iter()
-                .map(|(test_case_id, value)| proto::TestCase { test_case_id, value: Some(value_to_wire(value)) })
-                .collect();
-            Ok(proto::GetAllTestCasesResponse { test_cases })
+            if page_size == 0 {
+                let test_cases = engine.inputs_after(problem, after, usize::MAX)?.into_iter().map(test_case).collect();
+                return Ok(proto::GetAllTestCasesResponse { test_cases, next_page_token: String::new() });
+            }
+            // One more than the page tells whether another page follows.
+            let size = (page_size as usize).min(MAX_PAGE_SIZE);
+            let mut inputs = engine.inputs_after(problem, after, size + 1)?;
+            let mut bytes = 0;
+            let fits = inputs
+                .iter()
+                .take(size)
+                .take_while(|(_, value)| {
+                    bytes += value.encoded_len();
+                    bytes <= page_bytes
+                })
+                .count()
+                .max(1);
+            let more = inputs.len() > fits;
+            inputs.truncate(fits);
+            let next_page_token = match inputs.last() {
+                Some((last, _)) if more => last.to_string(),
+                _ => String::new(),
+            };
+            Ok(proto::GetAllTestCasesResponse {
+                test_cases: inputs.into_iter().map(test_case).collect(),
+                next_page_token,
+            })
         })
         .await
     }
@@ -275,6 +310,10 @@ impl Lse for LseService {
         })
         .await
     }
+}
+
+fn test_case((test_case_id, value): (u64, stratum_io::Value)) -> proto::TestCase {
+    proto::TestCase { test_case_id, value: Some(value_to_wire(value)) }
 }
 
 fn ids(problem: u64, test_case: u64) -> Result<(u64, u64), Status> {

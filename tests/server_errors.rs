@@ -71,7 +71,7 @@ async fn unknown_problem_id_is_not_found_on_every_problem_rpc() {
     let needles = &[id.as_str(), "not found"];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
-    assert_status(f.c.get_all_test_cases(r).await, Code::NotFound, needles);
+    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: UNKNOWN, html: "x".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
@@ -98,7 +98,7 @@ async fn deleted_problem_is_not_found() {
     let needles = &[id.as_str(), "not found"];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
-    assert_status(f.c.get_all_test_cases(r).await, Code::NotFound, needles);
+    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: gone, html: "back".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
@@ -187,7 +187,7 @@ async fn problem_id_zero_is_invalid_argument() {
     let needles = &["problem_id"];
     assert_status(f.c.get_problem_html(r).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::InvalidArgument, needles);
-    assert_status(f.c.get_all_test_cases(r).await, Code::InvalidArgument, needles);
+    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::InvalidArgument, needles);
     assert_status(f.c.delete_problem(r).await, Code::InvalidArgument, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: 0, html: "x".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::InvalidArgument, needles);
@@ -413,7 +413,7 @@ async fn get_all_test_cases_over_max_message_bytes_fails_but_each_test_case_read
     let mut f = Fixture::with_args(SMALL_MESSAGES).await;
     let (p, tcs) = problem_too_big_for_one_response(&mut f).await;
     let status = assert_status(
-        f.c.get_all_test_cases(proto::ProblemRef { problem_id: p }).await,
+        f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(proto::ProblemRef { problem_id: p })).await,
         OVERSIZE_CODE,
         &["too large", "200000"],
     );
@@ -519,7 +519,11 @@ async fn a_damaged_record_read_by_a_running_server_is_data_loss_naming_the_file(
     assert_status(f.c.get_problem_html(r).await, Code::DataLoss, &["active.seg", "offset"]);
     let t = f.tc_ref(damaged, tc);
     assert_status(f.c.get_test_case(t).await, Code::DataLoss, &["active.seg", "offset"]);
-    assert_status(f.c.get_all_test_cases(r).await, Code::DataLoss, &["active.seg"]);
+    assert_status(
+        f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await,
+        Code::DataLoss,
+        &["active.seg"],
+    );
     // Columns live in memory: still readable. Other problems are unaffected.
     assert_eq!(meta(&mut f.c, damaged).await, Columns::new());
     f.assert_intact().await;
@@ -593,4 +597,33 @@ async fn a_damaged_record_in_the_middle_of_the_active_segment_does_not_silently_
             }
         }
     }
+}
+
+/// Pages of GetAllTestCases stop at half the message limit, so a chain too
+/// big for one message reads back whole, page by page.
+#[tokio::test]
+async fn get_all_test_cases_pages_a_chain_too_big_for_one_message() {
+    let mut f = Fixture::with_args(SMALL_MESSAGES).await;
+    let (p, tcs) = problem_too_big_for_one_response(&mut f).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let request = proto::GetAllTestCasesRequest { problem_id: p, page_size: 100, page_token: token.clone() };
+        let page = f.c.get_all_test_cases(request).await.expect("a page").into_inner();
+        pages += 1;
+        seen.extend(page.test_cases.iter().map(|tc| (tc.test_case_id, canon_field(&tc.value))));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, tcs.len(), "90 KB values against a 100 KB page budget: one per page");
+    let want: Vec<(u64, Canon)> = tcs
+        .iter()
+        .enumerate()
+        .map(|(i, &tc)| (tc, Canon::Str(((b'a' + i as u8) as char).to_string().repeat(90_000))))
+        .collect();
+    assert_eq!(seen, want);
+    f.assert_intact().await;
 }

@@ -104,7 +104,7 @@ async fn delete_problem_removes_it_and_its_test_cases() {
     let r = proto::ProblemRef { problem_id: gone };
     assert_status(c.get_problem_html(r).await, Code::NotFound, &[]);
     assert_status(c.get_problem_meta(r).await, Code::NotFound, &[]);
-    assert_status(c.get_all_test_cases(r).await, Code::NotFound, &[]);
+    assert_status(c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, &[]);
     let t = proto::TestCaseRef { problem_id: gone, test_case_id: tc };
     assert_status(c.get_test_case(t).await, Code::NotFound, &[]);
     assert_status(c.get_expected_output(t).await, Code::NotFound, &[]);
@@ -690,4 +690,31 @@ async fn a_full_session_reads_back_exactly_what_was_written() {
         expected.insert(p, ProblemDump { html: format!("<p>{i}</p>"), columns: cols, test_cases });
     }
     assert_eq!(dump_all(&mut c).await, expected);
+}
+
+#[tokio::test]
+async fn get_all_test_cases_pages_follow_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let mut c = server.client().await;
+    let p = create(&mut c, "paged", Columns::new()).await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(add(&mut c, p, int(i)).await);
+    }
+    let mut token = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let request = proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: token };
+        let page = c.get_all_test_cases(request).await.unwrap().into_inner();
+        pages.push(page.test_cases.iter().map(|tc| tc.test_case_id).collect::<Vec<_>>());
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+    assert_eq!(pages.concat(), ids);
+    let bad = proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: "x".into() };
+    assert_status(c.get_all_test_cases(bad).await, Code::InvalidArgument, &["page_token"]);
 }

@@ -411,3 +411,35 @@ pub fn test_mode() -> bool {
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
+
+/// The floor under every durable write: appending 4 KiB to a file and
+/// `fdatasync`ing it, `n` times, in `dir`. Measured in the same run as the
+/// figures it explains (on a shared VM, fsync latency swings by 10x or more
+/// with other tenants' writes).
+pub fn fsync_probe(dir: &Path, n: u64) -> Measured {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = [0x5a_u8; 4096];
+    let mut h = histogram();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&block).expect("probe write");
+        file.sync_data().expect("probe fdatasync");
+        h.record(t.elapsed().as_nanos().max(1) as u64).expect("record");
+    }
+    let m = Measured::from_histogram(&h, started.elapsed());
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    m
+}
+
+pub fn fsync_line(m: &Measured) -> String {
+    format!(
+        "raw 4 KiB append + fdatasync on this disk, measured now: p50 {}, p99 {} ({} per second)",
+        dur(m.p50),
+        dur(m.p99),
+        rate(m.per_sec())
+    )
+}

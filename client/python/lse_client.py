@@ -175,6 +175,9 @@ _ACCEPTED_TYPES = (
 # ---------------------------------------------------------------------------
 
 
+# Test cases per GetAllTestCases page (the server also caps pages by size).
+_TEST_CASE_PAGE_SIZE = 1000
+
 class LseError(Exception):
     """A failed Stratum call.
 
@@ -674,14 +677,25 @@ class LseClient:
 
     def get_all_test_cases(self, doc_id: int) -> List[Dict[str, Any]]:
         """Returns the problem's test cases in chain order, each as
-        ``{"tc_id": int, "value": value}``.
+        ``{"tc_id": int, "value": value}``, fetched page by page.
 
         Raises:
             NotFound: no such problem.
         """
-        request = lse_pb2.ProblemRef(problem_id=_check_id(doc_id, "doc_id"))
-        response = self._call("GetAllTestCases", request)
-        return [{"tc_id": tc.test_case_id, "value": from_wire(tc.value)} for tc in response.test_cases]
+        problem_id = _check_id(doc_id, "doc_id")
+        cases: List[Dict[str, Any]] = []
+        token = ""
+        # Page through the chain so that a long chain of large values never
+        # has to fit in one gRPC message.
+        while True:
+            request = lse_pb2.GetAllTestCasesRequest(
+                problem_id=problem_id, page_size=_TEST_CASE_PAGE_SIZE, page_token=token
+            )
+            response = self._call("GetAllTestCases", request)
+            cases.extend({"tc_id": tc.test_case_id, "value": from_wire(tc.value)} for tc in response.test_cases)
+            token = response.next_page_token
+            if not token:
+                return cases
 
     def update_test_case(self, doc_id: int, tc_id: int, value: Value) -> None:
         """Replaces a test case's value; its position and expected output

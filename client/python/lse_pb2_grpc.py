@@ -82,7 +82,7 @@ class LseStub:
                 _registered_method=True)
         self.GetAllTestCases = channel.unary_unary(
                 '/lse.Lse/GetAllTestCases',
-                request_serializer=lse__pb2.ProblemRef.SerializeToString,
+                request_serializer=lse__pb2.GetAllTestCasesRequest.SerializeToString,
                 response_deserializer=lse__pb2.GetAllTestCasesResponse.FromString,
                 _registered_method=True)
         self.UpdateTestCase = channel.unary_unary(
@@ -202,7 +202,8 @@ class LseServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAllTestCases(self, request, context):
-        """Returns all test cases of a problem in chain order.
+        """Returns the test cases of a problem in chain order: all of them in one
+        message by default, or page by page (see GetAllTestCasesRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -325,7 +326,7 @@ def add_LseServicer_to_server(servicer, server):
             ),
             'GetAllTestCases': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllTestCases,
-                    request_deserializer=lse__pb2.ProblemRef.FromString,
+                    request_deserializer=lse__pb2.GetAllTestCasesRequest.FromString,
                     response_serializer=lse__pb2.GetAllTestCasesResponse.SerializeToString,
             ),
             'UpdateTestCase': grpc.unary_unary_rpc_method_handler(
@@ -643,7 +644,7 @@ class Lse:
             request,
             target,
             '/lse.Lse/GetAllTestCases',
-            lse__pb2.ProblemRef.SerializeToString,
+            lse__pb2.GetAllTestCasesRequest.SerializeToString,
             lse__pb2.GetAllTestCasesResponse.FromString,
             options,
             channel_credentials,

@@ -472,11 +472,19 @@ impl Engine {
 
     /// Every input of the document, in chain order, with its value.
     pub fn inputs(&self, document: Id) -> Result<Vec<(Id, Value)>> {
+        self.inputs_after(document, 0, usize::MAX)
+    }
+
+    /// Up to `limit` inputs of the document that come after input `after`
+    /// in the chain (0 for the start), in chain order, with their values.
+    pub fn inputs_after(&self, document: Id, after: Id, limit: usize) -> Result<Vec<(Id, Value)>> {
         let located: Vec<(Id, Location, Arc<dyn FileHandle>)> = {
             let index = self.shared.index.read();
             let doc = index.keydir.document(document)?;
-            doc.inputs
+            let start = doc.inputs.partition_point(|&id| id <= after);
+            doc.inputs[start..]
                 .iter()
+                .take(limit)
                 .map(|&input| {
                     let location = index.keydir.input(document, input)?.value;
                     Ok((input, location, index.file(location)?))

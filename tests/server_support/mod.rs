@@ -369,7 +369,10 @@ pub async fn test_case(client: &mut Client, problem_id: u64, test_case_id: u64) 
 }
 
 pub async fn all_test_cases(client: &mut Client, problem_id: u64) -> Vec<(u64, Canon)> {
-    let response = client.get_all_test_cases(proto::ProblemRef { problem_id }).await.expect("GetAllTestCases");
+    let response = client
+        .get_all_test_cases(proto::GetAllTestCasesRequest::from(proto::ProblemRef { problem_id }))
+        .await
+        .expect("GetAllTestCases");
     response.into_inner().test_cases.iter().map(|tc| (tc.test_case_id, canon_field(&tc.value))).collect()
 }
 
