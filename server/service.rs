@@ -270,7 +270,9 @@ impl Lse for LseService {
     }
 
     async fn get_stats(&self, _: Request<proto::GetStatsRequest>) -> Result<Response<proto::GetStatsResponse>, Status> {
-        let stats = self.engine.stats();
+        // Stats take the writer lock, which a segment rotation holds across
+        // an fsync: off the async threads.
+        let stats = self.call(|engine| Ok(engine.stats())).await?.into_inner();
         Ok(Response::new(proto::GetStatsResponse {
             problems_in_index: stats.documents,
             active_segment_bytes: stats.active_segment_bytes,

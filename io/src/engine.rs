@@ -1099,3 +1099,13 @@ impl Ticker {
         let _ = self.thread.join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The engine is shared across threads behind an `Arc`.
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Engine>();
+    }
+}
