@@ -19,7 +19,7 @@ pub enum DecodeError {
     InvalidUtf8,
     #[error("map keys are not in strictly increasing order")]
     UnorderedMap,
-    #[error("segment id 0 is invalid")]
+    #[error("segment id is 0 or above the largest segment id")]
     ZeroSegmentId,
 }
 

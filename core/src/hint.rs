@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! header   magic "STRATHNT" (8) | format version u16 | reserved u16 | segment id u32
-//! entries  kind u8 | seq u64 | id u64 | offset u32 | len u32 | extra len u32 | extra
+//! entries  kind u8 | seq u64 | id u64 | offset u64 | len u32 | extra len u32 | extra
 //! trailer  segment length u64 | entry count u64 | CRC-32 of everything before it
 //! ```
 //!
@@ -65,7 +65,7 @@ impl HintBuilder {
 
     /// Adds the record at `meta.location`, which must be in this segment.
     pub fn add(&mut self, meta: RecordMeta, effect: &Effect) {
-        debug_assert_eq!(meta.location.segment, self.segment);
+        debug_assert_eq!(meta.location.segment(), self.segment);
         let kind = match effect {
             Effect::CreateDocument { .. } => RecordKind::CreateDocument,
             Effect::SetBlob => RecordKind::SetBlob,
@@ -80,8 +80,8 @@ impl HintBuilder {
         self.buf.push(kind as u8);
         self.buf.extend_from_slice(&meta.seq.to_le_bytes());
         self.buf.extend_from_slice(&meta.id.to_le_bytes());
-        self.buf.extend_from_slice(&meta.location.offset.to_le_bytes());
-        self.buf.extend_from_slice(&meta.location.len.to_le_bytes());
+        self.buf.extend_from_slice(&meta.location.offset().to_le_bytes());
+        self.buf.extend_from_slice(&meta.location.len().to_le_bytes());
         let len_at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         match effect {
@@ -170,7 +170,7 @@ fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect),
     let kind = RecordKind::from_byte(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
     let seq = r.u64()?;
     let id = r.u64()?;
-    let offset = r.u32()?;
+    let offset = r.u64()?;
     let len = r.u32()?;
     let extra_len = r.u32()? as usize;
     let mut extra = Reader::new(r.take(extra_len)?);
@@ -186,5 +186,6 @@ fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect),
         RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
     };
     extra.finish()?;
-    Ok((RecordMeta { seq, id, location: Location { segment, offset, len } }, effect))
+    let location = Location::new(segment, offset, len).ok_or(DecodeError::Truncated)?;
+    Ok((RecordMeta { seq, id, location }, effect))
 }

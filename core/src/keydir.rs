@@ -205,8 +205,8 @@ impl KeyDir {
         let RecordMeta { seq, id, location } = meta;
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         self.next_id = self.next_id.max(id.saturating_add(1));
-        let usage = self.segments.entry(location.segment).or_default();
-        usage.total_bytes += u64::from(location.len);
+        let usage = self.segments.entry(location.segment()).or_default();
+        usage.total_bytes += u64::from(location.len());
         usage.records += 1;
 
         match effect {
@@ -342,11 +342,11 @@ impl KeyDir {
     }
 
     fn add_live(&mut self, at: Location) {
-        self.segments.entry(at.segment).or_default().live_bytes += u64::from(at.len);
+        self.segments.entry(at.segment()).or_default().live_bytes += u64::from(at.len());
     }
 
     fn remove_live(&mut self, at: Location) {
-        let usage = self.segments.entry(at.segment).or_default();
-        usage.live_bytes = usage.live_bytes.saturating_sub(u64::from(at.len));
+        let usage = self.segments.entry(at.segment()).or_default();
+        usage.live_bytes = usage.live_bytes.saturating_sub(u64::from(at.len()));
     }
 }

@@ -44,16 +44,24 @@ pub type Id = u64;
 /// A document's metadata columns, name to value, in name order.
 pub type Columns = BTreeMap<String, String>;
 
-/// The number of a segment file. Segment 0 does not exist, which lets
-/// `Option<Location>` cost nothing extra.
+/// The number of a segment file, from 1 to [`MAX_SEGMENT_ID`]. Segment 0
+/// does not exist, which lets `Option<Location>` cost nothing extra.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SegmentId(NonZeroU32);
+
+/// The largest segment id: ids take 24 bits of a [`Location`].
+pub const MAX_SEGMENT_ID: u32 = (1 << 24) - 1;
+
+/// The largest offset of a record in a segment file: offsets take 40 bits
+/// of a [`Location`], so a segment file may grow to 1 TiB.
+pub const MAX_OFFSET: u64 = (1 << 40) - 1;
 
 impl SegmentId {
     pub const FIRST: SegmentId = SegmentId(NonZeroU32::MIN);
 
+    /// The segment numbered `n`, if `n` is a valid segment id.
     pub fn new(n: u32) -> Option<SegmentId> {
-        NonZeroU32::new(n).map(SegmentId)
+        NonZeroU32::new(n).filter(|n| n.get() <= MAX_SEGMENT_ID).map(SegmentId)
     }
 
     pub fn get(self) -> u32 {
@@ -62,7 +70,7 @@ impl SegmentId {
 
     /// The segment after this one.
     pub fn next(self) -> Option<SegmentId> {
-        self.0.checked_add(1).map(SegmentId)
+        SegmentId::new(self.get() + 1)
     }
 }
 
@@ -72,11 +80,49 @@ impl fmt::Display for SegmentId {
     }
 }
 
-/// Where a record lives: a segment, an offset in it and the record's length.
-/// Twelve bytes: segments stay below 4 GiB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a record lives: a segment, an offset in it and the record's
+/// length, packed in twelve bytes (24-bit segment id, 40-bit offset, 32-bit
+/// length), because the index holds one or two per record.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
-    pub segment: SegmentId,
-    pub offset: u32,
-    pub len: u32,
+    /// The segment id in the high 24 bits, offset bits 32..40 in the low 8.
+    /// Never zero: segment ids start at 1.
+    head: NonZeroU32,
+    offset_low: u32,
+    len: u32,
+}
+
+impl Location {
+    /// The location of `len` bytes at `offset` in `segment`; `None` if the
+    /// offset is above [`MAX_OFFSET`].
+    pub fn new(segment: SegmentId, offset: u64, len: u32) -> Option<Location> {
+        if offset > MAX_OFFSET {
+            return None;
+        }
+        let head = NonZeroU32::new(segment.get() << 8 | (offset >> 32) as u32)?;
+        Some(Location { head, offset_low: offset as u32, len })
+    }
+
+    pub fn segment(self) -> SegmentId {
+        SegmentId(NonZeroU32::new(self.head.get() >> 8).expect("a location's segment id is never 0"))
+    }
+
+    pub fn offset(self) -> u64 {
+        u64::from(self.head.get() & 0xff) << 32 | u64::from(self.offset_low)
+    }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(self) -> u32 {
+        self.len
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location")
+            .field("segment", &self.segment().get())
+            .field("offset", &self.offset())
+            .field("len", &self.len)
+            .finish()
+    }
 }

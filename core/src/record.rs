@@ -296,6 +296,8 @@ pub enum Corruption {
     Truncated { missing: usize },
     #[error("malformed payload: {0}")]
     Payload(DecodeError),
+    #[error("record starts beyond the largest offset a segment may have")]
+    BeyondMaxOffset,
 }
 
 /// The result of looking for one record at the start of a buffer.
@@ -394,7 +396,7 @@ pub enum HeaderError {
     UnsupportedVersion { found: u16 },
     #[error("segment header checksum mismatch")]
     ChecksumMismatch,
-    #[error("segment id 0 is invalid")]
+    #[error("segment id is 0 or above the largest segment id")]
     ZeroSegmentId,
 }
 

@@ -97,10 +97,9 @@ impl SegmentReplay {
                 Err(e) => return Feed::Stopped { consumed, corruption: Corruption::Payload(e) },
             };
             let len = record.len();
-            let Ok(offset) = u32::try_from(self.valid_len) else {
-                return Feed::Stopped { consumed, corruption: Corruption::TooLarge(record.payload.len() as u32) };
+            let Some(location) = Location::new(self.segment, self.valid_len, len as u32) else {
+                return Feed::Stopped { consumed, corruption: Corruption::BeyondMaxOffset };
             };
-            let location = Location { segment: self.segment, offset, len: len as u32 };
             let meta = RecordMeta { seq: record.seq, id: record.id, location };
             if sink.record(meta, body.into_effect()) == Applied::Ignored {
                 self.ignored += 1;

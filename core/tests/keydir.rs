@@ -37,7 +37,7 @@ impl Log {
     /// Appends a record of `len` bytes about `id` and applies it.
     fn apply_len(&mut self, id: Id, effect: Effect, len: u32) -> (Applied, Location) {
         self.seq += 1;
-        let location = Location { segment: self.segment, offset: self.offset, len };
+        let location = Location::new(self.segment, u64::from(self.offset), len).unwrap();
         self.offset += len;
         (self.kd.apply(RecordMeta { seq: self.seq, id, location }, effect), location)
     }
@@ -352,7 +352,7 @@ fn inputs_applied_out_of_id_order_are_sorted_into_place() {
 #[test]
 fn next_id_and_next_seq_are_one_above_the_largest_seen() {
     let mut kd = KeyDir::new();
-    let at = |offset| Location { segment: seg(1), offset, len: 30 };
+    let at = |offset: u32| Location::new(seg(1), u64::from(offset), 30).unwrap();
     let apply =
         |kd: &mut KeyDir, seq, id, offset, effect| kd.apply(RecordMeta { seq, id, location: at(offset) }, effect);
     let _ = apply(&mut kd, 5, 3, 20, Effect::CreateDocument { columns: Columns::new() });
@@ -545,7 +545,7 @@ fn locations(steps: &[Step]) -> Vec<Location> {
         .iter()
         .map(|step| {
             let offset = offsets.entry(step.segment).or_insert(20);
-            let location = Location { segment: seg(step.segment), offset: *offset, len: step.len };
+            let location = Location::new(seg(step.segment), u64::from(*offset), step.len).unwrap();
             *offset += step.len;
             location
         })
@@ -656,7 +656,7 @@ proptest! {
         let (kd, _) = run(&steps);
         let mut expected: BTreeMap<SegmentId, u64> = BTreeMap::new();
         for location in referenced(&kd, &checkpoints(&steps)) {
-            *expected.entry(location.segment).or_default() += u64::from(location.len);
+            *expected.entry(location.segment()).or_default() += u64::from(location.len());
         }
         for (segment, usage) in kd.segments() {
             prop_assert_eq!(usage.live_bytes, expected.get(segment).copied().unwrap_or(0), "segment {}", segment);
@@ -670,7 +670,7 @@ proptest! {
     fn live_bytes_stay_exact_after_every_step(steps in arb_steps()) {
         for n in 0..=steps.len() {
             let (kd, _) = run(&steps[..n]);
-            let live: u64 = referenced(&kd, &checkpoints(&steps[..n])).iter().map(|l| u64::from(l.len)).sum();
+            let live: u64 = referenced(&kd, &checkpoints(&steps[..n])).iter().map(|l| u64::from(l.len())).sum();
             let counted: u64 = kd.segments().values().map(|u| u.live_bytes).sum();
             prop_assert_eq!(counted, live, "after {} steps", n);
         }

@@ -255,14 +255,14 @@ proptest! {
     }
 
     #[test]
-    fn segment_header_round_trips(n in 1u32..) {
+    fn segment_header_round_trips(n in 1u32..=stratum_core::MAX_SEGMENT_ID) {
         let segment = SegmentId::new(n).unwrap();
         let bytes = SegmentHeader { segment }.encode();
         prop_assert_eq!(SegmentHeader::decode(&bytes), Ok(SegmentHeader { segment }));
     }
 
     #[test]
-    fn every_single_bit_flip_of_a_segment_header_is_rejected(n in 1u32..) {
+    fn every_single_bit_flip_of_a_segment_header_is_rejected(n in 1u32..=stratum_core::MAX_SEGMENT_ID) {
         let bytes = SegmentHeader { segment: SegmentId::new(n).unwrap() }.encode();
         for bit in 0..SEGMENT_HEADER_LEN * 8 {
             let mut damaged = bytes;
@@ -407,10 +407,10 @@ fn columns_with_unordered_keys_are_a_malformed_body() {
 
 #[test]
 fn checkpoint_payload_is_the_segment_then_the_id_counter() {
-    let m = Owned::Checkpoint { covers_from: SegmentId::new(0x0102_0304).unwrap(), next_id: 0x1122_3344_5566_7788 };
+    let m = Owned::Checkpoint { covers_from: SegmentId::new(0x0002_0304).unwrap(), next_id: 0x1122_3344_5566_7788 };
     let bytes = record_bytes(5, 0, &m);
     assert_eq!(bytes.len(), RECORD_HEADER_LEN + 12);
-    assert_eq!(bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + 4], 0x0102_0304u32.to_le_bytes());
+    assert_eq!(bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + 4], 0x0002_0304u32.to_le_bytes());
     assert_eq!(bytes[RECORD_HEADER_LEN + 4..], 0x1122_3344_5566_7788u64.to_le_bytes());
 }
 
@@ -445,13 +445,13 @@ fn set_columns_with_bytes_after_the_map_has_a_malformed_body() {
 
 #[test]
 fn segment_header_layout_matches_the_documented_format() {
-    let bytes = SegmentHeader { segment: SegmentId::new(0x0403_0201).unwrap() }.encode();
+    let bytes = SegmentHeader { segment: SegmentId::new(0x0003_0201).unwrap() }.encode();
     assert_eq!(bytes.len(), SEGMENT_HEADER_LEN);
     assert_eq!(bytes[0..8], SEGMENT_MAGIC);
     assert_eq!(&bytes[0..8], b"STRATSEG");
     assert_eq!(bytes[8..10], FORMAT_VERSION.to_le_bytes());
     assert_eq!(bytes[10..12], [0, 0]);
-    assert_eq!(bytes[12..16], [1, 2, 3, 4]);
+    assert_eq!(bytes[12..16], [1, 2, 3, 0]);
     assert_eq!(bytes[16..20], crc32fast::hash(&bytes[0..16]).to_le_bytes());
 }
 

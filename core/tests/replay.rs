@@ -51,7 +51,7 @@ impl Image {
             .map(|i| {
                 let (offset, seq, id, ref m) = self.records[i];
                 let len = (self.end(i) - offset) as u32;
-                let location = Location { segment: self.segment, offset: offset as u32, len };
+                let location = Location::new(self.segment, offset as u64, len).unwrap();
                 kd.apply(RecordMeta { seq, id, location }, m.as_mutation().effect())
             })
             .collect()
@@ -434,8 +434,8 @@ fn replayed_locations_point_at_the_records_in_the_file() {
     let image = sample_image();
     let outcome = replay_at_once(image.segment, &image.bytes, TailPolicy::Reject);
     let read = |at: Location| {
-        assert_eq!(at.segment, image.segment);
-        let bytes = &image.bytes[at.offset as usize..][..at.len as usize];
+        assert_eq!(at.segment(), image.segment);
+        let bytes = &image.bytes[at.offset() as usize..][..at.len() as usize];
         let record = decode_record(bytes).unwrap();
         (record.kind, record.seq, record.id)
     };
@@ -445,7 +445,7 @@ fn replayed_locations_point_at_the_records_in_the_file() {
     let input = outcome.state.inputs[&4];
     assert_eq!(read(input.value), (RecordKind::PutInput, 5, 4));
     assert_eq!(read(input.output.unwrap()), (RecordKind::PutOutput, 8, 4));
-    assert_eq!(doc.columns_at.offset as usize, SEGMENT_HEADER_LEN);
+    assert_eq!(doc.columns_at.offset() as usize, SEGMENT_HEADER_LEN);
 }
 
 #[test]

@@ -638,9 +638,9 @@ impl Index {
     }
 
     fn file(&self, location: Location) -> Result<Arc<dyn FileHandle>> {
-        self.files.get(&location.segment).cloned().ok_or_else(|| Error::Corrupt {
-            file: PathBuf::from(segment::sealed_name(location.segment)),
-            offset: u64::from(location.offset),
+        self.files.get(&location.segment()).cloned().ok_or_else(|| Error::Corrupt {
+            file: PathBuf::from(segment::sealed_name(location.segment())),
+            offset: location.offset(),
             reason: "the index points into a segment that is not open".into(),
         })
     }
@@ -682,7 +682,8 @@ impl Shared {
         }
         w.len += len;
         w.appended += len;
-        let location = Location { segment: w.segment, offset: offset as u32, len: len as u32 };
+        let location =
+            Location::new(w.segment, offset, len as u32).expect("active segments stay far below the largest offset");
         let applied = self.index.write().keydir.apply(RecordMeta { seq, id, location }, mutation.effect());
         debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
         let position = w.appended;
@@ -861,17 +862,14 @@ impl Shared {
         let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
         let mut out = SegmentBuilder::new(file, tmp.to_path_buf(), plan.output);
         let mut merged = MergedSegment::default();
-        let too_large = || Error::Io {
-            context: "compacting".into(),
-            source: std::io::Error::other("the live data does not fit one merged segment (4 GiB)"),
-        };
         let place = |out: &mut SegmentBuilder, offset: u64, merged: &mut MergedSegment| -> Result<Location> {
             let len = out.len() - offset;
-            let offset = u32::try_from(offset).map_err(|_| too_large())?;
-            u32::try_from(out.len()).map_err(|_| too_large())?;
             merged.bytes += len;
             merged.records += 1;
-            Ok(Location { segment: plan.output, offset, len: len as u32 })
+            Location::new(plan.output, offset, len as u32).ok_or_else(|| Error::Io {
+                context: "compacting".into(),
+                source: std::io::Error::other("the live data does not fit one merged segment (1 TiB)"),
+            })
         };
 
         let at = out.len();
@@ -984,17 +982,17 @@ impl Shared {
     }
 
     fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<Vec<u8>> {
-        let mut bytes = vec![0; location.len as usize];
-        file.read_exact_at(&mut bytes, u64::from(location.offset))
-            .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment).display()))(e))?;
+        let mut bytes = vec![0; location.len() as usize];
+        file.read_exact_at(&mut bytes, location.offset())
+            .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e))?;
         Ok(bytes)
     }
 
     /// Decodes a record read from `location`, which must be about `id`.
     fn decode<'b>(&self, bytes: &'b [u8], location: Location, id: Id) -> Result<Body<'b>> {
         let corrupt = |reason: String| Error::Corrupt {
-            file: self.path_of(location.segment),
-            offset: u64::from(location.offset),
+            file: self.path_of(location.segment()),
+            offset: location.offset(),
             reason,
         };
         let record = decode_record(bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -1011,8 +1009,8 @@ impl Shared {
             other => return Err(self.unexpected(location, &other)),
         };
         Value::decode(value).map_err(|e| Error::Corrupt {
-            file: self.path_of(location.segment),
-            offset: u64::from(location.offset),
+            file: self.path_of(location.segment()),
+            offset: location.offset(),
             reason: format!("malformed value: {e}"),
         })
     }
@@ -1020,8 +1018,8 @@ impl Shared {
     fn unexpected(&self, location: Location, body: &Body<'_>) -> Error {
         let kind = body.kind();
         Error::Corrupt {
-            file: self.path_of(location.segment),
-            offset: u64::from(location.offset),
+            file: self.path_of(location.segment()),
+            offset: location.offset(),
             reason: format!("the index points at a {kind:?} record"),
         }
     }

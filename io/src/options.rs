@@ -86,8 +86,8 @@ pub struct Options {
 /// The smallest segment size accepted (tests use tiny segments).
 pub const MIN_SEGMENT_SIZE: u64 = 64;
 
-/// The largest segment size accepted: with a record of up to 1 GiB on top,
-/// every offset still fits the index's 32-bit offsets.
+/// The largest segment size accepted. (The index's 40-bit offsets would
+/// allow far more; past 1 GiB, rotation and recovery steps get slow.)
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
 impl Default for Options {

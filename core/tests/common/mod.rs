@@ -139,7 +139,7 @@ pub fn arb_put_output() -> impl Strategy<Value = Owned> {
 }
 
 pub fn arb_checkpoint() -> impl Strategy<Value = Owned> {
-    (1u32.., any::<u64>())
+    (1u32..=stratum_core::MAX_SEGMENT_ID, any::<u64>())
         .prop_map(|(n, next_id)| Owned::Checkpoint { covers_from: SegmentId::new(n).unwrap(), next_id })
 }
 
