@@ -66,18 +66,7 @@ impl HintBuilder {
     /// Adds the record at `meta.location`, which must be in this segment.
     pub fn add(&mut self, meta: RecordMeta, effect: &Effect) {
         debug_assert_eq!(meta.location.segment(), self.segment);
-        let kind = match effect {
-            Effect::CreateDocument { .. } => RecordKind::CreateDocument,
-            Effect::SetBlob => RecordKind::SetBlob,
-            Effect::SetColumns { .. } => RecordKind::SetColumns,
-            Effect::DeleteDocument => RecordKind::DeleteDocument,
-            Effect::PutInput { .. } => RecordKind::PutInput,
-            Effect::DeleteInput => RecordKind::DeleteInput,
-            Effect::PutOutput => RecordKind::PutOutput,
-            Effect::DeleteOutput => RecordKind::DeleteOutput,
-            Effect::Checkpoint { .. } => RecordKind::Checkpoint,
-        };
-        self.buf.push(kind as u8);
+        self.buf.push(effect.kind() as u8);
         self.buf.extend_from_slice(&meta.seq.to_le_bytes());
         self.buf.extend_from_slice(&meta.id.to_le_bytes());
         self.buf.extend_from_slice(&meta.location.offset().to_le_bytes());

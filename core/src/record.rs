@@ -191,6 +191,23 @@ pub enum Effect {
     Checkpoint { next_id: Id },
 }
 
+impl Effect {
+    /// The kind of record that has this effect.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Effect::CreateDocument { .. } => RecordKind::CreateDocument,
+            Effect::SetBlob => RecordKind::SetBlob,
+            Effect::SetColumns { .. } => RecordKind::SetColumns,
+            Effect::DeleteDocument => RecordKind::DeleteDocument,
+            Effect::PutInput { .. } => RecordKind::PutInput,
+            Effect::DeleteInput => RecordKind::DeleteInput,
+            Effect::PutOutput => RecordKind::PutOutput,
+            Effect::DeleteOutput => RecordKind::DeleteOutput,
+            Effect::Checkpoint { .. } => RecordKind::Checkpoint,
+        }
+    }
+}
+
 /// A decoded record payload, borrowing blobs and encoded values from the
 /// record's bytes. Values are decoded only when read ([`Value::decode`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
