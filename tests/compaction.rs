@@ -79,7 +79,7 @@ fn compaction_shrinks_disk_to_about_the_live_size() {
     engine.close().unwrap();
 
     let engine = Engine::open(dir.path(), no_background()).unwrap();
-    assert_eq!(read_back(&engine).unwrap(), state);
+    assert_eq!(read_back(&engine).unwrap().documents, state.documents);
     assert_eq!(engine.stats().garbage_bytes, 0);
 }
 
@@ -185,7 +185,9 @@ fn a_power_cut_at_any_step_of_a_compaction_recovers_the_same_data() {
 
         let image = fs.crash(cut);
         let engine = Engine::open_with(Arc::new(image), DIR, options).unwrap();
-        assert_eq!(read_back(&engine).unwrap(), expected, "power cut after {cut} file-system calls");
+        let recovered = read_back(&engine).unwrap();
+        assert_eq!(recovered.documents, expected.documents, "power cut after {cut} file-system calls");
+        assert!(recovered.next_id >= expected.next_id, "ids went back after a power cut at call {cut}");
         if finished {
             break;
         }

@@ -6,7 +6,7 @@ mod support;
 use proptest::prelude::*;
 use stratum_io::{CompactionPolicy, CompactionSettings, Engine, Options, SyncPolicy};
 use stratum_model::Model;
-use support::{Issued, Op, cases, check_counts, read_back, run_engine, run_model};
+use support::{Issued, Op, cases, check_counts, read_back, resume_ids, run_engine, run_model};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -61,6 +61,7 @@ proptest! {
                 Step::Reopen => {
                     engine.close().map_err(|e| TestCaseError::fail(e.to_string()))?;
                     engine = Engine::open(dir.path(), options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    resume_ids(&engine, &mut model, &issued)?;
                     let state = read_back(&engine).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(state, model.clone());
                 }

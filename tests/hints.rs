@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use stratum_io::{Columns, Engine, Options, SyncPolicy, Value};
 use support::read_back;
 
+type Documents = std::collections::BTreeMap<stratum_io::Id, stratum_model::Document>;
+
 fn options() -> Options {
     Options { segment_size: 4096, sync: SyncPolicy::Never, compaction: None, ..Options::default() }
 }
@@ -44,7 +46,7 @@ fn hint_files(dir: &Path) -> Vec<PathBuf> {
 
 /// A store with hint files for every sealed segment, and the state a full
 /// scan of it gives.
-fn hinted_store() -> (tempfile::TempDir, stratum_model::Model) {
+fn hinted_store() -> (tempfile::TempDir, Documents) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), options()).unwrap();
     fill(&engine);
@@ -52,7 +54,7 @@ fn hinted_store() -> (tempfile::TempDir, stratum_model::Model) {
     assert!(sealed >= 3, "expected several sealed segments, got {sealed}");
     assert_eq!(engine.write_hints().unwrap(), sealed);
     assert_eq!(engine.write_hints().unwrap(), 0, "hints were written twice");
-    let expected = read_back(&engine).unwrap();
+    let expected = read_back(&engine).unwrap().documents;
     engine.close().unwrap();
     assert_eq!(hint_files(dir.path()).len() as u64, sealed);
     (dir, expected)
@@ -64,7 +66,7 @@ fn a_restart_with_hint_files_recovers_the_same_state_as_a_full_scan() {
     let engine = Engine::open(dir.path(), options()).unwrap();
     let hinted = engine.stats().hinted_segments;
     assert_eq!(hinted, hint_files(dir.path()).len() as u64);
-    let from_hints = read_back(&engine).unwrap();
+    let from_hints = read_back(&engine).unwrap().documents;
     let stats_from_hints = engine.stats();
     engine.close().unwrap();
 
@@ -73,7 +75,7 @@ fn a_restart_with_hint_files_recovers_the_same_state_as_a_full_scan() {
     }
     let engine = Engine::open(dir.path(), options()).unwrap();
     assert_eq!(engine.stats().hinted_segments, 0);
-    assert_eq!(read_back(&engine).unwrap(), expected);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
     assert_eq!(from_hints, expected);
     let scanned = engine.stats();
     assert_eq!(
@@ -93,7 +95,7 @@ fn a_damaged_hint_file_is_ignored_and_the_segment_scanned() {
 
     let engine = Engine::open(dir.path(), options()).unwrap();
     assert_eq!(engine.stats().hinted_segments, hint_files(dir.path()).len() as u64 - 1);
-    assert_eq!(read_back(&engine).unwrap(), expected);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
 }
 
 #[test]
@@ -107,7 +109,7 @@ fn a_hint_for_a_different_segment_length_is_ignored() {
 
     let engine = Engine::open(dir.path(), options()).unwrap();
     assert_eq!(engine.stats().hinted_segments, hints.len() as u64 - 2);
-    assert_eq!(read_back(&engine).unwrap(), expected);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
 }
 
 #[test]
@@ -121,7 +123,7 @@ fn compaction_writes_a_hint_for_the_merged_segment_and_removes_the_old_ones() {
 
     let engine = Engine::open(dir.path(), options()).unwrap();
     assert_eq!(engine.stats().hinted_segments, 1);
-    assert_eq!(read_back(&engine).unwrap(), expected);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
 }
 
 #[test]

@@ -66,8 +66,8 @@ fn corruption_in_a_sealed_segment_names_the_file_and_offset() {
     engine.close().unwrap();
     let sealed = dir.path().join(sealed_name(stratum_io::SegmentId::FIRST));
     assert!(sealed.exists(), "expected a sealed segment");
-    // Damage the payload of the first record (header is 20 bytes, record header 25).
-    flip_byte(&sealed, 20 + 25 + 10);
+    // Damage the first record (after the 20-byte segment header).
+    flip_byte(&sealed, 20 + 12);
 
     let err = Engine::open(dir.path(), small_segments()).unwrap_err();
     match &err {

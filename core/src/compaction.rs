@@ -78,7 +78,8 @@ pub struct CompactionPlan {
     /// The merged segment's id: the newest input's, so it replays before
     /// every segment written after the compaction started.
     pub output: SegmentId,
-    /// The id counter at the snapshot, written into the checkpoint.
+    /// Ids below this may have been handed out (reservations included),
+    /// written into the checkpoint.
     pub next_id: Id,
     /// The sequence number the checkpoint and rebuilt records carry.
     pub seq: u64,
@@ -161,7 +162,7 @@ impl KeyDir {
                 })
             })
             .collect();
-        Some(CompactionPlan { inputs, output, next_id: self.next_id(), seq: self.next_seq(), documents })
+        Some(CompactionPlan { inputs, output, next_id: self.reserved_ids(), seq: self.next_seq(), documents })
     }
 
     /// Moves the index onto a merged segment that replaces `plan.inputs`.
@@ -187,6 +188,10 @@ impl KeyDir {
         }
         self.next_seq = self.next_seq.max(plan.seq.saturating_add(1));
         self.checkpoint = merged.checkpoint;
+        // A reservation in a replaced segment lives on in the checkpoint.
+        if self.reservation.is_some_and(|r| plan.inputs.contains(&r.segment())) {
+            self.reservation = None;
+        }
         for input in &plan.inputs {
             self.segments.remove(input);
         }

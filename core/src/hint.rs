@@ -79,6 +79,7 @@ impl HintBuilder {
             }
             Effect::PutInput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
             Effect::Checkpoint { next_id } => self.buf.extend_from_slice(&next_id.to_le_bytes()),
+            Effect::ReserveIds { below } => self.buf.extend_from_slice(&below.to_le_bytes()),
             _ => {}
         }
         let extra = self.buf.len() - len_at - 4;
@@ -173,6 +174,7 @@ fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect),
         RecordKind::PutOutput => Effect::PutOutput,
         RecordKind::DeleteOutput => Effect::DeleteOutput,
         RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
+        RecordKind::ReserveIds => Effect::ReserveIds { below: extra.u64()? },
     };
     extra.finish()?;
     let location = Location::new(segment, offset, len).ok_or(DecodeError::Truncated)?;

@@ -140,18 +140,34 @@ pub struct KeyDir {
     /// The checkpoint record of the merged segment, if there is one.
     pub(crate) checkpoint: Option<Location>,
     pub(crate) next_id: Id,
+    /// Ids below this may have been handed out (see `ReserveIds`).
+    reserved_ids: Id,
+    /// The newest `ReserveIds` record, if its segment has not been compacted.
+    pub(crate) reservation: Option<Location>,
     pub(crate) next_seq: u64,
 }
 
 impl KeyDir {
     pub fn new() -> Self {
-        KeyDir { next_id: 1, next_seq: 1, ..Default::default() }
+        KeyDir { next_id: 1, reserved_ids: 1, next_seq: 1, ..Default::default() }
     }
 
     /// The id the next created document or input gets: one more than any id
     /// in the log, so ids are never reused while their records exist.
     pub fn next_id(&self) -> Id {
         self.next_id
+    }
+
+    /// Ids below this may have been handed out: the largest `ReserveIds`
+    /// or checkpoint seen, or the id counter if larger.
+    pub fn reserved_ids(&self) -> Id {
+        self.reserved_ids.max(self.next_id)
+    }
+
+    /// After recovery: hands out ids only above every reservation, since
+    /// ids below it may have been given to clients whose writes were lost.
+    pub fn resume_after_reservations(&mut self) {
+        self.next_id = self.reserved_ids();
     }
 
     /// The sequence number of the next record.
@@ -294,6 +310,14 @@ impl KeyDir {
                 }
                 self.add_live(location);
             }
+            Effect::ReserveIds { below } => {
+                // The newest reservation is live; older ones are garbage.
+                self.reserved_ids = self.reserved_ids.max(below);
+                if let Some(old) = self.reservation.replace(location) {
+                    self.remove_live(old);
+                }
+                self.add_live(location);
+            }
             Effect::DeleteOutput => {
                 let Some(entry) = self.inputs.get_mut(&id) else { return Applied::Ignored };
                 let Some(old) = entry.output.take() else { return Applied::Ignored };
@@ -309,7 +333,7 @@ impl KeyDir {
         for usage in self.segments.values_mut() {
             usage.live_bytes = 0;
         }
-        let mut live: Vec<Location> = self.checkpoint.into_iter().collect();
+        let mut live: Vec<Location> = self.checkpoint.into_iter().chain(self.reservation).collect();
         for doc in self.documents.values() {
             live.push(doc.blob);
             if doc.columns_at != doc.blob {

@@ -41,6 +41,7 @@ pub enum RecordKind {
     PutOutput = 7,
     DeleteOutput = 8,
     Checkpoint = 9,
+    ReserveIds = 10,
 }
 
 impl RecordKind {
@@ -56,6 +57,7 @@ impl RecordKind {
             7 => PutOutput,
             8 => DeleteOutput,
             9 => Checkpoint,
+            10 => ReserveIds,
             _ => return None,
         })
     }
@@ -75,7 +77,9 @@ impl RecordKind {
 /// `Checkpoint` opens every merged segment: the first segment id it
 /// replaces (little-endian u32) and the id counter at the time of the merge
 /// (u64), so ids are not reused even when the records that used them are
-/// gone; its record id is 0.
+/// gone; its record id is 0. `ReserveIds` (payload: u64, record id 0)
+/// says ids below its value may have been handed out: it is synced before
+/// any of them is, so a restart never hands them out again.
 #[derive(Clone, Copy, Debug)]
 pub enum Mutation<'a> {
     CreateDocument { columns: &'a Columns, blob: &'a [u8] },
@@ -87,6 +91,7 @@ pub enum Mutation<'a> {
     PutOutput { value: &'a Value },
     DeleteOutput,
     Checkpoint { covers_from: SegmentId, next_id: Id },
+    ReserveIds { below: Id },
 }
 
 impl Mutation<'_> {
@@ -101,6 +106,7 @@ impl Mutation<'_> {
             Mutation::PutOutput { .. } => RecordKind::PutOutput,
             Mutation::DeleteOutput => RecordKind::DeleteOutput,
             Mutation::Checkpoint { .. } => RecordKind::Checkpoint,
+            Mutation::ReserveIds { .. } => RecordKind::ReserveIds,
         }
     }
 
@@ -112,6 +118,7 @@ impl Mutation<'_> {
             Mutation::PutInput { value, .. } => 8 + value.encoded_len(),
             Mutation::PutOutput { value } => value.encoded_len(),
             Mutation::Checkpoint { .. } => 12,
+            Mutation::ReserveIds { .. } => 8,
             Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => 0,
         }
     }
@@ -133,6 +140,7 @@ impl Mutation<'_> {
             Mutation::PutOutput { .. } => Effect::PutOutput,
             Mutation::DeleteOutput => Effect::DeleteOutput,
             Mutation::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
+            Mutation::ReserveIds { below } => Effect::ReserveIds { below },
         }
     }
 }
@@ -167,6 +175,7 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
             out.extend_from_slice(&covers_from.get().to_le_bytes());
             out.extend_from_slice(&next_id.to_le_bytes());
         }
+        Mutation::ReserveIds { below } => out.extend_from_slice(&below.to_le_bytes()),
         Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => {}
     }
     let crc = crc32fast::hash(&out[start + 4..]);
@@ -189,6 +198,7 @@ pub enum Effect {
     PutOutput,
     DeleteOutput,
     Checkpoint { next_id: Id },
+    ReserveIds { below: Id },
 }
 
 impl Effect {
@@ -204,6 +214,7 @@ impl Effect {
             Effect::PutOutput => RecordKind::PutOutput,
             Effect::DeleteOutput => RecordKind::DeleteOutput,
             Effect::Checkpoint { .. } => RecordKind::Checkpoint,
+            Effect::ReserveIds { .. } => RecordKind::ReserveIds,
         }
     }
 }
@@ -221,6 +232,7 @@ pub enum Body<'a> {
     PutOutput { value: &'a [u8] },
     DeleteOutput,
     Checkpoint { covers_from: SegmentId, next_id: Id },
+    ReserveIds { below: Id },
 }
 
 impl Body<'_> {
@@ -235,6 +247,7 @@ impl Body<'_> {
             Body::PutOutput { .. } => RecordKind::PutOutput,
             Body::DeleteOutput => RecordKind::DeleteOutput,
             Body::Checkpoint { .. } => RecordKind::Checkpoint,
+            Body::ReserveIds { .. } => RecordKind::ReserveIds,
         }
     }
 
@@ -249,6 +262,7 @@ impl Body<'_> {
             Body::PutOutput { .. } => Effect::PutOutput,
             Body::DeleteOutput => Effect::DeleteOutput,
             Body::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
+            Body::ReserveIds { below } => Effect::ReserveIds { below },
         }
     }
 }
@@ -288,6 +302,7 @@ impl<'a> RecordRef<'a> {
             RecordKind::DeleteInput => Body::DeleteInput,
             RecordKind::PutOutput => Body::PutOutput { value: r.rest() },
             RecordKind::DeleteOutput => Body::DeleteOutput,
+            RecordKind::ReserveIds => Body::ReserveIds { below: r.u64()? },
             RecordKind::Checkpoint => Body::Checkpoint {
                 covers_from: SegmentId::new(r.u32()?).ok_or(DecodeError::ZeroSegmentId)?,
                 next_id: r.u64()?,

@@ -81,6 +81,12 @@ fn checkpoint_record() {
 }
 
 #[test]
+fn reserve_ids_record() {
+    let m = Owned::ReserveIds { below: 1025 };
+    insta::assert_snapshot!("reserve_ids", record_snapshot(1, 0, &m));
+}
+
+#[test]
 fn put_output_record_with_an_int() {
     let m = Owned::PutOutput { value: Value::Int(-2) };
     insta::assert_snapshot!("value_int", record_snapshot(10, 2, &m));

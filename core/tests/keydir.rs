@@ -644,7 +644,7 @@ impl Model {
                 Some(input) if input.2.is_some() => input.2 = None,
                 _ => return Ignored,
             },
-            Effect::Checkpoint { .. } => {}
+            Effect::Checkpoint { .. } | Effect::ReserveIds { .. } => {}
         }
         Changed
     }
@@ -731,4 +731,20 @@ proptest! {
         prop_assert_eq!(kd.next_id(), above_ids.chain(checkpointed).fold(1, u64::max));
         prop_assert_eq!(kd.next_seq(), steps.len() as u64 + 1);
     }
+}
+
+#[test]
+fn reserved_ids_are_skipped_only_when_resuming_after_a_restart() {
+    let mut kd = KeyDir::new();
+    let at = Location::new(SegmentId::FIRST, 20, 33).unwrap();
+    let meta = RecordMeta { seq: 1, id: 0, location: at };
+    assert_eq!(kd.apply(meta, Effect::ReserveIds { below: 1025 }), Applied::Changed);
+    assert_eq!(kd.next_id(), 1, "a reservation does not move the live id counter");
+    assert_eq!(kd.reserved_ids(), 1025);
+    assert_eq!(kd.segments()[&SegmentId::FIRST].live_bytes, 33, "the newest reservation is live");
+    let later = Location::new(SegmentId::FIRST, 53, 33).unwrap();
+    let _ = kd.apply(RecordMeta { seq: 2, id: 0, location: later }, Effect::ReserveIds { below: 2049 });
+    assert_eq!(kd.segments()[&SegmentId::FIRST].live_bytes, 33, "an older reservation is garbage");
+    kd.resume_after_reservations();
+    assert_eq!(kd.next_id(), 2049);
 }

@@ -186,7 +186,7 @@ proptest! {
     /// it but never panics, and whatever it accepts re-encodes to the same
     /// payload.
     #[test]
-    fn body_of_an_arbitrary_checksummed_payload_never_panics(kind in 1u8..=9, payload in vec(any::<u8>(), 0..80)) {
+    fn body_of_an_arbitrary_checksummed_payload_never_panics(kind in 1u8..=10, payload in vec(any::<u8>(), 0..80)) {
         let mut bytes = record_bytes(1, 1, &Owned::SetBlob { blob: payload.clone() });
         bytes[8] = kind;
         fix_record_crc(&mut bytes);
@@ -203,6 +203,7 @@ proptest! {
                 Body::Checkpoint { covers_from, next_id } => {
                     record_bytes(1, 1, &Owned::Checkpoint { covers_from, next_id })
                 }
+                Body::ReserveIds { below } => record_bytes(1, 1, &Owned::ReserveIds { below }),
                 // Values stay encoded in the body; only their position is checked.
                 Body::PutInput { document, value } => {
                     prop_assert_eq!(&payload[..8], &document.to_le_bytes());
@@ -323,7 +324,7 @@ fn a_length_at_the_maximum_is_incomplete_not_too_large() {
 
 #[test]
 fn unknown_record_kinds_are_rejected() {
-    for kind in [0u8, 10, 0x7f, 0xff] {
+    for kind in [0u8, 11, 0x7f, 0xff] {
         let mut bytes = record_bytes(1, 1, &Owned::DeleteDocument);
         bytes[8] = kind;
         fix_record_crc(&mut bytes);
@@ -340,7 +341,7 @@ fn a_wrong_checksum_is_a_checksum_mismatch() {
 }
 
 /// Every kind byte the format defines, in order.
-const KINDS: [RecordKind; 9] = [
+const KINDS: [RecordKind; 10] = [
     RecordKind::CreateDocument,
     RecordKind::SetBlob,
     RecordKind::SetColumns,
@@ -350,6 +351,7 @@ const KINDS: [RecordKind; 9] = [
     RecordKind::PutOutput,
     RecordKind::DeleteOutput,
     RecordKind::Checkpoint,
+    RecordKind::ReserveIds,
 ];
 
 #[test]

@@ -31,6 +31,9 @@ use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
 use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, MERGED_NAME, MERGED_TMP_NAME, SegmentBuilder};
 
+/// How many ids one `ReserveIds` record covers.
+const ID_RESERVATION: Id = 1024;
+
 /// A Stratum store: documents, their ordered inputs and one output per input.
 ///
 /// `Engine` is `Send + Sync`; share it with an `Arc`. Every method is a
@@ -104,6 +107,8 @@ struct Writer {
     /// Bytes appended since open, across segments: the log position that
     /// group commit counts in.
     appended: u64,
+    /// Ids below this are covered by a durable `ReserveIds` record.
+    reserved_ids: Id,
     buf: Vec<u8>,
 }
 
@@ -300,6 +305,8 @@ impl Engine {
             (first_new, file, SEGMENT_HEADER_LEN as u64)
         };
         files.insert(segment, file.clone());
+        keydir.resume_after_reservations();
+        let reserved_ids = keydir.next_id();
 
         tracing::info!(
             dir = %dir.display(),
@@ -317,7 +324,7 @@ impl Engine {
             dir,
             options,
             index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
-            writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new() }),
+            writer: Mutex::new(Writer { segment, file, len, appended: 0, reserved_ids, buf: Vec::new() }),
             durability: Durability::default(),
             poison: Mutex::new(None),
             fsyncs: AtomicU64::new(0),
@@ -654,17 +661,52 @@ impl Shared {
     fn write<'m>(&self, plan: impl FnOnce(&KeyDir) -> Result<(Id, Mutation<'m>)>) -> Result<Id> {
         let mut w = self.writer.lock();
         self.check_writable()?;
-        let (id, mutation, seq) = {
-            let index = self.index.read();
-            let (id, mutation) = plan(&index.keydir)?;
-            (id, mutation, index.keydir.next_seq())
-        };
+        let (id, mutation) = plan(&self.index.read().keydir)?;
+        if id >= w.reserved_ids {
+            self.reserve_ids(&mut w, id)?;
+        }
+        self.append(&mut w, id, &mutation)?;
+        let position = w.appended;
+        drop(w);
+        if self.options.sync == SyncPolicy::Always {
+            self.wait_durable(position)?;
+        }
+        Ok(id)
+    }
+
+    /// Makes a block of ids from `first` on durable as handed out before
+    /// the first of them is, so that ids stay unique across a crash that
+    /// loses writes (under `none`, a create can be acknowledged and lost).
+    fn reserve_ids(&self, w: &mut Writer, first: Id) -> Result<()> {
+        let below = first.saturating_add(ID_RESERVATION);
+        self.append(w, 0, &Mutation::ReserveIds { below })?;
+        if self.options.sync != SyncPolicy::Always {
+            // Under `always` the fsync of the write that needs the ids covers
+            // this record too; otherwise sync it now.
+            let synced = w.file.sync_data();
+            if let Err(e) = synced {
+                let e = Error::io(format!("syncing segment {}", w.segment))(e);
+                self.set_poison(&e);
+                return Err(e);
+            }
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.mark_durable(w.appended);
+        }
+        w.reserved_ids = below;
+        Ok(())
+    }
+
+    /// Appends one record to the active segment (sealing it first if the
+    /// record would take it past the segment size) and applies it to the
+    /// index. A failed append poisons the engine.
+    fn append(&self, w: &mut Writer, id: Id, mutation: &Mutation<'_>) -> Result<()> {
+        let seq = self.index.read().keydir.next_seq();
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
-        let len = encode_record(&mut buf, seq, id, &mutation) as u64;
+        let len = encode_record(&mut buf, seq, id, mutation) as u64;
         if w.len > SEGMENT_HEADER_LEN as u64
             && w.len + len > self.options.segment_size
-            && let Err(e) = self.rotate(&mut w)
+            && let Err(e) = self.rotate(w)
         {
             w.buf = buf;
             return Err(e);
@@ -686,12 +728,7 @@ impl Shared {
             Location::new(w.segment, offset, len as u32).expect("active segments stay far below the largest offset");
         let applied = self.index.write().keydir.apply(RecordMeta { seq, id, location }, mutation.effect());
         debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
-        let position = w.appended;
-        drop(w);
-        if self.options.sync == SyncPolicy::Always {
-            self.wait_durable(position)?;
-        }
-        Ok(id)
+        Ok(())
     }
 
     /// Seals the active segment and opens the next one. Runs under the

@@ -154,10 +154,22 @@ pub enum Answer {
 pub struct Issued {
     pub documents: Vec<Id>,
     pub inputs: Vec<Id>,
+    /// The largest id the engine returned to a caller.
+    pub handed_out: Id,
 }
 
 impl Issued {
+    /// Notes an id the engine returned.
     pub fn note(&mut self, op: &Op, answer: &Answer) {
+        self.note_possible(op, answer);
+        if let Answer::Id(id) = answer {
+            self.handed_out = self.handed_out.max(*id);
+        }
+    }
+
+    /// Notes an id that may exist after a restart although the operation
+    /// that would have created it failed.
+    pub fn note_possible(&mut self, op: &Op, answer: &Answer) {
         match (op, answer) {
             (Op::Create { .. }, Answer::Id(id)) => self.documents.push(*id),
             (Op::AddInput(..), Answer::Id(id)) => self.inputs.push(*id),
@@ -265,6 +277,18 @@ pub fn check_counts(engine: &Engine, model: &Model) -> Result<(), TestCaseError>
     prop_assert_eq!(stats.outputs as usize, model.output_count());
     prop_assert!(stats.live_bytes <= stats.total_bytes);
     prop_assert_eq!(stats.next_id, model.next_id);
+    Ok(())
+}
+
+/// Checks the engine's id counter after a restart, when it may have moved
+/// past the model's (ids handed out before the restart are never handed out
+/// again, even those of lost writes), and makes the model follow it.
+pub fn resume_ids(engine: &Engine, model: &mut Model, issued: &Issued) -> Result<(), TestCaseError> {
+    let next_id = engine.stats().next_id;
+    prop_assert!(next_id >= model.next_id, "id counter went back from {} to {next_id}", model.next_id);
+    let highest = issued.handed_out;
+    prop_assert!(next_id > highest, "id {highest} was handed out before the restart, next id is {next_id}");
+    model.next_id = next_id;
     Ok(())
 }
 

@@ -66,6 +66,7 @@ pub enum Owned {
     PutOutput { value: Value },
     DeleteOutput,
     Checkpoint { covers_from: SegmentId, next_id: Id },
+    ReserveIds { below: Id },
 }
 
 impl Owned {
@@ -82,6 +83,7 @@ impl Owned {
             Owned::Checkpoint { covers_from, next_id } => {
                 Mutation::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
+            Owned::ReserveIds { below } => Mutation::ReserveIds { below: *below },
         }
     }
 
@@ -100,6 +102,7 @@ impl Owned {
             Owned::Checkpoint { covers_from, next_id } => {
                 Body::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
+            Owned::ReserveIds { below } => Body::ReserveIds { below: *below },
         }
     }
 
@@ -155,6 +158,7 @@ pub fn arb_mutation_with(document: impl Strategy<Value = Id> + 'static) -> impl 
         arb_put_output(),
         Just(Owned::DeleteOutput),
         arb_checkpoint(),
+        any::<u64>().prop_map(|below| Owned::ReserveIds { below }),
     ]
 }
 
