@@ -22,14 +22,20 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use stratum_core::{
-    Body, Columns, CompactionPlan, Id, KeyDir, Location, MergedSegment, Mutation, RecordMeta, Relocation, Replayed,
-    SEGMENT_HEADER_LEN, SegmentId, SegmentUsage, TailPolicy, Target, Value, decode_record, encode_record,
+    Body, Columns, Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, Value, decode_record,
+    encode_record,
 };
 
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
-use crate::segment::{self, ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, MERGED_NAME, MERGED_TMP_NAME, SegmentBuilder};
+use crate::segment::{self, ACTIVE_NAME, LOCK_NAME, MERGED_NAME};
+
+mod compaction;
+mod recovery;
+
+pub use compaction::CompactionReport;
+use recovery::Recovered;
 
 /// How many ids one `ReserveIds` record covers.
 const ID_RESERVATION: Id = 1024;
@@ -159,24 +165,6 @@ pub struct Stats {
     pub last_compaction: Option<CompactionReport>,
 }
 
-/// What one compaction did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CompactionReport {
-    /// Segments merged (0 when there was no garbage to reclaim).
-    pub segments_in: u64,
-    /// Bytes of the merged segments' records.
-    pub bytes_in: u64,
-    /// Bytes of the merged segment's records.
-    pub bytes_out: u64,
-    pub records_in: u64,
-    pub records_out: u64,
-    /// Old versions, tombstones and deleted records left behind.
-    pub records_dropped: u64,
-    /// Records overwritten while the compaction ran (their copies are garbage).
-    pub stale: u64,
-    pub elapsed: Duration,
-}
-
 impl Engine {
     /// Opens (or creates) the store in `dir` on the real file system.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
@@ -197,115 +185,8 @@ impl Engine {
             _ => Error::io(format!("locking {}", lock_path.display()))(e),
         })?;
 
-        let names = fs.list(&dir).map_err(Error::io(format!("listing {}", dir.display())))?;
-        if names.iter().any(|n| n == MERGED_TMP_NAME) {
-            tracing::info!("discarding the output of an unfinished compaction");
-            segment::remove_if_present(fs.as_ref(), &dir.join(MERGED_TMP_NAME))?;
-        }
-        for name in &names {
-            let stray_tmp = name.ends_with(".hint.tmp");
-            let orphan = name.ends_with(".hint") && !names.contains(&name.replace(".hint", ".seg"));
-            if stray_tmp || orphan {
-                segment::remove_if_present(fs.as_ref(), &dir.join(name))?;
-            }
-        }
-        let mut sealed: Vec<SegmentId> = names.iter().filter_map(|n| segment::parse_sealed_name(n)).collect();
-        sealed.sort();
-
-        let mut keydir = KeyDir::new();
-        let mut hinted = HashSet::new();
-        let mut load = |path: &Path, file: &dyn FileHandle, id: SegmentId, keydir: &mut KeyDir| -> Result<()> {
-            if segment::load_hints(fs.as_ref(), path, file, id, keydir).is_some() {
-                hinted.insert(id);
-                return Ok(());
-            }
-            segment::replay(file, path, id, keydir, TailPolicy::Reject).map(drop)
-        };
-        let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
-        let mut merged = None;
-        if names.iter().any(|n| n == MERGED_NAME) {
-            let path = dir.join(MERGED_NAME);
-            let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
-            let id = segment::read_header(file.as_ref(), &path)?.segment;
-            let covers_from = segment::read_checkpoint(file.as_ref(), &path)?;
-            if let Some(&older) = sealed.iter().find(|&&s| s < covers_from) {
-                return Err(Error::Corrupt {
-                    file: dir.join(segment::sealed_name(older)),
-                    offset: 0,
-                    reason: format!("segment is older than the segments {MERGED_NAME} replaced ({covers_from}..={id})"),
-                });
-            }
-            let (replaced, newer): (Vec<SegmentId>, Vec<SegmentId>) = sealed.iter().partition(|&&s| s <= id);
-            for old in &replaced {
-                tracing::info!(segment = old.get(), "removing a segment that {MERGED_NAME} replaced");
-                segment::remove_if_present(fs.as_ref(), &dir.join(segment::sealed_name(*old)))?;
-            }
-            if !replaced.is_empty() {
-                fs.sync_dir(&dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
-            }
-            sealed = newer;
-            load(&path, file.as_ref(), id, &mut keydir)?;
-            files.insert(id, file);
-            merged = Some(id);
-        }
-        for &id in &sealed {
-            let path = dir.join(segment::sealed_name(id));
-            let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
-            check_header_id(file.as_ref(), &path, id)?;
-            load(&path, file.as_ref(), id, &mut keydir)?;
-            files.insert(id, file);
-        }
-
-        let newest_sealed = sealed.last().copied().or(merged);
-        let first_new = match newest_sealed {
-            Some(id) => id.next().ok_or_else(|| Error::Options("segment ids exhausted".into()))?,
-            None => SegmentId::FIRST,
-        };
-        let active_path = dir.join(ACTIVE_NAME);
-        let (segment, file, len) = if names.iter().any(|n| n == ACTIVE_NAME) {
-            let file = fs.open(&active_path).map_err(Error::io(format!("opening {}", active_path.display())))?;
-            let header = segment::read_header(file.as_ref(), &active_path)?;
-            if newest_sealed.is_some_and(|s| header.segment <= s) {
-                return Err(Error::Corrupt {
-                    file: active_path,
-                    offset: 0,
-                    reason: format!(
-                        "active segment has id {} but sealed segment {} exists",
-                        header.segment,
-                        newest_sealed.map_or(0, |s| s.get())
-                    ),
-                });
-            }
-            let len = match segment::replay(
-                file.as_ref(),
-                &active_path,
-                header.segment,
-                &mut keydir,
-                TailPolicy::Truncate,
-            )? {
-                Replayed::Clean { len } => len,
-                Replayed::TornTail { valid_len, dropped, reason } => {
-                    refuse_damage_before_valid_records(file.as_ref(), &active_path, valid_len, &keydir, reason)?;
-                    tracing::warn!(
-                        file = %active_path.display(), valid_len, dropped, %reason,
-                        "cutting off a torn tail of the active segment"
-                    );
-                    let cut = Error::io(format!("truncating torn tail of {}", active_path.display()));
-                    file.set_len(valid_len).map_err(cut)?;
-                    file.sync_data().map_err(Error::io(format!("syncing {}", active_path.display())))?;
-                    valid_len
-                }
-            };
-            (header.segment, file, len)
-        } else {
-            if names.iter().any(|n| n == ACTIVE_TMP_NAME) {
-                tracing::info!("discarding an unfinished new active segment");
-            }
-            let file = segment::create_active(fs.as_ref(), &dir, first_new)?;
-            (first_new, file, SEGMENT_HEADER_LEN as u64)
-        };
-        files.insert(segment, file.clone());
-        keydir.resume_after_reservations();
+        let Recovered { keydir, files, active, merged, hinted } = recovery::recover(fs.as_ref(), &dir)?;
+        let (segment, file, len) = active;
         let reserved_ids = keydir.next_id();
 
         tracing::info!(
@@ -762,193 +643,6 @@ impl Shared {
         result
     }
 
-    /// See [`Engine::compact`].
-    fn compact(&self) -> Result<CompactionReport> {
-        let _running = self.compacting.lock();
-        let started = Instant::now();
-        let Some((plan, old_merged, usage)) = self.seal_and_plan()? else {
-            return Ok(CompactionReport::default());
-        };
-        let tmp = self.dir.join(MERGED_TMP_NAME);
-        let written = self.write_merged(&plan, &tmp);
-        let (file, merged) = match written {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = self.fs.remove(&tmp);
-                return Err(e);
-            }
-        };
-
-        // The old merged segment's hint must not outlive it.
-        let target = self.dir.join(MERGED_NAME);
-        segment::remove_if_present(self.fs.as_ref(), &segment::hint_path(&target))?;
-
-        // The commit point: once the rename is durable, recovery uses the
-        // merged segment and deletes whatever it replaced.
-        let committed = self
-            .fs
-            .rename(&tmp, &target)
-            .map_err(Error::io(format!("renaming {} to {}", tmp.display(), target.display())))
-            .and_then(|()| {
-                self.fs.sync_dir(&self.dir).map_err(Error::io(format!("syncing directory {}", self.dir.display())))
-            });
-        if let Err(e) = committed {
-            // Whether the rename reached the disk is unknown: stop writing.
-            self.set_poison(&e);
-            return Err(e);
-        }
-
-        let installed = {
-            let mut index = self.index.write();
-            for id in &plan.inputs {
-                index.files.remove(id);
-            }
-            index.files.insert(plan.output, file.clone());
-            index.merged = Some(plan.output);
-            for id in &plan.inputs {
-                index.hinted.remove(id);
-            }
-            index.keydir.install_compaction(&plan, &merged)
-        };
-        for id in plan.inputs.iter().filter(|&&id| Some(id) != old_merged) {
-            let path = self.dir.join(segment::sealed_name(*id));
-            if let Err(e) = self.fs.remove(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove a compacted segment; recovery will");
-            }
-            let _ = self.fs.remove(&segment::hint_path(&path));
-        }
-        match segment::write_hint(self.fs.as_ref(), &target, file.as_ref(), plan.output) {
-            Ok(()) => {
-                self.index.write().hinted.insert(plan.output);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot write the merged segment's hint file"),
-        }
-        if let Err(e) = self.fs.sync_dir(&self.dir) {
-            tracing::warn!(error = %e, "cannot sync the data directory after removing compacted segments");
-        }
-
-        let report = CompactionReport {
-            segments_in: plan.inputs.len() as u64,
-            bytes_in: usage.total_bytes,
-            bytes_out: merged.bytes,
-            records_in: usage.records,
-            records_out: merged.records,
-            records_dropped: usage.records.saturating_sub(merged.records),
-            stale: installed.stale,
-            elapsed: started.elapsed(),
-        };
-        tracing::info!(
-            segments_in = report.segments_in,
-            bytes_in = report.bytes_in,
-            bytes_out = report.bytes_out,
-            records_dropped = report.records_dropped,
-            stale = report.stale,
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "compacted"
-        );
-        self.compactions.fetch_add(1, Ordering::Relaxed);
-        *self.last_compaction.lock() = Some(report);
-        Ok(report)
-    }
-
-    /// See [`Engine::write_hints`].
-    fn write_hints(&self) -> Result<u64> {
-        let _running = self.compacting.lock();
-        let missing: Vec<(SegmentId, PathBuf, Arc<dyn FileHandle>)> = {
-            let index = self.index.read();
-            index
-                .files
-                .iter()
-                .filter(|&(&id, _)| id != index.active && !index.hinted.contains(&id))
-                .map(|(&id, file)| (id, index.path_of(&self.dir, id), file.clone()))
-                .collect()
-        };
-        for (id, path, file) in &missing {
-            segment::write_hint(self.fs.as_ref(), path, file.as_ref(), *id)?;
-            self.index.write().hinted.insert(*id);
-        }
-        Ok(missing.len() as u64)
-    }
-
-    /// Seals the active segment and snapshots the index, under the writer
-    /// lock, so the snapshot is exactly the content of the sealed segments.
-    /// `None` when the sealed segments hold no garbage.
-    fn seal_and_plan(&self) -> Result<Option<(CompactionPlan, Option<SegmentId>, SegmentUsage)>> {
-        let mut w = self.writer.lock();
-        self.check_writable()?;
-        if w.len > SEGMENT_HEADER_LEN as u64 {
-            self.rotate(&mut w)?;
-        }
-        let index = self.index.read();
-        let sealed: Vec<SegmentId> = index.files.keys().copied().filter(|&id| id != index.active).collect();
-        let mut usage = SegmentUsage::default();
-        for u in sealed.iter().filter_map(|id| index.keydir.segments().get(id)) {
-            usage.total_bytes += u.total_bytes;
-            usage.live_bytes += u.live_bytes;
-            usage.records += u.records;
-        }
-        if usage.garbage_bytes() == 0 {
-            return Ok(None);
-        }
-        Ok(index.keydir.plan_compaction(sealed).map(|plan| (plan, index.merged, usage)))
-    }
-
-    /// Writes and syncs the merged segment under `tmp`.
-    fn write_merged(&self, plan: &CompactionPlan, tmp: &Path) -> Result<(Arc<dyn FileHandle>, MergedSegment)> {
-        segment::remove_if_present(self.fs.as_ref(), tmp)?;
-        let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
-        let mut out = SegmentBuilder::new(file, tmp.to_path_buf(), plan.output);
-        let mut merged = MergedSegment::default();
-        let place = |out: &mut SegmentBuilder, offset: u64, merged: &mut MergedSegment| -> Result<Location> {
-            let len = out.len() - offset;
-            merged.bytes += len;
-            merged.records += 1;
-            Location::new(plan.output, offset, len as u32).ok_or_else(|| Error::Io {
-                context: "compacting".into(),
-                source: std::io::Error::other("the live data does not fit one merged segment (1 TiB)"),
-            })
-        };
-
-        let at = out.len();
-        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
-        encode_record(out.buffer(), plan.seq, 0, &checkpoint);
-        merged.checkpoint = Some(place(&mut out, at, &mut merged)?);
-
-        for doc in &plan.documents {
-            let file = self.index.read().file(doc.blob)?;
-            let bytes = self.read(doc.blob, &file)?;
-            let at = out.len();
-            match self.decode(&bytes, doc.blob, doc.id)? {
-                Body::CreateDocument { .. } if doc.columns_at == doc.blob => out.buffer().extend_from_slice(&bytes),
-                Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
-                    let columns = doc.columns();
-                    let rebuilt = Mutation::CreateDocument { columns: &columns, blob };
-                    encode_record(out.buffer(), plan.seq, doc.id, &rebuilt);
-                }
-                other => return Err(self.unexpected(doc.blob, &other)),
-            }
-            let to = place(&mut out, at, &mut merged)?;
-            merged.relocations.push(Relocation { target: Target::DocumentBlob(doc.id), from: doc.blob, to });
-            merged.relocations.push(Relocation { target: Target::DocumentColumns(doc.id), from: doc.columns_at, to });
-            for input in &doc.inputs {
-                let copies =
-                    [(Target::InputValue(input.id), Some(input.value)), (Target::Output(input.id), input.output)];
-                for (target, from) in copies {
-                    let Some(from) = from else { continue };
-                    let file = self.index.read().file(from)?;
-                    let bytes = self.read(from, &file)?;
-                    self.decode(&bytes, from, input.id)?;
-                    let at = out.len();
-                    out.buffer().extend_from_slice(&bytes);
-                    let to = place(&mut out, at, &mut merged)?;
-                    merged.relocations.push(Relocation { target, from, to });
-                }
-            }
-            out.maybe_flush()?;
-        }
-        Ok((out.finish()?, merged))
-    }
-
     fn check_writable(&self) -> Result<()> {
         match &*self.poison.lock() {
             Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
@@ -1064,46 +758,6 @@ impl Shared {
     fn path_of(&self, segment: SegmentId) -> PathBuf {
         self.index.read().path_of(&self.dir, segment)
     }
-}
-
-/// Refuses to cut off a bad tail of the active segment when whole, newer
-/// records follow the damage: that is not a torn write but damage in the
-/// middle of the log, and cutting would lose acknowledged writes.
-fn refuse_damage_before_valid_records(
-    file: &dyn FileHandle,
-    path: &Path,
-    valid_len: u64,
-    keydir: &KeyDir,
-    reason: stratum_core::Corruption,
-) -> Result<()> {
-    let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
-    let mut tail = vec![0; (len - valid_len) as usize];
-    file.read_exact_at(&mut tail, valid_len).map_err(Error::io(format!("reading {}", path.display())))?;
-    match stratum_core::find_record_after_damage(&tail, keydir.next_seq()) {
-        None => Ok(()),
-        Some(at) => Err(Error::Corrupt {
-            file: path.to_path_buf(),
-            offset: valid_len,
-            reason: format!(
-                "{reason}, and a whole record follows at offset {}: this is damage, not a torn write, so \
-                 recovery will not cut off what follows (to accept losing it, keep a copy of the file and \
-                 truncate it to {valid_len} bytes)",
-                valid_len + at as u64
-            ),
-        }),
-    }
-}
-
-fn check_header_id(file: &dyn FileHandle, path: &Path, expected: SegmentId) -> Result<()> {
-    let header = segment::read_header(file, path)?;
-    if header.segment != expected {
-        return Err(Error::Corrupt {
-            file: path.to_path_buf(),
-            offset: 0,
-            reason: format!("header says segment {} but the file name says {}", header.segment, expected),
-        });
-    }
-    Ok(())
 }
 
 /// A background thread that runs a task at an interval until stopped or
