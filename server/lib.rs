@@ -1,8 +1,9 @@
 //! Stratum's gRPC server: the `lse.Lse` service of `proto/lse.proto` over
 //! the storage engine, plus the standard health and reflection services.
 //!
-//! [`run`] opens the engine, listens, serves until the shutdown future
-//! completes, then finishes in-flight calls and flushes the engine.
+//! [`run`] opens the engine and calls [`serve`], which listens, serves
+//! until the shutdown future completes, then finishes in-flight calls and
+//! flushes the engine.
 
 pub mod config;
 mod convert;
@@ -74,9 +75,20 @@ pub async fn run(
             Error::Io { .. } => ServerError::DataDir { dir: config.data_dir.display().to_string(), source: e },
             e => ServerError::Engine(e),
         })?;
-    let engine = Arc::new(engine);
-    let recovery = started.elapsed();
+    serve(Arc::new(engine), started.elapsed(), &config, ready, shutdown).await
+}
 
+/// Serves an open engine (opened in `recovered_in`, for the log) until
+/// `shutdown` completes, then closes it. Health
+/// reports SERVING from the start (recovery is done once there is an engine)
+/// and NOT_SERVING once the engine refuses writes.
+pub async fn serve(
+    engine: Arc<Engine>,
+    recovered_in: Duration,
+    config: &Config,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
@@ -97,10 +109,10 @@ pub async fn run(
 
     tracing::info!(
         address = %local,
-        data_dir = %config.data_dir.display(),
-        sync = %config.sync,
-        segment_bytes = config.segment_bytes,
-        recovery_ms = recovery.as_millis() as u64,
+        data_dir = %engine.dir().display(),
+        sync = %engine.options().sync,
+        segment_bytes = engine.options().segment_size,
+        recovery_ms = recovered_in.as_millis() as u64,
         documents = engine.stats().documents,
         "lse_server listening"
     );
