@@ -255,7 +255,8 @@ fn blob_floor(f: &Fixture, budget: Duration) {
     let len = f.docs.iter().map(|d| f.engine.document_blob(d.id).unwrap().len()).sum::<usize>() / f.docs.len();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("floor");
-    let size: u64 = 64 << 20;
+    // As large as the store's segments, so the page-cache working set matches.
+    let size: u64 = f.engine.stats().total_bytes.max(64 << 20);
     std::fs::write(&path, vec![0x61_u8; size as usize]).expect("floor file");
     let file = std::fs::File::open(&path).expect("floor file");
     let mut rng = Rng::new(7);
@@ -266,7 +267,9 @@ fn blob_floor(f: &Fixture, budget: Duration) {
         file.read_exact_at(&mut b, offsets[i as usize % offsets.len()]).unwrap();
         black_box(b);
     });
-    let crc = common::measure(budget, 1000, |_| drop(black_box(crc32fast::hash(black_box(&buf)))));
+    let crc = common::measure(budget, 1000, |_| {
+        black_box(crc32fast::hash(black_box(&buf)));
+    });
     let copy = common::measure(budget, 1000, |_| drop(black_box(black_box(&buf[..]).to_vec())));
     let engine = common::measure(budget, 1000, |i| drop(black_box(f.engine.document_blob(f.target(i).0).unwrap())));
     println!("### Where a cached blob read goes (mean blob {len} B)\n");
@@ -411,7 +414,7 @@ fn compaction_report(docs: usize, budget: Duration) {
     // Reads with no compaction running.
     let read = |i: u64| {
         let (d, n) = targets[(i as usize) % targets.len()];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             drop(black_box(engine.document_blob(d).unwrap()));
         } else {
             drop(black_box(engine.input(d, n).unwrap()));

@@ -1,1 +1,713 @@
-fn main() {}
+//! Server load generator: drives the real gRPC server (`stratum::run`,
+//! in-process, port 0 on 127.0.0.1, a temporary data directory, default
+//! settings: `--sync always`) with a tonic client over many connections and
+//! in-flight calls, and, in the same run, a trivial tonic service that
+//! answers the same RPCs from memory with payloads of the same sizes (the
+//! ceiling: what tonic, HTTP/2 and loopback TCP cost on this machine).
+//!
+//! `cargo bench --bench loadgen` prints QPS and p50/p99 latency for three
+//! mixes at concurrency 1, 8 and 64, and Stratum's QPS as a ratio to the
+//! ceiling's. Four servers run side by side, each cell on each server back
+//! to back, so ratios are measured under the same machine noise:
+//!
+//! - `stratum`: the server as shipped, `stratum::run`;
+//! - `stratum+nodelay`: the same `LseService` over the same data (a copy of
+//!   the directory), served by tonic on a listener that sets `TCP_NODELAY`
+//!   on accepted connections, which `stratum::run` does not (it serves a
+//!   `TcpListenerStream`, and tonic ignores its `tcp_nodelay` setting for a
+//!   caller's incoming stream);
+//! - `stratum+nodelay+inline`: as `stratum+nodelay`, but the four read
+//!   RPCs call the engine on the async worker instead of through
+//!   `spawn_blocking` (a cached read takes microseconds; the hop to the
+//!   blocking pool and back costs more); writes still go through
+//!   `LseService` (they wait for fsyncs, so they must not block a worker);
+//! - `ceiling`: the trivial in-memory service, `TCP_NODELAY` on;
+//! - `ceiling-nagle`: the same trivial service on a plain
+//!   `TcpListenerStream`, as `stratum::run` serves (shows what Nagle's
+//!   algorithm alone costs).
+//!
+//! Each cell runs for `STRATUM_CELL_MS` (default 2500 ms) after a 500 ms
+//! warm-up. Only loopback traffic; every loop is bounded in time.
+//!
+//! Mixes:
+//! - `read`: GetProblemHtml only (the target: >= 0.8x the ceiling at 64);
+//! - `read-heavy`: 90 % reads (45 % GetProblemHtml, 15 % GetProblemMeta,
+//!   15 % GetTestCase, 15 % GetExpectedOutput), 10 % writes (5 % AddTestCase,
+//!   5 % UpdateTestCase);
+//! - `write-heavy`: 20 % reads (GetProblemHtml, GetTestCase), 80 % writes
+//!   (30 % AddTestCase, 30 % SetExpectedOutput, 10 % UpdateProblemHtml,
+//!   10 % CreateProblem).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::{Measured, Pool, Rng, Stored, Table};
+use hdrhistogram::Histogram;
+use stratum::proto::lse_client::LseClient;
+use stratum::proto::lse_server::{Lse, LseServer};
+use stratum::proto::{self, value::Kind};
+use stratum_io::{Engine, Options, SyncPolicy, Value};
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+const CONCURRENCY: [usize; 3] = [1, 8, 64];
+/// Connections for a given number of in-flight calls: up to 16, so that
+/// concurrency 64 runs 4 calls in flight on each of 16 HTTP/2 connections.
+fn connections(concurrency: usize) -> usize {
+    concurrency.min(16)
+}
+
+fn wire(value: &Value) -> proto::Value {
+    let kind = match value {
+        Value::Int(v) => Kind::IntValue(*v),
+        Value::Double(v) => Kind::DoubleValue(*v),
+        Value::Str(s) => Kind::StringValue(s.clone()),
+        Value::IntList(v) => Kind::IntList(proto::IntList { values: v.clone() }),
+        Value::StrList(v) => Kind::StringList(proto::StringList { values: v.clone() }),
+        Value::Map(m) => Kind::StringMap(proto::StringMap { entries: m.clone() }),
+    };
+    proto::Value { kind: Some(kind) }
+}
+
+// ----- the ceiling ------------------------------------------------------------
+
+/// Answers from memory: blobs and values drawn from the same size
+/// distribution as the stored data, picked by id; writes do nothing but
+/// hand out ids.
+struct Ceiling {
+    blobs: Vec<String>,
+    values: Vec<proto::Value>,
+    columns: stratum_io::Columns,
+    ids: AtomicU64,
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not part of the ceiling"))
+}
+
+#[tonic::async_trait]
+impl Lse for Ceiling {
+    async fn create_problem(
+        &self,
+        _: Request<proto::CreateProblemRequest>,
+    ) -> Result<Response<proto::CreateProblemResponse>, Status> {
+        Ok(Response::new(proto::CreateProblemResponse { problem_id: self.ids.fetch_add(1, Ordering::Relaxed) }))
+    }
+    async fn get_problem_html(
+        &self,
+        r: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
+        let id = r.into_inner().problem_id as usize;
+        Ok(Response::new(proto::GetProblemHtmlResponse { html: self.blobs[id % self.blobs.len()].clone() }))
+    }
+    async fn get_problem_meta(
+        &self,
+        _: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
+        Ok(Response::new(proto::GetProblemMetaResponse { columns: self.columns.clone() }))
+    }
+    async fn update_problem_html(
+        &self,
+        _: Request<proto::UpdateProblemHtmlRequest>,
+    ) -> Result<Response<proto::UpdateProblemHtmlResponse>, Status> {
+        Ok(Response::new(proto::UpdateProblemHtmlResponse {}))
+    }
+    async fn update_problem_column(
+        &self,
+        _: Request<proto::UpdateProblemColumnRequest>,
+    ) -> Result<Response<proto::UpdateProblemColumnResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_problem(
+        &self,
+        _: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::DeleteProblemResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_problems(
+        &self,
+        _: Request<proto::ListProblemsRequest>,
+    ) -> Result<Response<proto::ListProblemsResponse>, Status> {
+        unimplemented()
+    }
+    async fn add_test_case(
+        &self,
+        _: Request<proto::AddTestCaseRequest>,
+    ) -> Result<Response<proto::AddTestCaseResponse>, Status> {
+        Ok(Response::new(proto::AddTestCaseResponse { test_case_id: self.ids.fetch_add(1, Ordering::Relaxed) }))
+    }
+    async fn get_test_case(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetTestCaseResponse>, Status> {
+        let id = r.into_inner().test_case_id;
+        let value = self.values[id as usize % self.values.len()].clone();
+        Ok(Response::new(proto::GetTestCaseResponse {
+            test_case: Some(proto::TestCase { test_case_id: id, value: Some(value) }),
+        }))
+    }
+    async fn get_all_test_cases(
+        &self,
+        _: Request<proto::GetAllTestCasesRequest>,
+    ) -> Result<Response<proto::GetAllTestCasesResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_test_case(
+        &self,
+        _: Request<proto::UpdateTestCaseRequest>,
+    ) -> Result<Response<proto::UpdateTestCaseResponse>, Status> {
+        Ok(Response::new(proto::UpdateTestCaseResponse {}))
+    }
+    async fn delete_test_case(
+        &self,
+        _: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteTestCaseResponse>, Status> {
+        unimplemented()
+    }
+    async fn set_expected_output(
+        &self,
+        _: Request<proto::SetExpectedOutputRequest>,
+    ) -> Result<Response<proto::SetExpectedOutputResponse>, Status> {
+        Ok(Response::new(proto::SetExpectedOutputResponse {}))
+    }
+    async fn get_expected_output(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
+        let id = r.into_inner().test_case_id;
+        let value = self.values[(id as usize + 1) % self.values.len()].clone();
+        Ok(Response::new(proto::GetExpectedOutputResponse { test_case_id: id, value: Some(value) }))
+    }
+    async fn update_expected_output(
+        &self,
+        _: Request<proto::UpdateExpectedOutputRequest>,
+    ) -> Result<Response<proto::UpdateExpectedOutputResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_expected_output(
+        &self,
+        _: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteExpectedOutputResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_stats(&self, _: Request<proto::GetStatsRequest>) -> Result<Response<proto::GetStatsResponse>, Status> {
+        unimplemented()
+    }
+    async fn flush(&self, _: Request<proto::FlushRequest>) -> Result<Response<proto::FlushResponse>, Status> {
+        unimplemented()
+    }
+    async fn compact_now(
+        &self,
+        _: Request<proto::CompactNowRequest>,
+    ) -> Result<Response<proto::CompactNowResponse>, Status> {
+        unimplemented()
+    }
+}
+
+// ----- the shipped service with reads inline ------------------------------------
+
+/// `LseService` with the read RPCs answered on the async worker (no
+/// `spawn_blocking`); every other RPC goes to the shipped service.
+struct InlineReads {
+    engine: Arc<Engine>,
+    inner: stratum::LseService,
+}
+
+fn checked(id: u64, what: &str) -> Result<u64, Status> {
+    if id == 0 { Err(Status::invalid_argument(format!("{what} must not be 0"))) } else { Ok(id) }
+}
+
+#[tonic::async_trait]
+impl Lse for InlineReads {
+    async fn create_problem(
+        &self,
+        r: Request<proto::CreateProblemRequest>,
+    ) -> Result<Response<proto::CreateProblemResponse>, Status> {
+        self.inner.create_problem(r).await
+    }
+    async fn get_problem_html(
+        &self,
+        r: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
+        let id = checked(r.into_inner().problem_id, "problem_id")?;
+        let blob = self.engine.document_blob(id).map_err(stratum::status)?;
+        let html = String::from_utf8(blob).map_err(|_| Status::data_loss("blob is not UTF-8"))?;
+        Ok(Response::new(proto::GetProblemHtmlResponse { html }))
+    }
+    async fn get_problem_meta(
+        &self,
+        r: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
+        self.inner.get_problem_meta(r).await
+    }
+    async fn update_problem_html(
+        &self,
+        r: Request<proto::UpdateProblemHtmlRequest>,
+    ) -> Result<Response<proto::UpdateProblemHtmlResponse>, Status> {
+        self.inner.update_problem_html(r).await
+    }
+    async fn update_problem_column(
+        &self,
+        r: Request<proto::UpdateProblemColumnRequest>,
+    ) -> Result<Response<proto::UpdateProblemColumnResponse>, Status> {
+        self.inner.update_problem_column(r).await
+    }
+    async fn delete_problem(
+        &self,
+        r: Request<proto::ProblemRef>,
+    ) -> Result<Response<proto::DeleteProblemResponse>, Status> {
+        self.inner.delete_problem(r).await
+    }
+    async fn list_problems(
+        &self,
+        r: Request<proto::ListProblemsRequest>,
+    ) -> Result<Response<proto::ListProblemsResponse>, Status> {
+        self.inner.list_problems(r).await
+    }
+    async fn add_test_case(
+        &self,
+        r: Request<proto::AddTestCaseRequest>,
+    ) -> Result<Response<proto::AddTestCaseResponse>, Status> {
+        self.inner.add_test_case(r).await
+    }
+    async fn get_test_case(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetTestCaseResponse>, Status> {
+        let r = r.into_inner();
+        let (doc, input) = (checked(r.problem_id, "problem_id")?, checked(r.test_case_id, "test_case_id")?);
+        let value = self.engine.input(doc, input).map_err(stratum::status)?;
+        Ok(Response::new(proto::GetTestCaseResponse {
+            test_case: Some(proto::TestCase { test_case_id: input, value: Some(wire(&value)) }),
+        }))
+    }
+    async fn get_all_test_cases(
+        &self,
+        r: Request<proto::GetAllTestCasesRequest>,
+    ) -> Result<Response<proto::GetAllTestCasesResponse>, Status> {
+        self.inner.get_all_test_cases(r).await
+    }
+    async fn update_test_case(
+        &self,
+        r: Request<proto::UpdateTestCaseRequest>,
+    ) -> Result<Response<proto::UpdateTestCaseResponse>, Status> {
+        self.inner.update_test_case(r).await
+    }
+    async fn delete_test_case(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteTestCaseResponse>, Status> {
+        self.inner.delete_test_case(r).await
+    }
+    async fn set_expected_output(
+        &self,
+        r: Request<proto::SetExpectedOutputRequest>,
+    ) -> Result<Response<proto::SetExpectedOutputResponse>, Status> {
+        self.inner.set_expected_output(r).await
+    }
+    async fn get_expected_output(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
+        let r = r.into_inner();
+        let (doc, input) = (checked(r.problem_id, "problem_id")?, checked(r.test_case_id, "test_case_id")?);
+        let value = self.engine.output(doc, input).map_err(stratum::status)?;
+        Ok(Response::new(proto::GetExpectedOutputResponse { test_case_id: input, value: Some(wire(&value)) }))
+    }
+    async fn update_expected_output(
+        &self,
+        r: Request<proto::UpdateExpectedOutputRequest>,
+    ) -> Result<Response<proto::UpdateExpectedOutputResponse>, Status> {
+        self.inner.update_expected_output(r).await
+    }
+    async fn delete_expected_output(
+        &self,
+        r: Request<proto::TestCaseRef>,
+    ) -> Result<Response<proto::DeleteExpectedOutputResponse>, Status> {
+        self.inner.delete_expected_output(r).await
+    }
+    async fn get_stats(&self, r: Request<proto::GetStatsRequest>) -> Result<Response<proto::GetStatsResponse>, Status> {
+        self.inner.get_stats(r).await
+    }
+    async fn flush(&self, r: Request<proto::FlushRequest>) -> Result<Response<proto::FlushResponse>, Status> {
+        self.inner.flush(r).await
+    }
+    async fn compact_now(
+        &self,
+        r: Request<proto::CompactNowRequest>,
+    ) -> Result<Response<proto::CompactNowResponse>, Status> {
+        self.inner.compact_now(r).await
+    }
+}
+
+// ----- servers ----------------------------------------------------------------
+
+/// A server on its own thread and tokio runtime; stopped on drop.
+struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start<F, Fut>(name: &str, serve: F) -> Running
+    where
+        F: FnOnce(std::sync::mpsc::Sender<SocketAddr>, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
+                rt.block_on(serve(ready, stopped));
+            })
+            .expect("server thread");
+        let addr = addr.recv_timeout(Duration::from_secs(120)).expect("server started");
+        Running { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_stratum(dir: &std::path::Path) -> Running {
+    let config = stratum_config(dir);
+    Running::start("stratum-server", move |ready, stopped| async move {
+        stratum::run(config, move |addr| ready.send(addr).expect("ready"), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("stratum server");
+    })
+}
+
+/// Serves `service` on 127.0.0.1, with or without `TCP_NODELAY` on the
+/// accepted connections.
+fn start_service<S: Lse>(name: &str, service: LseServer<S>, nodelay: bool) -> Running {
+    Running::start(name, move |ready, stopped| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ready.send(listener.local_addr().expect("addr")).expect("ready");
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = Server::builder().add_service(service);
+        if nodelay {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
+        } else {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
+        }
+    })
+}
+
+fn stratum_config(dir: &std::path::Path) -> stratum::Config {
+    stratum::Config::parse_from([
+        "lse_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--sync",
+        "always",
+        "--log",
+        "warn",
+    ])
+}
+
+/// The shipped service over its own copy of the data, TCP_NODELAY on;
+/// with `inline`, its reads run on the async worker.
+fn start_stratum_nodelay(dir: &std::path::Path, inline: bool) -> Running {
+    let config = stratum_config(dir);
+    let engine = Arc::new(Engine::open(dir, config.engine_options().expect("options")).expect("open"));
+    let inner = stratum::LseService::new(engine.clone());
+    if inline {
+        let service = LseServer::new(InlineReads { engine, inner })
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+        start_service("stratum-inline", service, true)
+    } else {
+        let service = LseServer::new(inner)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+        start_service("stratum-nodelay", service, true)
+    }
+}
+
+// ----- the client ---------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mix {
+    Read,
+    ReadHeavy,
+    WriteHeavy,
+}
+
+impl Mix {
+    fn name(self) -> &'static str {
+        match self {
+            Mix::Read => "read (GetProblemHtml)",
+            Mix::ReadHeavy => "read-heavy 90/10",
+            Mix::WriteHeavy => "write-heavy 20/80",
+        }
+    }
+}
+
+/// What the client reads and writes: the preloaded documents and pools of
+/// payloads.
+struct Work {
+    docs: Vec<Stored>,
+    blobs: Vec<String>,
+    values: Vec<proto::Value>,
+    columns: stratum_io::Columns,
+}
+
+async fn one_call(client: &mut LseClient<Channel>, mix: Mix, work: &Work, rng: &mut Rng) -> Result<(), Status> {
+    let d = rng.pick(&work.docs);
+    let problem_id = d.id;
+    let test_case_id = *rng.pick(&d.inputs);
+    let value = || Some(rng_value(work, test_case_id));
+    let roll = rng.below(100);
+    let op = match mix {
+        Mix::Read => 0,
+        Mix::ReadHeavy => match roll {
+            0..45 => 0,
+            45..60 => 1,
+            60..75 => 2,
+            75..90 => 3,
+            90..95 => 4,
+            _ => 5,
+        },
+        Mix::WriteHeavy => match roll {
+            0..10 => 0,
+            10..20 => 2,
+            20..50 => 4,
+            50..80 => 6,
+            80..90 => 7,
+            _ => 8,
+        },
+    };
+    match op {
+        0 => drop(client.get_problem_html(proto::ProblemRef { problem_id }).await?),
+        1 => drop(client.get_problem_meta(proto::ProblemRef { problem_id }).await?),
+        2 => drop(client.get_test_case(proto::TestCaseRef { problem_id, test_case_id }).await?),
+        3 => drop(client.get_expected_output(proto::TestCaseRef { problem_id, test_case_id }).await?),
+        4 => drop(client.add_test_case(proto::AddTestCaseRequest { problem_id, value: value() }).await?),
+        5 => drop(
+            client.update_test_case(proto::UpdateTestCaseRequest { problem_id, test_case_id, value: value() }).await?,
+        ),
+        6 => drop(
+            client
+                .set_expected_output(proto::SetExpectedOutputRequest { problem_id, test_case_id, value: value() })
+                .await?,
+        ),
+        7 => drop(
+            client
+                .update_problem_html(proto::UpdateProblemHtmlRequest {
+                    problem_id,
+                    html: work.blobs[rng.below(work.blobs.len())].clone(),
+                })
+                .await?,
+        ),
+        _ => drop(
+            client
+                .create_problem(proto::CreateProblemRequest {
+                    html: work.blobs[rng.below(work.blobs.len())].clone(),
+                    columns: work.columns.clone(),
+                })
+                .await?,
+        ),
+    }
+    Ok(())
+}
+
+fn rng_value(work: &Work, seed: u64) -> proto::Value {
+    work.values[seed as usize % work.values.len()].clone()
+}
+
+struct Cell {
+    measured: Measured,
+    errors: u64,
+}
+
+/// Runs `concurrency` loops of calls for warm-up + `span`, recording the
+/// calls that start after the warm-up.
+async fn run_cell(addr: SocketAddr, mix: Mix, concurrency: usize, work: Arc<Work>, span: Duration) -> Cell {
+    let mut channels = Vec::new();
+    for _ in 0..connections(concurrency) {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("connect");
+        channels.push(channel);
+    }
+    let warmup = if common::test_mode() { Duration::from_millis(20) } else { Duration::from_millis(500) };
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let until = measure_from + span;
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let mut client = LseClient::new(channels[t % channels.len()].clone());
+        let work = work.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(1000 + t as u64);
+            let mut h: Histogram<u64> = common::histogram();
+            loop {
+                let at = Instant::now();
+                if at >= until {
+                    break;
+                }
+                let result = one_call(&mut client, mix, &work, &mut rng).await;
+                if result.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if at >= measure_from {
+                    h.record(at.elapsed().as_nanos().max(1) as u64).expect("record");
+                }
+            }
+            h
+        }));
+    }
+    let mut all = common::histogram();
+    for task in tasks {
+        all.add(task.await.expect("client task")).expect("merge");
+    }
+    let measured = Measured::from_histogram(&all, until.saturating_duration_since(measure_from).max(span));
+    Cell { measured, errors: errors.load(Ordering::Relaxed) }
+}
+
+fn main() {
+    let test = common::test_mode();
+    let docs = if test { 20 } else { common::env_u64("STRATUM_DOCS", 2000) as usize };
+    let span = Duration::from_millis(if test { 30 } else { common::env_u64("STRATUM_CELL_MS", 2500) });
+    println!("machine: {}", common::machine());
+    let started = Instant::now();
+
+    // Preload through the engine, then serve the directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored: Vec<Stored> = {
+        let engine = Engine::open(dir.path(), Options { sync: SyncPolicy::Never, ..Options::default() }).expect("open");
+        let mut rng = Rng::new(31);
+        let stored = (0..docs).map(|n| common::store(&engine, &common::doc_spec(&mut rng, n as u64, None))).collect();
+        engine.close().expect("close");
+        stored
+    };
+    let pool = Pool::new(32);
+    let blobs: Vec<String> = pool.blobs.iter().map(|b| String::from_utf8(b.clone()).expect("html is utf-8")).collect();
+    let values: Vec<proto::Value> = pool.values.iter().map(wire).collect();
+    let work =
+        Arc::new(Work { docs: stored, blobs: blobs.clone(), values: values.clone(), columns: pool.columns[0].clone() });
+
+    // Copies of the data for the other Stratum servers (one engine per directory).
+    let copy = || {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir.path()).expect("read_dir").flatten() {
+            let name = entry.file_name();
+            if name != "LOCK" && entry.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                std::fs::copy(entry.path(), copy.path().join(&name)).expect("copy");
+            }
+        }
+        copy
+    };
+    let (copy1, copy2) = (copy(), copy());
+
+    let ceiling = |ids| Ceiling { blobs: blobs.clone(), values: values.clone(), columns: pool.columns[0].clone(), ids };
+    let servers: Vec<(&str, Running)> = vec![
+        ("stratum", start_stratum(dir.path())),
+        ("stratum+nodelay", start_stratum_nodelay(copy1.path(), false)),
+        ("stratum+nodelay+inline", start_stratum_nodelay(copy2.path(), true)),
+        ("ceiling", start_service("ceiling", LseServer::new(ceiling(AtomicU64::new(1))), true)),
+        ("ceiling-nagle", start_service("ceiling-nagle", LseServer::new(ceiling(AtomicU64::new(1))), false)),
+    ];
+    println!(
+        "servers: {}; sync always, {docs} documents preloaded; {} per cell after a 500 ms warm-up\n",
+        servers.iter().map(|(n, r)| format!("{n} on {}", r.addr)).collect::<Vec<_>>().join(", "),
+        common::dur(span)
+    );
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("client runtime");
+    let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
+    let ceiling_at = names.iter().position(|&n| n == "ceiling").expect("a ceiling");
+    let ratio_names: Vec<String> = names[..ceiling_at].iter().map(|n| format!("{n} / ceiling")).collect();
+    let mut header = vec!["mix", "concurrency"];
+    header.extend(names.iter().copied());
+    header.extend(ratio_names.iter().map(String::as_str));
+    let mut qps = Table::new(&header);
+    let mut header = vec!["mix", "concurrency"];
+    header.extend(names.iter().copied());
+    let mut lat = Table::new(&header);
+    let mut errors = 0;
+    let mut target = None;
+    for mix in [Mix::Read, Mix::ReadHeavy, Mix::WriteHeavy] {
+        for concurrency in CONCURRENCY {
+            let cells: Vec<Cell> = servers
+                .iter()
+                .map(|(_, server)| client_rt.block_on(run_cell(server.addr, mix, concurrency, work.clone(), span)))
+                .collect();
+            errors += cells.iter().map(|c| c.errors).sum::<u64>();
+            let q: Vec<f64> = cells.iter().map(|c| c.measured.per_sec()).collect();
+            if mix == Mix::Read && concurrency == 64 {
+                target = Some(q.clone());
+            }
+            println!(
+                "{} c={concurrency}: {}",
+                mix.name(),
+                servers.iter().zip(&q).map(|((n, _), q)| format!("{n} {q:.0}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut row = vec![mix.name().to_string(), concurrency.to_string()];
+            row.extend(q.iter().map(|q| format!("{q:.0}")));
+            row.extend(q[..ceiling_at].iter().map(|q_| format!("{:.2}x", q_ / q[ceiling_at])));
+            qps.row(row);
+            let mut row = vec![mix.name().to_string(), concurrency.to_string()];
+            row.extend(
+                cells.iter().map(|c| format!("{} / {}", common::dur(c.measured.p50), common::dur(c.measured.p99))),
+            );
+            lat.row(row);
+        }
+    }
+    drop(client_rt);
+    drop(servers);
+
+    println!("\n## Server: QPS and latency, Stratum vs a trivial in-memory tonic service\n");
+    println!("machine: {}\n", common::machine());
+    println!("### Queries per second\n");
+    qps.print();
+    println!("### Latency p50 / p99\n");
+    lat.print();
+    println!("failed calls: {errors}\n");
+    if let Some(q) = target {
+        println!(
+            "gRPC reads (GetProblemHtml) at concurrency 64 (target >= 0.8x the ceiling, {:.0} QPS): {}.",
+            q[ceiling_at],
+            names[..ceiling_at]
+                .iter()
+                .zip(&q)
+                .map(|(n, q_)| format!("{n} {q_:.0} QPS = {:.2}x", q_ / q[ceiling_at]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("loadgen done in {}", common::dur(started.elapsed()));
+}

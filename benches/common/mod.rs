@@ -83,7 +83,7 @@ pub fn html(rng: &mut Rng, len: usize) -> Vec<u8> {
             1 => out.push_str("</p>\n"),
             2 => out.push_str("<code>nums[i] + nums[j] == target</code> "),
             _ => {
-                out.push_str(*rng.pick(WORDS));
+                out.push_str(rng.pick::<&str>(WORDS));
                 out.push(' ');
             }
         }
@@ -243,7 +243,7 @@ pub fn measure(budget: Duration, min_ops: u64, mut op: impl FnMut(u64)) -> Measu
         op(i);
         h.record(t.elapsed().as_nanos().max(1) as u64).expect("record");
         i += 1;
-        if i >= min_ops && (i % 64 == 0) && started.elapsed() >= budget {
+        if i >= min_ops && i.is_multiple_of(64) && started.elapsed() >= budget {
             break;
         }
     }
@@ -266,7 +266,7 @@ pub fn measure_threads(threads: usize, budget: Duration, op: impl Fn(usize, u64)
                         op(t, i);
                         h.record(at.elapsed().as_nanos().max(1) as u64).expect("record");
                         i += 1;
-                        if i % 16 == 0 && started.elapsed() >= budget {
+                        if i.is_multiple_of(16) && started.elapsed() >= budget {
                             return h;
                         }
                     }
@@ -437,7 +437,7 @@ pub fn fsync_probe(dir: &Path, n: u64) -> Measured {
 
 pub fn fsync_line(m: &Measured) -> String {
     format!(
-        "raw 4 KiB append + fdatasync on this disk, measured now: p50 {}, p99 {} ({} per second)",
+        "raw 4 KiB append + fdatasync on this disk, measured now: p50 {}, p99 {} ({} fsyncs)",
         dur(m.p50),
         dur(m.p99),
         rate(m.per_sec())
