@@ -287,6 +287,25 @@ impl<'a> RecordRef<'a> {
         false
     }
 
+    /// The blob of a `CreateDocument` or `SetBlob` record (`None` for other
+    /// kinds), found without decoding the column map in front of it: the
+    /// read path of a blob needs nothing else.
+    pub fn blob(&self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let mut r = Reader::new(self.payload);
+        match self.kind {
+            RecordKind::SetBlob => Ok(Some(self.payload)),
+            RecordKind::CreateDocument => {
+                let columns = r.count(8)?;
+                for _ in 0..columns * 2 {
+                    let len = r.u32()? as usize;
+                    r.take(len)?;
+                }
+                Ok(Some(r.rest()))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Parses the payload according to the record's kind.
     pub fn body(&self) -> Result<Body<'a>, DecodeError> {
         let mut r = Reader::new(self.payload);

@@ -517,3 +517,17 @@ fn segment_header_decodes_from_the_start_of_a_longer_file() {
     encode_record(&mut file, 1, 1, &Owned::DeleteDocument.as_mutation());
     assert_eq!(SegmentHeader::decode(&file), Ok(SegmentHeader { segment }));
 }
+
+proptest! {
+    /// The blob fast path finds exactly the blob the full parse finds.
+    #[test]
+    fn the_blob_of_a_record_is_the_blob_of_its_body(m in arb_mutation()) {
+        let bytes = record_bytes(3, 4, &m);
+        let record = decode_record(&bytes).unwrap();
+        let expected = match record.body().unwrap() {
+            Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => Some(blob),
+            _ => None,
+        };
+        prop_assert_eq!(record.blob(), Ok(expected));
+    }
+}

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use stratum_core::{
-    Body, Columns, Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, Value, decode_record,
-    encode_record,
+    Body, Columns, Id, KeyDir, Location, Mutation, RecordMeta, RecordRef, SEGMENT_HEADER_LEN, SegmentId, Value,
+    decode_record, encode_record,
 };
 
 use crate::error::{Error, Result};
@@ -37,8 +37,10 @@ mod recovery;
 pub use compaction::CompactionReport;
 use recovery::Recovered;
 
-/// How many ids one `ReserveIds` record covers.
-const ID_RESERVATION: Id = 1024;
+/// How many ids one `ReserveIds` record covers. Large, so that under `none`
+/// its fsync is rare; ids are plentiful, so the jump after a restart is
+/// harmless.
+const ID_RESERVATION: Id = 1 << 16;
 
 /// A Stratum store: documents, their ordered inputs and one output per input.
 ///
@@ -266,11 +268,22 @@ impl Engine {
     /// The document's blob: one index lookup and one positioned read.
     pub fn document_blob(&self, id: Id) -> Result<Vec<u8>> {
         let (location, file) = self.shared.locate(|k| Ok(k.document(id)?.blob))?;
-        let bytes = self.shared.read(location, &file)?;
-        match self.shared.decode(&bytes, location, id)? {
-            Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => Ok(blob.to_vec()),
-            other => Err(self.shared.unexpected(location, &other)),
-        }
+        let mut bytes = self.shared.read(location, &file)?;
+        // The blob is the tail of its record: hand back the read buffer
+        // itself, minus the part in front.
+        let start = {
+            let record = self.shared.checked_record(&bytes, location, id)?;
+            match record.blob() {
+                Ok(Some(blob)) => bytes.len() - blob.len(),
+                Ok(None) => {
+                    let reason = format!("the index points at a {:?} record", record.kind);
+                    return Err(self.shared.corrupt(location, reason));
+                }
+                Err(e) => return Err(self.shared.corrupt(location, e.to_string())),
+            }
+        };
+        bytes.drain(..start);
+        Ok(bytes)
     }
 
     /// The document's columns, from memory.
@@ -721,16 +734,22 @@ impl Shared {
 
     /// Decodes a record read from `location`, which must be about `id`.
     fn decode<'b>(&self, bytes: &'b [u8], location: Location, id: Id) -> Result<Body<'b>> {
-        let corrupt = |reason: String| Error::Corrupt {
-            file: self.path_of(location.segment()),
-            offset: location.offset(),
-            reason,
-        };
-        let record = decode_record(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let record = self.checked_record(bytes, location, id)?;
+        record.body().map_err(|e| self.corrupt(location, e.to_string()))
+    }
+
+    /// The record read from `location`, checksum verified, which must be
+    /// about `id`.
+    fn checked_record<'b>(&self, bytes: &'b [u8], location: Location, id: Id) -> Result<RecordRef<'b>> {
+        let record = decode_record(bytes).map_err(|e| self.corrupt(location, e.to_string()))?;
         if record.id != id {
-            return Err(corrupt(format!("record is about id {}, expected {id}", record.id)));
+            return Err(self.corrupt(location, format!("record is about id {}, expected {id}", record.id)));
         }
-        record.body().map_err(|e| corrupt(e.to_string()))
+        Ok(record)
+    }
+
+    fn corrupt(&self, location: Location, reason: String) -> Error {
+        Error::Corrupt { file: self.path_of(location.segment()), offset: location.offset(), reason }
     }
 
     fn read_value(&self, location: Location, file: &Arc<dyn FileHandle>, id: Id) -> Result<Value> {
@@ -739,20 +758,11 @@ impl Shared {
             Body::PutInput { value, .. } | Body::PutOutput { value } => value,
             other => return Err(self.unexpected(location, &other)),
         };
-        Value::decode(value).map_err(|e| Error::Corrupt {
-            file: self.path_of(location.segment()),
-            offset: location.offset(),
-            reason: format!("malformed value: {e}"),
-        })
+        Value::decode(value).map_err(|e| self.corrupt(location, format!("malformed value: {e}")))
     }
 
     fn unexpected(&self, location: Location, body: &Body<'_>) -> Error {
-        let kind = body.kind();
-        Error::Corrupt {
-            file: self.path_of(location.segment()),
-            offset: location.offset(),
-            reason: format!("the index points at a {kind:?} record"),
-        }
+        self.corrupt(location, format!("the index points at a {:?} record", body.kind()))
     }
 
     fn path_of(&self, segment: SegmentId) -> PathBuf {
