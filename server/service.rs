@@ -1,6 +1,12 @@
 //! The `lse.Lse` gRPC service: each RPC checks its request, runs one engine
-//! call on the blocking pool (engine calls read files and wait for fsyncs;
-//! they never run on the async runtime's threads) and builds the response.
+//! call and builds the response.
+//!
+//! Engine calls that may wait (for an fsync, the disk or the index lock)
+//! never run on the async runtime's threads: they go to the blocking pool.
+//! Point reads first try the engine's non-blocking variant
+//! ([`Engine::document_blob_now`] and the like), which answers from memory
+//! or gives up at once; only when it gives up does the read hop to the
+//! blocking pool. The hop costs more than a cached read itself.
 
 use std::sync::Arc;
 
@@ -50,6 +56,19 @@ impl LseService {
             Err(e) => Err(Status::internal(format!("engine call failed: {e}"))),
         }
     }
+
+    /// Answers with `now` if it can answer without waiting, and otherwise
+    /// runs `f` on the blocking pool.
+    async fn read<T, F>(&self, now: impl FnOnce(&Engine) -> Option<Result<T, Error>>, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+    {
+        match now(&self.engine) {
+            Some(result) => result.map_err(convert::status),
+            None => Ok(self.call(f).await?.into_inner()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -71,7 +90,8 @@ impl Lse for LseService {
         request: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
         let problem = id("problem_id", request.into_inner().problem_id)?;
-        let blob = self.call(move |engine| engine.document_blob(problem)).await?.into_inner();
+        let blob =
+            self.read(|engine| engine.document_blob_now(problem), move |engine| engine.document_blob(problem)).await?;
         Ok(Response::new(proto::GetProblemHtmlResponse { html: convert::html(problem, blob)? }))
     }
 
@@ -80,8 +100,9 @@ impl Lse for LseService {
         request: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
         let problem = id("problem_id", request.into_inner().problem_id)?;
-        // Columns live in memory: no blocking call needed.
-        let columns = self.engine.document_columns(problem).map_err(convert::status)?;
+        let columns = self
+            .read(|engine| engine.document_columns_now(problem), move |engine| engine.document_columns(problem))
+            .await?;
         Ok(Response::new(proto::GetProblemMetaResponse { columns }))
     }
 
@@ -157,13 +178,12 @@ impl Lse for LseService {
         request: Request<proto::TestCaseRef>,
     ) -> Result<Response<proto::GetTestCaseResponse>, Status> {
         let (problem, test_case) = test_case_ref(request.into_inner())?;
-        self.call(move |engine| {
-            let value = engine.input(problem, test_case)?;
-            Ok(proto::GetTestCaseResponse {
-                test_case: Some(proto::TestCase { test_case_id: test_case, value: Some(value_to_wire(value)) }),
-            })
-        })
-        .await
+        let value = self
+            .read(|engine| engine.input_now(problem, test_case), move |engine| engine.input(problem, test_case))
+            .await?;
+        Ok(Response::new(proto::GetTestCaseResponse {
+            test_case: Some(proto::TestCase { test_case_id: test_case, value: Some(value_to_wire(value)) }),
+        }))
     }
 
     async fn get_all_test_cases(
@@ -242,11 +262,13 @@ impl Lse for LseService {
         request: Request<proto::TestCaseRef>,
     ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
         let (problem, test_case) = test_case_ref(request.into_inner())?;
-        self.call(move |engine| {
-            let value = engine.output(problem, test_case)?;
-            Ok(proto::GetExpectedOutputResponse { test_case_id: test_case, value: Some(value_to_wire(value)) })
-        })
-        .await
+        let value = self
+            .read(|engine| engine.output_now(problem, test_case), move |engine| engine.output(problem, test_case))
+            .await?;
+        Ok(Response::new(proto::GetExpectedOutputResponse {
+            test_case_id: test_case,
+            value: Some(value_to_wire(value)),
+        }))
     }
 
     async fn update_expected_output(

@@ -27,7 +27,7 @@ use stratum_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
+use crate::fs::{DirLock, FileHandle, FileSystem, Mapped, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
 use crate::segment::{self, ACTIVE_NAME, LOCK_NAME, MERGED_NAME};
 
@@ -265,30 +265,28 @@ impl Engine {
         self.shared.write(|keydir| Ok((keydir.next_id(), Mutation::CreateDocument { columns: &columns, blob })))
     }
 
-    /// The document's blob: one index lookup and one positioned read.
+    /// The document's blob: one index lookup and one read of its record
+    /// (a copy out of the segment's memory map, or a positioned read).
     pub fn document_blob(&self, id: Id) -> Result<Vec<u8>> {
-        let (location, file) = self.shared.locate(|k| Ok(k.document(id)?.blob))?;
-        let mut bytes = self.shared.read(location, &file)?;
-        // The blob is the tail of its record: hand back the read buffer
-        // itself, minus the part in front.
-        let start = {
-            let record = self.shared.checked_record(&bytes, location, id)?;
-            match record.blob() {
-                Ok(Some(blob)) => bytes.len() - blob.len(),
-                Ok(None) => {
-                    let reason = format!("the index points at a {:?} record", record.kind);
-                    return Err(self.shared.corrupt(location, reason));
-                }
-                Err(e) => return Err(self.shared.corrupt(location, e.to_string())),
-            }
-        };
-        bytes.drain(..start);
-        Ok(bytes)
+        answered(self.shared.blob(id, Wait::Yes))
+    }
+
+    /// [`Engine::document_blob`] if it can be answered without waiting:
+    /// `None` if a writer holds the index or the record is not in memory.
+    /// Never blocks, so an async task may call it and fall back to a
+    /// blocking thread when it gets `None`.
+    pub fn document_blob_now(&self, id: Id) -> Option<Result<Vec<u8>>> {
+        without_waiting(self.shared.blob(id, Wait::No))
     }
 
     /// The document's columns, from memory.
     pub fn document_columns(&self, id: Id) -> Result<Columns> {
-        Ok(self.shared.index.read().keydir.document(id)?.columns())
+        answered(self.shared.columns(id, Wait::Yes))
+    }
+
+    /// [`Engine::document_columns`] unless a writer holds the index.
+    pub fn document_columns_now(&self, id: Id) -> Option<Result<Columns>> {
+        without_waiting(self.shared.columns(id, Wait::No))
     }
 
     /// Replaces the document's blob.
@@ -367,8 +365,13 @@ impl Engine {
 
     /// The value of one input.
     pub fn input(&self, document: Id, input: Id) -> Result<Value> {
-        let (location, file) = self.shared.locate(|k| Ok(k.input(document, input)?.value))?;
-        self.shared.read_value(location, &file, input)
+        answered(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::Yes))
+    }
+
+    /// [`Engine::input`] if it can be answered without waiting (see
+    /// [`Engine::document_blob_now`]).
+    pub fn input_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
+        without_waiting(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::No))
     }
 
     /// Every input of the document, in chain order, with its value.
@@ -428,8 +431,13 @@ impl Engine {
 
     /// The output of an input.
     pub fn output(&self, document: Id, input: Id) -> Result<Value> {
-        let (location, file) = self.shared.locate(|k| Ok(k.output(document, input)?))?;
-        self.shared.read_value(location, &file, input)
+        answered(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::Yes))
+    }
+
+    /// [`Engine::output`] if it can be answered without waiting (see
+    /// [`Engine::document_blob_now`]).
+    pub fn output_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
+        without_waiting(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::No))
     }
 
     /// Replaces the output of an input that has one.
@@ -718,18 +726,85 @@ impl Shared {
         }
     }
 
-    /// Looks up a location and the file it is in, under one read lock.
-    fn locate(&self, find: impl FnOnce(&KeyDir) -> Result<Location>) -> Result<(Location, Arc<dyn FileHandle>)> {
-        let index = self.index.read();
-        let location = find(&index.keydir)?;
-        Ok((location, index.file(location)?))
+    /// The blob of document `id`; `None` only if `wait` is `No` and
+    /// answering would wait.
+    fn blob(&self, id: Id, wait: Wait) -> Result<Option<Vec<u8>>> {
+        let Some((location, file)) = self.locate(wait, |k| Ok(k.document(id)?.blob))? else { return Ok(None) };
+        let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
+        let blob = check_record(&bytes, id).and_then(|record| match record.blob() {
+            Ok(Some(blob)) => Ok(blob.to_vec()),
+            Ok(None) => Err(format!("the index points at a {:?} record", record.kind)),
+            Err(e) => Err(e.to_string()),
+        });
+        self.damaged_if_err(blob, location, wait)
     }
 
-    fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<Vec<u8>> {
-        let mut bytes = vec![0; location.len() as usize];
+    fn columns(&self, id: Id, wait: Wait) -> Result<Option<Columns>> {
+        let Some(index) = self.index_for(wait) else { return Ok(None) };
+        Ok(Some(index.keydir.document(id)?.columns()))
+    }
+
+    /// The value in the input or output record that `find` locates.
+    fn value(&self, id: Id, find: impl FnOnce(&KeyDir) -> Result<Location>, wait: Wait) -> Result<Option<Value>> {
+        let Some((location, file)) = self.locate(wait, find)? else { return Ok(None) };
+        let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
+        self.damaged_if_err(value_of(&bytes, id), location, wait)
+    }
+
+    /// A read's outcome, given what was wrong with the record if anything:
+    /// the error when the caller may wait; when it may not, `None`, so that
+    /// it retries on a thread that may (building the error takes the index
+    /// lock, to name the file).
+    fn damaged_if_err<T>(
+        &self,
+        read: std::result::Result<T, String>,
+        location: Location,
+        wait: Wait,
+    ) -> Result<Option<T>> {
+        match (read, wait) {
+            (Ok(found), _) => Ok(Some(found)),
+            (Err(reason), Wait::Yes) => Err(self.corrupt(location, reason)),
+            (Err(_), Wait::No) => Ok(None),
+        }
+    }
+
+    fn index_for(&self, wait: Wait) -> Option<parking_lot::RwLockReadGuard<'_, Index>> {
+        match wait {
+            Wait::Yes => Some(self.index.read()),
+            Wait::No => self.index.try_read(),
+        }
+    }
+
+    /// Looks up a location and the file it is in, under one read lock;
+    /// `None` if `wait` is `No` and a writer holds the lock.
+    fn locate(
+        &self,
+        wait: Wait,
+        find: impl FnOnce(&KeyDir) -> Result<Location>,
+    ) -> Result<Option<(Location, Arc<dyn FileHandle>)>> {
+        let Some(index) = self.index_for(wait) else { return Ok(None) };
+        let location = find(&index.keydir)?;
+        Ok(Some((location, index.file(location)?)))
+    }
+
+    /// The bytes of the record at `location`; `None` if `wait` is `No` and
+    /// they are not all in memory.
+    fn read_record(&self, location: Location, file: &Arc<dyn FileHandle>, wait: Wait) -> Result<Option<RecordBytes>> {
+        let len = location.len() as usize;
+        if let Some(mapped) = file.mapped(location.offset(), len, wait == Wait::No) {
+            return Ok(Some(RecordBytes::Mapped(mapped)));
+        }
+        if wait == Wait::No {
+            return Ok(None);
+        }
+        let mut bytes = vec![0; len];
         file.read_exact_at(&mut bytes, location.offset())
             .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e))?;
-        Ok(bytes)
+        Ok(Some(RecordBytes::Read(bytes)))
+    }
+
+    fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<RecordBytes> {
+        answered(self.read_record(location, file, Wait::Yes))
     }
 
     /// Decodes a record read from `location`, which must be about `id`.
@@ -741,11 +816,7 @@ impl Shared {
     /// The record read from `location`, checksum verified, which must be
     /// about `id`.
     fn checked_record<'b>(&self, bytes: &'b [u8], location: Location, id: Id) -> Result<RecordRef<'b>> {
-        let record = decode_record(bytes).map_err(|e| self.corrupt(location, e.to_string()))?;
-        if record.id != id {
-            return Err(self.corrupt(location, format!("record is about id {}, expected {id}", record.id)));
-        }
-        Ok(record)
+        check_record(bytes, id).map_err(|reason| self.corrupt(location, reason))
     }
 
     fn corrupt(&self, location: Location, reason: String) -> Error {
@@ -753,12 +824,7 @@ impl Shared {
     }
 
     fn read_value(&self, location: Location, file: &Arc<dyn FileHandle>, id: Id) -> Result<Value> {
-        let bytes = self.read(location, file)?;
-        let value = match self.decode(&bytes, location, id)? {
-            Body::PutInput { value, .. } | Body::PutOutput { value } => value,
-            other => return Err(self.unexpected(location, &other)),
-        };
-        Value::decode(value).map_err(|e| self.corrupt(location, format!("malformed value: {e}")))
+        value_of(&self.read(location, file)?, id).map_err(|reason| self.corrupt(location, reason))
     }
 
     fn unexpected(&self, location: Location, body: &Body<'_>) -> Error {
@@ -768,6 +834,67 @@ impl Shared {
     fn path_of(&self, segment: SegmentId) -> PathBuf {
         self.index.read().path_of(&self.dir, segment)
     }
+}
+
+/// Whether a read may wait for the disk or for the index lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// The answer of a read that was allowed to wait.
+fn answered<T>(read: Result<Option<T>>) -> Result<T> {
+    read.map(|found| found.expect("a read that may wait always answers"))
+}
+
+/// The answer of a read that was not allowed to wait, if it has one. Only
+/// a missing id is reported from here; any other error is found again,
+/// and reported, by the caller's retry that may wait.
+fn without_waiting<T>(read: Result<Option<T>>) -> Option<Result<T>> {
+    match read {
+        Ok(found) => found.map(Ok),
+        Err(e @ Error::NotFound(_)) => Some(Err(e)),
+        Err(_) => None,
+    }
+}
+
+/// A record's bytes: a view of its segment's memory map, or a buffer they
+/// were read into.
+enum RecordBytes {
+    Mapped(Mapped),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for RecordBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RecordBytes::Mapped(mapped) => mapped,
+            RecordBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// The record in `bytes`, checksum verified, which must be about `id`; or
+/// what is wrong with it.
+fn check_record(bytes: &[u8], id: Id) -> std::result::Result<RecordRef<'_>, String> {
+    let record = decode_record(bytes).map_err(|e| e.to_string())?;
+    if record.id != id {
+        return Err(format!("record is about id {}, expected {id}", record.id));
+    }
+    Ok(record)
+}
+
+/// The value of the input or output record in `bytes`, which must be about
+/// `id`; or what is wrong with it.
+fn value_of(bytes: &[u8], id: Id) -> std::result::Result<Value, String> {
+    let value = match check_record(bytes, id)?.body().map_err(|e| e.to_string())? {
+        Body::PutInput { value, .. } | Body::PutOutput { value } => value,
+        other => return Err(format!("the index points at a {:?} record", other.kind())),
+    };
+    Value::decode(value).map_err(|e| format!("malformed value: {e}"))
 }
 
 /// A background thread that runs a task at an interval until stopped or
