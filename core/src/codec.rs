@@ -85,9 +85,19 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        self.str().map(str::to_owned)
+    }
+
+    /// A length-prefixed UTF-8 string, borrowed.
+    pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8)
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    /// The bytes not read yet, without consuming them.
+    pub(crate) fn remaining(&self) -> &'a [u8] {
+        self.bytes
     }
 
     pub(crate) fn is_empty(&self) -> bool {

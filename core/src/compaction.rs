@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::keydir::{KeyDir, SegmentUsage, decode_columns};
+use crate::keydir::{InputEntry, KeyDir, SegmentUsage, decode_columns};
 use crate::{Columns, Id, Location, SegmentId};
 
 /// When the background compactor rewrites the store.
@@ -52,7 +52,8 @@ pub struct PlannedDocument {
     columns: Box<[u8]>,
     pub blob: Location,
     pub columns_at: Location,
-    pub inputs: Vec<PlannedInput>,
+    /// The inputs in chain order, as the index had them.
+    pub inputs: Vec<InputEntry>,
 }
 
 impl PlannedDocument {
@@ -60,14 +61,6 @@ impl PlannedDocument {
     pub fn columns(&self) -> Columns {
         decode_columns(&self.columns)
     }
-}
-
-/// A live input as the plan copies it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlannedInput {
-    pub id: Id,
-    pub value: Location,
-    pub output: Option<Location>,
 }
 
 /// What a compaction reads and writes.
@@ -99,8 +92,8 @@ impl CompactionPlan {
 pub enum Target {
     DocumentBlob(Id),
     DocumentColumns(Id),
-    InputValue(Id),
-    Output(Id),
+    InputValue { document: Id, input: Id },
+    Output { document: Id, input: Id },
 }
 
 /// One record copied into the merged segment.
@@ -145,20 +138,12 @@ impl KeyDir {
             .into_iter()
             .filter_map(|id| {
                 let doc = self.document(id).ok()?;
-                let inputs = doc
-                    .inputs
-                    .iter()
-                    .filter_map(|&input| {
-                        let entry = self.input(id, input).ok()?;
-                        Some(PlannedInput { id: input, value: entry.value, output: entry.output })
-                    })
-                    .collect();
                 Some(PlannedDocument {
                     id,
                     columns: doc.clone_columns(),
                     blob: doc.blob,
                     columns_at: doc.columns_at,
-                    inputs,
+                    inputs: doc.inputs.clone(),
                 })
             })
             .collect();
@@ -175,8 +160,12 @@ impl KeyDir {
             let slot = match r.target {
                 Target::DocumentBlob(id) => self.documents.get_mut(&id).map(|d| &mut d.blob),
                 Target::DocumentColumns(id) => self.documents.get_mut(&id).map(|d| &mut d.columns_at),
-                Target::InputValue(id) => self.inputs.get_mut(&id).map(|i| &mut i.value),
-                Target::Output(id) => self.inputs.get_mut(&id).and_then(|i| i.output.as_mut()),
+                Target::InputValue { document, input } => {
+                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).map(|i| &mut i.value)
+                }
+                Target::Output { document, input } => {
+                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).and_then(|i| i.output.as_mut())
+                }
             };
             match slot {
                 Some(at) if *at == r.from => {

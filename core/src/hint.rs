@@ -9,15 +9,15 @@
 //! ```
 //!
 //! `extra` is the part of the record the index keeps: the column map of a
-//! `CreateDocument` or `SetColumns`, the document id of a `PutInput`, the
-//! payload of a `Checkpoint`; empty otherwise. A hint is used only if its
+//! `CreateDocument` or `SetColumns`, the document id of an input or output
+//! record, the payload of a `Checkpoint` or `ReserveIds`; empty otherwise. A hint is used only if its
 //! checksum holds and it names the segment and the length the segment file
 //! has; anything else falls back to scanning the segment.
 
 use crate::codec::{DecodeError, Reader, put_len};
 use crate::keydir::{Applied, RecordMeta, RecordSink};
 use crate::record::{Effect, FORMAT_VERSION, RecordKind};
-use crate::value::{decode_string_map, encode_string_map};
+use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
 /// The magic at the start of every hint file.
@@ -64,7 +64,7 @@ impl HintBuilder {
     }
 
     /// Adds the record at `meta.location`, which must be in this segment.
-    pub fn add(&mut self, meta: RecordMeta, effect: &Effect) {
+    pub fn add(&mut self, meta: RecordMeta, effect: &Effect<'_>) {
         debug_assert_eq!(meta.location.segment(), self.segment);
         self.buf.push(effect.kind() as u8);
         self.buf.extend_from_slice(&meta.seq.to_le_bytes());
@@ -75,12 +75,15 @@ impl HintBuilder {
         self.buf.extend_from_slice(&[0; 4]);
         match effect {
             Effect::CreateDocument { columns } | Effect::SetColumns { columns } => {
-                encode_string_map(columns, &mut self.buf)
+                self.buf.extend_from_slice(columns.as_bytes())
             }
-            Effect::PutInput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
+            Effect::PutInput { document }
+            | Effect::DeleteInput { document }
+            | Effect::PutOutput { document }
+            | Effect::DeleteOutput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
             Effect::Checkpoint { next_id } => self.buf.extend_from_slice(&next_id.to_le_bytes()),
             Effect::ReserveIds { below } => self.buf.extend_from_slice(&below.to_le_bytes()),
-            _ => {}
+            Effect::SetBlob | Effect::DeleteDocument => {}
         }
         let extra = self.buf.len() - len_at - 4;
         let mut len = Vec::with_capacity(4);
@@ -100,7 +103,7 @@ impl HintBuilder {
 }
 
 impl RecordSink for HintBuilder {
-    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied {
+    fn record(&mut self, meta: RecordMeta, effect: Effect<'_>) -> Applied {
         self.add(meta, &effect);
         Applied::Changed
     }
@@ -140,22 +143,27 @@ pub fn replay_hints(
     }
     let count = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
 
-    // Parse everything before applying anything: a hint is all or nothing.
-    let mut r = Reader::new(&body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)]);
-    let mut entries = Vec::new();
+    // Check every entry before applying any (a hint is all or nothing),
+    // then parse them again to apply them: no list of entries in between.
+    let entries = &body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)];
+    let mut r = Reader::new(entries);
+    let mut checked = 0u64;
     while !r.is_empty() {
-        entries.push(entry(&mut r, segment).map_err(HintError::Entry)?);
+        entry(&mut r, segment).map_err(HintError::Entry)?;
+        checked += 1;
     }
-    if entries.len() as u64 != count {
+    if checked != count {
         return Err(HintError::Truncated);
     }
-    for (meta, effect) in entries {
+    let mut r = Reader::new(entries);
+    while !r.is_empty() {
+        let (meta, effect) = entry(&mut r, segment).expect("every entry was checked above");
         let _ = sink.record(meta, effect);
     }
     Ok(count)
 }
 
-fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect), DecodeError> {
+fn entry<'a>(r: &mut Reader<'a>, segment: SegmentId) -> Result<(RecordMeta, Effect<'a>), DecodeError> {
     let kind_byte = r.u8()?;
     let kind = RecordKind::from_byte(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
     let seq = r.u64()?;
@@ -165,14 +173,14 @@ fn entry(r: &mut Reader<'_>, segment: SegmentId) -> Result<(RecordMeta, Effect),
     let extra_len = r.u32()? as usize;
     let mut extra = Reader::new(r.take(extra_len)?);
     let effect = match kind {
-        RecordKind::CreateDocument => Effect::CreateDocument { columns: decode_string_map(&mut extra)? },
+        RecordKind::CreateDocument => Effect::CreateDocument { columns: EncodedColumns::take(&mut extra)? },
         RecordKind::SetBlob => Effect::SetBlob,
-        RecordKind::SetColumns => Effect::SetColumns { columns: decode_string_map(&mut extra)? },
+        RecordKind::SetColumns => Effect::SetColumns { columns: EncodedColumns::take(&mut extra)? },
         RecordKind::DeleteDocument => Effect::DeleteDocument,
         RecordKind::PutInput => Effect::PutInput { document: extra.u64()? },
-        RecordKind::DeleteInput => Effect::DeleteInput,
-        RecordKind::PutOutput => Effect::PutOutput,
-        RecordKind::DeleteOutput => Effect::DeleteOutput,
+        RecordKind::DeleteInput => Effect::DeleteInput { document: extra.u64()? },
+        RecordKind::PutOutput => Effect::PutOutput { document: extra.u64()? },
+        RecordKind::DeleteOutput => Effect::DeleteOutput { document: extra.u64()? },
         RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
         RecordKind::ReserveIds => Effect::ReserveIds { below: extra.u64()? },
     };

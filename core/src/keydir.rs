@@ -1,15 +1,21 @@
 //! The key directory: the in-memory index from ids to record locations.
 //!
-//! Only ids, locations, column maps and the order of each document's inputs
-//! live here; blobs and values stay on disk. Live writes and recovery replay
-//! change it through the same [`KeyDir::apply`], so the index rebuilt after a
-//! restart is the index that was live before it, by construction.
+//! Only ids, locations, column maps and each document's chain live here;
+//! blobs and values stay on disk. Live writes and recovery replay change it
+//! through the same [`KeyDir::apply`], so the index rebuilt after a restart
+//! is the index that was live before it, by construction.
+//!
+//! Layout: one hash map from document id to the document's entry, which
+//! holds its inputs inline, in chain order (32 bytes each: id, value
+//! location, output location). Every request names an input through its
+//! document, so a node is found by one hash lookup and a binary search of
+//! that document's chain in RAM (ten steps for a thousand inputs); there is
+//! no second hash table of inputs, whose empty buckets alone would cost
+//! more than the entries.
 //!
 //! Invariants:
-//! - every input in `inputs` belongs to a document in `documents`, and
-//!   appears exactly once in that document's `inputs` list;
-//! - a document's `inputs` list is sorted: ids only grow, and an input is
-//!   only ever appended, so id order is chain order;
+//! - a document's `inputs` list is sorted by id: ids only grow, and an input
+//!   is only ever appended, so id order is chain order;
 //! - `SegmentUsage::live_bytes` is the sum of the lengths of the distinct
 //!   records the directory points into that segment.
 
@@ -19,7 +25,7 @@ use rustc_hash::FxHashMap;
 
 use crate::codec::Reader;
 use crate::record::Effect;
-use crate::value::{decode_string_map, encode_string_map, string_map_encoded_len};
+use crate::value::{EncodedColumns, decode_string_map};
 use crate::{Columns, Id, Location, SegmentId};
 
 /// What the index keeps for a document.
@@ -34,12 +40,12 @@ pub struct DocumentEntry {
     /// `BTreeMap` would take a node of several hundred.
     columns: Box<[u8]>,
     /// The document's inputs in chain order (ascending ids).
-    pub inputs: Vec<Id>,
+    pub inputs: Vec<InputEntry>,
 }
 
 impl DocumentEntry {
-    fn new(location: Location, columns: &Columns) -> Self {
-        DocumentEntry { blob: location, columns_at: location, columns: encode_columns(columns), inputs: Vec::new() }
+    fn new(location: Location, columns: EncodedColumns<'_>) -> Self {
+        DocumentEntry { blob: location, columns_at: location, columns: columns.as_bytes().into(), inputs: Vec::new() }
     }
 
     /// The document's columns.
@@ -50,22 +56,41 @@ impl DocumentEntry {
     pub(crate) fn clone_columns(&self) -> Box<[u8]> {
         self.columns.clone()
     }
-}
 
-fn encode_columns(columns: &Columns) -> Box<[u8]> {
-    let mut bytes = Vec::with_capacity(string_map_encoded_len(columns));
-    encode_string_map(columns, &mut bytes);
-    bytes.into_boxed_slice()
+    /// The input `id` of this document.
+    pub fn input(&self, id: Id) -> Option<&InputEntry> {
+        self.position(id).ok().map(|at| &self.inputs[at])
+    }
+
+    pub(crate) fn input_mut(&mut self, id: Id) -> Option<&mut InputEntry> {
+        self.position(id).ok().map(|at| &mut self.inputs[at])
+    }
+
+    /// Where input `id` is in the chain, or where it would go.
+    fn position(&self, id: Id) -> Result<usize, usize> {
+        // Appends are the rule: check the end before searching.
+        match self.inputs.last() {
+            Some(last) if last.id == id => Ok(self.inputs.len() - 1),
+            Some(last) if last.id < id => Err(self.inputs.len()),
+            None => Err(0),
+            Some(_) => self.inputs.binary_search_by_key(&id, |input| input.id),
+        }
+    }
+
+    /// The inputs after input `after` in the chain (all of them for 0).
+    pub fn inputs_after(&self, after: Id) -> &[InputEntry] {
+        &self.inputs[self.inputs.partition_point(|input| input.id <= after)..]
+    }
 }
 
 pub(crate) fn decode_columns(bytes: &[u8]) -> Columns {
     decode_string_map(&mut Reader::new(bytes)).expect("the key directory encoded these columns itself")
 }
 
-/// What the index keeps for an input node and its output.
+/// What the index keeps for an input node and its output: 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputEntry {
-    pub document: Id,
+    pub id: Id,
     pub value: Location,
     pub output: Option<Location>,
 }
@@ -109,11 +134,11 @@ pub struct RecordMeta {
 /// Something that consumes records in log order: the [`KeyDir`] during
 /// recovery, or a [`crate::HintBuilder`] writing a hint file.
 pub trait RecordSink {
-    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied;
+    fn record(&mut self, meta: RecordMeta, effect: Effect<'_>) -> Applied;
 }
 
 impl RecordSink for KeyDir {
-    fn record(&mut self, meta: RecordMeta, effect: Effect) -> Applied {
+    fn record(&mut self, meta: RecordMeta, effect: Effect<'_>) -> Applied {
         self.apply(meta, effect)
     }
 }
@@ -134,7 +159,7 @@ pub enum Applied {
 #[derive(Clone, Debug, Default)]
 pub struct KeyDir {
     pub(crate) documents: FxHashMap<Id, DocumentEntry>,
-    pub(crate) inputs: FxHashMap<Id, InputEntry>,
+    inputs: u64,
     outputs: u64,
     pub(crate) segments: BTreeMap<SegmentId, SegmentUsage>,
     /// The checkpoint record of the merged segment, if there is one.
@@ -181,11 +206,7 @@ impl KeyDir {
 
     /// The input `input`, which must belong to `document`.
     pub fn input(&self, document: Id, input: Id) -> Result<&InputEntry, Missing> {
-        self.document(document)?;
-        match self.inputs.get(&input) {
-            Some(entry) if entry.document == document => Ok(entry),
-            _ => Err(Missing::Input { document, input }),
-        }
+        self.document(document)?.input(input).ok_or(Missing::Input { document, input })
     }
 
     /// The location of the output of `input`, which must belong to `document`.
@@ -197,8 +218,8 @@ impl KeyDir {
         self.documents.len()
     }
 
-    pub fn input_count(&self) -> usize {
-        self.inputs.len()
+    pub fn input_count(&self) -> u64 {
+        self.inputs
     }
 
     pub fn output_count(&self) -> u64 {
@@ -217,115 +238,108 @@ impl KeyDir {
 
     /// Applies one record. Live writes call this after appending a record
     /// they checked; recovery calls it for every valid record in log order.
-    pub fn apply(&mut self, meta: RecordMeta, effect: Effect) -> Applied {
+    pub fn apply(&mut self, meta: RecordMeta, effect: Effect<'_>) -> Applied {
         let RecordMeta { seq, id, location } = meta;
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         self.next_id = self.next_id.max(id.saturating_add(1));
+        let changed = self.change(id, location, effect);
+        if let Some((Some(old), _)) = changed {
+            self.remove_live(old);
+        }
+        // One lookup of the record's segment for all of its accounting.
         let usage = self.segments.entry(location.segment()).or_default();
         usage.total_bytes += u64::from(location.len());
         usage.records += 1;
-
-        match effect {
-            Effect::CreateDocument { columns } => {
-                if self.documents.contains_key(&id) || self.inputs.contains_key(&id) {
-                    return Applied::Ignored;
+        match changed {
+            Some((_, live)) => {
+                if live {
+                    usage.live_bytes += u64::from(location.len());
                 }
-                self.documents.insert(id, DocumentEntry::new(location, &columns));
-                self.add_live(location);
+                Applied::Changed
+            }
+            None => Applied::Ignored,
+        }
+    }
+
+    /// Changes the index for one record; `None` if the record is ignored.
+    /// Returns what the record does to live bytes: a record no longer
+    /// pointed at, and whether this record now is.
+    fn change(&mut self, id: Id, location: Location, effect: Effect<'_>) -> Option<(Option<Location>, bool)> {
+        Some(match effect {
+            Effect::CreateDocument { columns } => {
+                if self.documents.contains_key(&id) {
+                    return None;
+                }
+                self.documents.insert(id, DocumentEntry::new(location, columns));
+                (None, true)
             }
             Effect::SetBlob => {
-                let Some(doc) = self.documents.get_mut(&id) else { return Applied::Ignored };
+                let doc = self.documents.get_mut(&id)?;
                 let old = std::mem::replace(&mut doc.blob, location);
-                let still_used = old == doc.columns_at;
-                self.replace_live(old, still_used, location);
+                (Some(old).filter(|&old| old != doc.columns_at), true)
             }
             Effect::SetColumns { columns } => {
-                let Some(doc) = self.documents.get_mut(&id) else { return Applied::Ignored };
+                let doc = self.documents.get_mut(&id)?;
                 let old = std::mem::replace(&mut doc.columns_at, location);
-                doc.columns = encode_columns(&columns);
-                let still_used = old == doc.blob;
-                self.replace_live(old, still_used, location);
+                doc.columns = columns.as_bytes().into();
+                (Some(old).filter(|&old| old != doc.blob), true)
             }
             Effect::DeleteDocument => {
-                let Some(doc) = self.documents.remove(&id) else { return Applied::Ignored };
-                self.remove_live(doc.blob);
+                let doc = self.documents.remove(&id)?;
                 if doc.columns_at != doc.blob {
                     self.remove_live(doc.columns_at);
                 }
                 for input in doc.inputs {
-                    if let Some(entry) = self.inputs.remove(&input) {
-                        self.release_input(entry);
+                    self.release_input(input);
+                }
+                (Some(doc.blob), false)
+            }
+            Effect::PutInput { document } => {
+                let doc = self.documents.get_mut(&document)?;
+                match doc.position(id) {
+                    Ok(at) => (Some(std::mem::replace(&mut doc.inputs[at].value, location)), true),
+                    Err(at) => {
+                        // A sorted insert keeps the chain in id order even for
+                        // a log whose records were reordered.
+                        doc.inputs.insert(at, InputEntry { id, value: location, output: None });
+                        self.inputs += 1;
+                        (None, true)
                     }
                 }
             }
-            Effect::PutInput { document } => match self.inputs.get_mut(&id) {
-                Some(entry) if entry.document == document => {
-                    let old = std::mem::replace(&mut entry.value, location);
-                    self.replace_live(old, false, location);
-                }
-                Some(_) => return Applied::Ignored,
-                None => {
-                    if self.documents.contains_key(&id) {
-                        return Applied::Ignored;
-                    }
-                    let Some(doc) = self.documents.get_mut(&document) else { return Applied::Ignored };
-                    // Appends are the rule; a sorted insert keeps the chain in
-                    // id order even for a log whose records were reordered.
-                    match doc.inputs.last() {
-                        Some(&last) if last > id => {
-                            let at = doc.inputs.partition_point(|&i| i < id);
-                            doc.inputs.insert(at, id);
-                        }
-                        _ => doc.inputs.push(id),
-                    }
-                    self.inputs.insert(id, InputEntry { document, value: location, output: None });
-                    self.add_live(location);
-                }
-            },
-            Effect::DeleteInput => {
-                let Some(entry) = self.inputs.remove(&id) else { return Applied::Ignored };
-                if let Some(doc) = self.documents.get_mut(&entry.document)
-                    && let Ok(at) = doc.inputs.binary_search(&id)
-                {
-                    doc.inputs.remove(at);
-                }
-                self.release_input(entry);
+            Effect::DeleteInput { document } => {
+                let doc = self.documents.get_mut(&document)?;
+                let at = doc.position(id).ok()?;
+                let input = doc.inputs.remove(at);
+                self.release_input(input);
+                (None, false)
             }
-            Effect::PutOutput => {
-                let Some(entry) = self.inputs.get_mut(&id) else { return Applied::Ignored };
-                match entry.output.replace(location) {
-                    Some(old) => self.replace_live(old, false, location),
-                    None => {
-                        self.outputs += 1;
-                        self.add_live(location);
-                    }
+            Effect::PutOutput { document } => {
+                let input = self.documents.get_mut(&document)?.input_mut(id)?;
+                let old = input.output.replace(location);
+                if old.is_none() {
+                    self.outputs += 1;
                 }
+                (old, true)
+            }
+            Effect::DeleteOutput { document } => {
+                let input = self.documents.get_mut(&document)?.input_mut(id)?;
+                let old = input.output.take()?;
+                self.outputs -= 1;
+                (Some(old), false)
             }
             Effect::Checkpoint { next_id } => {
                 // The newest checkpoint is live: it carries the id counter of
                 // the records its merged segment replaced.
                 self.next_id = self.next_id.max(next_id);
-                if let Some(old) = self.checkpoint.replace(location) {
-                    self.remove_live(old);
-                }
-                self.add_live(location);
+                (self.checkpoint.replace(location), true)
             }
             Effect::ReserveIds { below } => {
                 // The newest reservation is live; older ones are garbage.
                 self.reserved_ids = self.reserved_ids.max(below);
-                if let Some(old) = self.reservation.replace(location) {
-                    self.remove_live(old);
-                }
-                self.add_live(location);
+                (self.reservation.replace(location), true)
             }
-            Effect::DeleteOutput => {
-                let Some(entry) = self.inputs.get_mut(&id) else { return Applied::Ignored };
-                let Some(old) = entry.output.take() else { return Applied::Ignored };
-                self.outputs -= 1;
-                self.remove_live(old);
-            }
-        }
-        Applied::Changed
+        })
     }
 
     /// Recomputes every segment's live bytes from the index.
@@ -339,10 +353,10 @@ impl KeyDir {
             if doc.columns_at != doc.blob {
                 live.push(doc.columns_at);
             }
-        }
-        for input in self.inputs.values() {
-            live.push(input.value);
-            live.extend(input.output);
+            for input in &doc.inputs {
+                live.push(input.value);
+                live.extend(input.output);
+            }
         }
         for at in live {
             self.add_live(at);
@@ -350,19 +364,12 @@ impl KeyDir {
     }
 
     fn release_input(&mut self, entry: InputEntry) {
+        self.inputs -= 1;
         self.remove_live(entry.value);
         if let Some(output) = entry.output {
             self.outputs -= 1;
             self.remove_live(output);
         }
-    }
-
-    /// `new` replaces `old`; `old` stays live if another field still points to it.
-    fn replace_live(&mut self, old: Location, still_used: bool, new: Location) {
-        if !still_used {
-            self.remove_live(old);
-        }
-        self.add_live(new);
     }
 
     fn add_live(&mut self, at: Location) {

@@ -24,9 +24,7 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 pub use codec::DecodeError;
-pub use compaction::{
-    CompactionPlan, CompactionPolicy, Installed, MergedSegment, PlannedDocument, PlannedInput, Relocation, Target,
-};
+pub use compaction::{CompactionPlan, CompactionPolicy, Installed, MergedSegment, PlannedDocument, Relocation, Target};
 pub use hint::{HINT_MAGIC, HintBuilder, HintError, replay_hints};
 pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage};
 pub use limits::{Invalid, Limits};
@@ -35,7 +33,7 @@ pub use record::{
     RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, decode_record, encode_record, scan,
 };
 pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
-pub use value::Value;
+pub use value::{EncodedColumns, Value};
 
 /// A document or input id. Ids are assigned by the engine, start at 1 and
 /// are never reused.

@@ -18,7 +18,7 @@
 //! zero bytes is not zero. A zero-filled tail is therefore a torn tail.
 
 use crate::codec::{DecodeError, Reader};
-use crate::value::{Value, decode_string_map, encode_string_map, string_map_encoded_len};
+use crate::value::{EncodedColumns, Value, encode_string_map, string_map_encoded_len};
 use crate::{Columns, Id, SegmentId};
 
 /// Bytes in a record header.
@@ -72,8 +72,10 @@ impl RecordKind {
 ///
 /// Payloads: `CreateDocument` is the column map followed by the blob;
 /// `SetBlob` is the blob; `SetColumns` is the whole column map; `PutInput`
-/// is the owning document's id followed by the value; `PutOutput` is the
-/// value (the record's id is the input's id); deletes have no payload.
+/// and `PutOutput` are the owning document's id (u64) followed by the
+/// value, and `DeleteInput` and `DeleteOutput` are the document's id alone
+/// (the record's id is the input's id: an input is found through its
+/// document); `DeleteDocument` has no payload.
 /// `Checkpoint` opens every merged segment: the first segment id it
 /// replaces (little-endian u32) and the id counter at the time of the merge
 /// (u64), so ids are not reused even when the records that used them are
@@ -87,9 +89,9 @@ pub enum Mutation<'a> {
     SetColumns { columns: &'a Columns },
     DeleteDocument,
     PutInput { document: Id, value: &'a Value },
-    DeleteInput,
-    PutOutput { value: &'a Value },
-    DeleteOutput,
+    DeleteInput { document: Id },
+    PutOutput { document: Id, value: &'a Value },
+    DeleteOutput { document: Id },
     Checkpoint { covers_from: SegmentId, next_id: Id },
     ReserveIds { below: Id },
 }
@@ -102,9 +104,9 @@ impl Mutation<'_> {
             Mutation::SetColumns { .. } => RecordKind::SetColumns,
             Mutation::DeleteDocument => RecordKind::DeleteDocument,
             Mutation::PutInput { .. } => RecordKind::PutInput,
-            Mutation::DeleteInput => RecordKind::DeleteInput,
+            Mutation::DeleteInput { .. } => RecordKind::DeleteInput,
             Mutation::PutOutput { .. } => RecordKind::PutOutput,
-            Mutation::DeleteOutput => RecordKind::DeleteOutput,
+            Mutation::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Mutation::Checkpoint { .. } => RecordKind::Checkpoint,
             Mutation::ReserveIds { .. } => RecordKind::ReserveIds,
         }
@@ -115,11 +117,10 @@ impl Mutation<'_> {
             Mutation::CreateDocument { columns, blob } => string_map_encoded_len(columns) + blob.len(),
             Mutation::SetBlob { blob } => blob.len(),
             Mutation::SetColumns { columns } => string_map_encoded_len(columns),
-            Mutation::PutInput { value, .. } => 8 + value.encoded_len(),
-            Mutation::PutOutput { value } => value.encoded_len(),
+            Mutation::PutInput { value, .. } | Mutation::PutOutput { value, .. } => 8 + value.encoded_len(),
             Mutation::Checkpoint { .. } => 12,
-            Mutation::ReserveIds { .. } => 8,
-            Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => 0,
+            Mutation::ReserveIds { .. } | Mutation::DeleteInput { .. } | Mutation::DeleteOutput { .. } => 8,
+            Mutation::DeleteDocument => 0,
         }
     }
 
@@ -128,17 +129,22 @@ impl Mutation<'_> {
         RECORD_HEADER_LEN + self.payload_len()
     }
 
-    /// The change this mutation makes to the key directory.
-    pub fn effect(&self) -> Effect {
+    /// The change this mutation makes to the key directory. Column maps
+    /// are encoded into `scratch`, which the effect borrows.
+    pub fn effect<'s>(&self, scratch: &'s mut Vec<u8>) -> Effect<'s> {
         match *self {
-            Mutation::CreateDocument { columns, .. } => Effect::CreateDocument { columns: columns.clone() },
+            Mutation::CreateDocument { columns, .. } => {
+                Effect::CreateDocument { columns: EncodedColumns::encode(columns, scratch) }
+            }
             Mutation::SetBlob { .. } => Effect::SetBlob,
-            Mutation::SetColumns { columns } => Effect::SetColumns { columns: columns.clone() },
+            Mutation::SetColumns { columns } => {
+                Effect::SetColumns { columns: EncodedColumns::encode(columns, scratch) }
+            }
             Mutation::DeleteDocument => Effect::DeleteDocument,
             Mutation::PutInput { document, .. } => Effect::PutInput { document },
-            Mutation::DeleteInput => Effect::DeleteInput,
-            Mutation::PutOutput { .. } => Effect::PutOutput,
-            Mutation::DeleteOutput => Effect::DeleteOutput,
+            Mutation::DeleteInput { document } => Effect::DeleteInput { document },
+            Mutation::PutOutput { document, .. } => Effect::PutOutput { document },
+            Mutation::DeleteOutput { document } => Effect::DeleteOutput { document },
             Mutation::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Mutation::ReserveIds { below } => Effect::ReserveIds { below },
         }
@@ -166,17 +172,19 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
         }
         Mutation::SetBlob { blob } => out.extend_from_slice(blob),
         Mutation::SetColumns { columns } => encode_string_map(columns, out),
-        Mutation::PutInput { document, value } => {
+        Mutation::PutInput { document, value } | Mutation::PutOutput { document, value } => {
             out.extend_from_slice(&document.to_le_bytes());
             value.encode(out);
         }
-        Mutation::PutOutput { value } => value.encode(out),
+        Mutation::DeleteInput { document } | Mutation::DeleteOutput { document } => {
+            out.extend_from_slice(&document.to_le_bytes())
+        }
         Mutation::Checkpoint { covers_from, next_id } => {
             out.extend_from_slice(&covers_from.get().to_le_bytes());
             out.extend_from_slice(&next_id.to_le_bytes());
         }
         Mutation::ReserveIds { below } => out.extend_from_slice(&below.to_le_bytes()),
-        Mutation::DeleteDocument | Mutation::DeleteInput | Mutation::DeleteOutput => {}
+        Mutation::DeleteDocument => {}
     }
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -187,21 +195,21 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
 /// What a record does to the key directory: its kind plus the little the
 /// index keeps in RAM (columns, the owning document). Values and blobs stay
 /// on disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    CreateDocument { columns: Columns },
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    CreateDocument { columns: EncodedColumns<'a> },
     SetBlob,
-    SetColumns { columns: Columns },
+    SetColumns { columns: EncodedColumns<'a> },
     DeleteDocument,
     PutInput { document: Id },
-    DeleteInput,
-    PutOutput,
-    DeleteOutput,
+    DeleteInput { document: Id },
+    PutOutput { document: Id },
+    DeleteOutput { document: Id },
     Checkpoint { next_id: Id },
     ReserveIds { below: Id },
 }
 
-impl Effect {
+impl Effect<'_> {
     /// The kind of record that has this effect.
     pub fn kind(&self) -> RecordKind {
         match self {
@@ -210,9 +218,9 @@ impl Effect {
             Effect::SetColumns { .. } => RecordKind::SetColumns,
             Effect::DeleteDocument => RecordKind::DeleteDocument,
             Effect::PutInput { .. } => RecordKind::PutInput,
-            Effect::DeleteInput => RecordKind::DeleteInput,
-            Effect::PutOutput => RecordKind::PutOutput,
-            Effect::DeleteOutput => RecordKind::DeleteOutput,
+            Effect::DeleteInput { .. } => RecordKind::DeleteInput,
+            Effect::PutOutput { .. } => RecordKind::PutOutput,
+            Effect::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Effect::Checkpoint { .. } => RecordKind::Checkpoint,
             Effect::ReserveIds { .. } => RecordKind::ReserveIds,
         }
@@ -223,19 +231,19 @@ impl Effect {
 /// record's bytes. Values are decoded only when read ([`Value::decode`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
-    CreateDocument { columns: Columns, blob: &'a [u8] },
+    CreateDocument { columns: EncodedColumns<'a>, blob: &'a [u8] },
     SetBlob { blob: &'a [u8] },
-    SetColumns { columns: Columns },
+    SetColumns { columns: EncodedColumns<'a> },
     DeleteDocument,
     PutInput { document: Id, value: &'a [u8] },
-    DeleteInput,
-    PutOutput { value: &'a [u8] },
-    DeleteOutput,
+    DeleteInput { document: Id },
+    PutOutput { document: Id, value: &'a [u8] },
+    DeleteOutput { document: Id },
     Checkpoint { covers_from: SegmentId, next_id: Id },
     ReserveIds { below: Id },
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
     pub fn kind(&self) -> RecordKind {
         match self {
             Body::CreateDocument { .. } => RecordKind::CreateDocument,
@@ -243,24 +251,24 @@ impl Body<'_> {
             Body::SetColumns { .. } => RecordKind::SetColumns,
             Body::DeleteDocument => RecordKind::DeleteDocument,
             Body::PutInput { .. } => RecordKind::PutInput,
-            Body::DeleteInput => RecordKind::DeleteInput,
+            Body::DeleteInput { .. } => RecordKind::DeleteInput,
             Body::PutOutput { .. } => RecordKind::PutOutput,
-            Body::DeleteOutput => RecordKind::DeleteOutput,
+            Body::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Body::Checkpoint { .. } => RecordKind::Checkpoint,
             Body::ReserveIds { .. } => RecordKind::ReserveIds,
         }
     }
 
-    pub fn into_effect(self) -> Effect {
+    pub fn into_effect(self) -> Effect<'a> {
         match self {
             Body::CreateDocument { columns, .. } => Effect::CreateDocument { columns },
             Body::SetBlob { .. } => Effect::SetBlob,
             Body::SetColumns { columns } => Effect::SetColumns { columns },
             Body::DeleteDocument => Effect::DeleteDocument,
             Body::PutInput { document, .. } => Effect::PutInput { document },
-            Body::DeleteInput => Effect::DeleteInput,
-            Body::PutOutput { .. } => Effect::PutOutput,
-            Body::DeleteOutput => Effect::DeleteOutput,
+            Body::DeleteInput { document } => Effect::DeleteInput { document },
+            Body::PutOutput { document, .. } => Effect::PutOutput { document },
+            Body::DeleteOutput { document } => Effect::DeleteOutput { document },
             Body::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Body::ReserveIds { below } => Effect::ReserveIds { below },
         }
@@ -311,16 +319,16 @@ impl<'a> RecordRef<'a> {
         let mut r = Reader::new(self.payload);
         let body = match self.kind {
             RecordKind::CreateDocument => {
-                let columns = decode_string_map(&mut r)?;
+                let columns = EncodedColumns::take(&mut r)?;
                 Body::CreateDocument { columns, blob: r.rest() }
             }
             RecordKind::SetBlob => Body::SetBlob { blob: r.rest() },
-            RecordKind::SetColumns => Body::SetColumns { columns: decode_string_map(&mut r)? },
+            RecordKind::SetColumns => Body::SetColumns { columns: EncodedColumns::take(&mut r)? },
             RecordKind::DeleteDocument => Body::DeleteDocument,
             RecordKind::PutInput => Body::PutInput { document: r.u64()?, value: r.rest() },
-            RecordKind::DeleteInput => Body::DeleteInput,
-            RecordKind::PutOutput => Body::PutOutput { value: r.rest() },
-            RecordKind::DeleteOutput => Body::DeleteOutput,
+            RecordKind::DeleteInput => Body::DeleteInput { document: r.u64()? },
+            RecordKind::PutOutput => Body::PutOutput { document: r.u64()?, value: r.rest() },
+            RecordKind::DeleteOutput => Body::DeleteOutput { document: r.u64()? },
             RecordKind::ReserveIds => Body::ReserveIds { below: r.u64()? },
             RecordKind::Checkpoint => Body::Checkpoint {
                 covers_from: SegmentId::new(r.u32()?).ok_or(DecodeError::ZeroSegmentId)?,
@@ -419,7 +427,7 @@ pub const SEGMENT_HEADER_LEN: usize = 20;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The header at the start of every segment file:
 ///

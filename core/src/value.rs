@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::Columns;
 use crate::codec::{DecodeError, Reader, put_bytes, put_len};
 
 /// The value of an input or output node.
@@ -160,6 +161,53 @@ pub(crate) fn encode_string_map(map: &BTreeMap<String, String>, out: &mut Vec<u8
 
 pub(crate) fn string_map_encoded_len(map: &BTreeMap<String, String>) -> usize {
     4 + map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+}
+
+/// A column map in its record encoding ([`encode_string_map`]), checked to
+/// decode. Records, hint entries and the index pass columns along in this
+/// form; they are decoded only when read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncodedColumns<'a>(&'a [u8]);
+
+impl<'a> EncodedColumns<'a> {
+    /// Takes one string map from `r`, checked exactly as
+    /// [`decode_string_map`] checks it, without allocating.
+    pub(crate) fn take(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let start = r.remaining();
+        let n = r.count(8)?;
+        let mut last: Option<&str> = None;
+        for _ in 0..n {
+            let k = r.str()?;
+            r.str()?;
+            if last.is_some_and(|prev| prev >= k) {
+                return Err(DecodeError::UnorderedMap);
+            }
+            last = Some(k);
+        }
+        Ok(EncodedColumns(&start[..start.len() - r.remaining().len()]))
+    }
+
+    /// Encodes `columns` into `buf` (cleared first).
+    pub fn encode(columns: &Columns, buf: &'a mut Vec<u8>) -> Self {
+        buf.clear();
+        encode_string_map(columns, buf);
+        EncodedColumns(buf)
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    pub fn decode(self) -> Columns {
+        decode_string_map(&mut Reader::new(self.0)).expect("encoded columns were checked when taken")
+    }
+}
+
+impl fmt::Debug for EncodedColumns<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.decode().fmt(f)
+    }
 }
 
 /// Decodes a string map. Keys must be strictly increasing: that is the only

@@ -205,8 +205,11 @@ impl Shared {
             merged.relocations.push(Relocation { target: Target::DocumentBlob(doc.id), from: doc.blob, to });
             merged.relocations.push(Relocation { target: Target::DocumentColumns(doc.id), from: doc.columns_at, to });
             for input in &doc.inputs {
-                let copies =
-                    [(Target::InputValue(input.id), Some(input.value)), (Target::Output(input.id), input.output)];
+                let (document, id) = (doc.id, input.id);
+                let copies = [
+                    (Target::InputValue { document, input: id }, Some(input.value)),
+                    (Target::Output { document, input: id }, input.output),
+                ];
                 for (target, from) in copies {
                     let Some(from) = from else { continue };
                     let file = self.index.read().file(from)?;
