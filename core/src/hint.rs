@@ -10,7 +10,8 @@
 //!
 //! `extra` is the part of the record the index keeps: the column map of a
 //! `CreateDocument` or `SetColumns`, the document id of an input or output
-//! record, the payload of a `Checkpoint` or `ReserveIds`; empty otherwise. A hint is used only if its
+//! record, the id counter of a `Checkpoint`, the bound of a `ReserveIds`;
+//! empty otherwise. A hint is used only if its
 //! checksum holds and it names the segment and the length the segment file
 //! has; anything else falls back to scanning the segment.
 

@@ -55,7 +55,7 @@ fn put_input_record_with_an_int_list() {
 #[test]
 fn put_output_record_with_a_map() {
     let map = BTreeMap::from([("lang".to_owned(), "en".to_owned()), ("état".to_owned(), "ok".to_owned())]);
-    let m = Owned::PutOutput { value: Value::Map(map) };
+    let m = Owned::PutOutput { document: 1, value: Value::Map(map) };
     insta::assert_snapshot!("put_output_map", record_snapshot(5, 2, &m));
 }
 
@@ -66,12 +66,12 @@ fn delete_document_tombstone() {
 
 #[test]
 fn delete_input_tombstone() {
-    insta::assert_snapshot!("delete_input", record_snapshot(7, 2, &Owned::DeleteInput));
+    insta::assert_snapshot!("delete_input", record_snapshot(7, 2, &Owned::DeleteInput { document: 1 }));
 }
 
 #[test]
 fn delete_output_tombstone() {
-    insta::assert_snapshot!("delete_output", record_snapshot(8, 2, &Owned::DeleteOutput));
+    insta::assert_snapshot!("delete_output", record_snapshot(8, 2, &Owned::DeleteOutput { document: 1 }));
 }
 
 #[test]
@@ -88,37 +88,38 @@ fn reserve_ids_record() {
 
 #[test]
 fn put_output_record_with_an_int() {
-    let m = Owned::PutOutput { value: Value::Int(-2) };
+    let m = Owned::PutOutput { document: 1, value: Value::Int(-2) };
     insta::assert_snapshot!("value_int", record_snapshot(10, 2, &m));
 }
 
 #[test]
 fn put_output_record_with_a_double() {
-    let m = Owned::PutOutput { value: Value::Double(1.5) };
+    let m = Owned::PutOutput { document: 1, value: Value::Double(1.5) };
     insta::assert_snapshot!("value_double", record_snapshot(11, 2, &m));
 }
 
 #[test]
 fn put_output_record_with_a_string() {
-    let m = Owned::PutOutput { value: Value::Str("héllo".to_owned()) };
+    let m = Owned::PutOutput { document: 1, value: Value::Str("héllo".to_owned()) };
     insta::assert_snapshot!("value_str", record_snapshot(12, 2, &m));
 }
 
 #[test]
 fn put_output_record_with_an_empty_int_list() {
-    let m = Owned::PutOutput { value: Value::IntList(vec![]) };
+    let m = Owned::PutOutput { document: 1, value: Value::IntList(vec![]) };
     insta::assert_snapshot!("value_int_list_empty", record_snapshot(13, 2, &m));
 }
 
 #[test]
 fn put_output_record_with_a_string_list() {
-    let m = Owned::PutOutput { value: Value::StrList(vec!["a".to_owned(), String::new(), "bc".to_owned()]) };
+    let m =
+        Owned::PutOutput { document: 1, value: Value::StrList(vec!["a".to_owned(), String::new(), "bc".to_owned()]) };
     insta::assert_snapshot!("value_str_list", record_snapshot(14, 2, &m));
 }
 
 #[test]
 fn put_output_record_with_an_empty_map() {
-    let m = Owned::PutOutput { value: Value::Map(BTreeMap::new()) };
+    let m = Owned::PutOutput { document: 1, value: Value::Map(BTreeMap::new()) };
     insta::assert_snapshot!("value_map_empty", record_snapshot(15, 2, &m));
 }
 
@@ -127,7 +128,7 @@ fn small_segment_image() {
     let mut image = SegmentHeader { segment: SegmentId::new(1).unwrap() }.encode().to_vec();
     let create = Owned::CreateDocument { columns: columns(&[("k", "v")]), blob: b"doc".to_vec() };
     let input = Owned::PutInput { document: 1, value: Value::Int(7) };
-    let output = Owned::PutOutput { value: Value::Str("out".to_owned()) };
+    let output = Owned::PutOutput { document: 1, value: Value::Str("out".to_owned()) };
     encode_record(&mut image, 1, 1, &create.as_mutation());
     encode_record(&mut image, 2, 2, &input.as_mutation());
     encode_record(&mut image, 3, 2, &output.as_mutation());

@@ -1,10 +1,14 @@
 //! `KeyDir::apply` and the lookups, including the per-segment byte accounting.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use stratum_core::{Applied, Columns, Effect, Id, KeyDir, Location, Missing, RecordMeta, SegmentId, SegmentUsage};
+use stratum_core::{
+    Applied, Columns, DocumentEntry, Effect, EncodedColumns, Id, InputEntry, KeyDir, Location, Missing, RecordMeta,
+    SegmentId, SegmentUsage,
+};
 
 fn seg(n: u32) -> SegmentId {
     SegmentId::new(n).unwrap()
@@ -12,6 +16,16 @@ fn seg(n: u32) -> SegmentId {
 
 fn columns(pairs: &[(&str, &str)]) -> Columns {
     pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// The column map in the form effects carry it. The encoding is leaked, so
+/// the effect can live as long as the test needs; tests build few of them.
+fn encoded(pairs: &[(&str, &str)]) -> EncodedColumns<'static> {
+    EncodedColumns::encode(&columns(pairs), Box::leak(Box::default()))
+}
+
+fn no_columns() -> EncodedColumns<'static> {
+    encoded(&[])
 }
 
 /// A log being written: hands out sequence numbers and increasing offsets
@@ -35,7 +49,7 @@ impl Log {
     }
 
     /// Appends a record of `len` bytes about `id` and applies it.
-    fn apply_len(&mut self, id: Id, effect: Effect, len: u32) -> (Applied, Location) {
+    fn apply_len(&mut self, id: Id, effect: Effect<'_>, len: u32) -> (Applied, Location) {
         self.seq += 1;
         let location = Location::new(self.segment, u64::from(self.offset), len).unwrap();
         self.offset += len;
@@ -43,17 +57,19 @@ impl Log {
     }
 
     /// Appends and applies a record that must take effect.
-    fn changed(&mut self, id: Id, effect: Effect, len: u32) {
+    fn changed(&mut self, id: Id, effect: Effect<'_>, len: u32) {
         let label = format!("{effect:?} on {id}");
         assert_eq!(self.apply_len(id, effect, len).0, Applied::Changed, "{label}");
     }
 
-    fn apply(&mut self, id: Id, effect: Effect) -> (Applied, Location) {
+    fn apply(&mut self, id: Id, effect: Effect<'_>) -> (Applied, Location) {
         self.apply_len(id, effect, 100)
     }
 
     fn create(&mut self, id: Id) -> Location {
-        let (applied, at) = self.apply(id, Effect::CreateDocument { columns: columns(&[("name", "doc")]) });
+        let mut buf = Vec::new();
+        let columns = EncodedColumns::encode(&columns(&[("name", "doc")]), &mut buf);
+        let (applied, at) = self.apply(id, Effect::CreateDocument { columns });
         assert_eq!(applied, Applied::Changed);
         at
     }
@@ -64,8 +80,8 @@ impl Log {
         at
     }
 
-    fn put_output(&mut self, input: Id) -> Location {
-        let (applied, at) = self.apply(input, Effect::PutOutput);
+    fn put_output(&mut self, document: Id, input: Id) -> Location {
+        let (applied, at) = self.apply(input, Effect::PutOutput { document });
         assert_eq!(applied, Applied::Changed);
         at
     }
@@ -73,6 +89,29 @@ impl Log {
     fn usage(&self, n: u32) -> SegmentUsage {
         self.kd.segments().get(&seg(n)).copied().unwrap_or_default()
     }
+
+    /// The ids of a document's inputs, in chain order.
+    fn chain(&self, document: Id) -> Vec<Id> {
+        self.kd.document(document).unwrap().inputs.iter().map(|input| input.id).collect()
+    }
+
+    /// What the index shows, apart from the total bytes and record counts
+    /// that every record adds to, ignored or not.
+    fn index(&self) -> Index {
+        let mut documents: Vec<(Id, DocumentEntry)> =
+            self.kd.document_ids().map(|id| (id, self.kd.document(id).unwrap().clone())).collect();
+        documents.sort_unstable_by_key(|&(id, _)| id);
+        let live = self.kd.segments().iter().map(|(s, u)| (*s, u.live_bytes)).filter(|&(_, l)| l > 0).collect();
+        let counts = (self.kd.document_count(), self.kd.input_count(), self.kd.output_count());
+        Index { documents, counts, live }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Index {
+    documents: Vec<(Id, DocumentEntry)>,
+    counts: (usize, u64, u64),
+    live: BTreeMap<SegmentId, u64>,
 }
 
 #[test]
@@ -102,21 +141,30 @@ fn created_document_can_be_looked_up() {
 fn creating_an_existing_document_is_ignored_and_keeps_the_original() {
     let mut log = Log::new();
     let at = log.create(1);
-    let (applied, _) = log.apply(1, Effect::CreateDocument { columns: columns(&[("other", "x")]) });
+    let (applied, _) = log.apply(1, Effect::CreateDocument { columns: encoded(&[("other", "x")]) });
     assert_eq!(applied, Applied::Ignored);
     let doc = log.kd.document(1).unwrap();
     assert_eq!((doc.blob, doc.columns_at), (at, at));
     assert_eq!(doc.columns(), columns(&[("name", "doc")]));
 }
 
+/// Inputs live in their document's namespace: a valid log never gives a
+/// document the id of an input, but if one did, the two would not meet.
 #[test]
-fn creating_a_document_with_an_input_id_is_ignored() {
+fn a_document_and_an_input_with_the_same_id_are_separate_entries() {
     let mut log = Log::new();
     log.create(1);
-    log.put_input(1, 2);
-    let (applied, _) = log.apply(2, Effect::CreateDocument { columns: Columns::new() });
-    assert_eq!(applied, Applied::Ignored);
-    assert_eq!(log.kd.document(2), Err(Missing::Document(2)));
+    let value = log.put_input(1, 2);
+    let output = log.put_output(1, 2);
+    let created = log.create(2);
+    assert_eq!(log.kd.document(2).unwrap().blob, created);
+    assert!(log.kd.document(2).unwrap().inputs.is_empty());
+    assert_eq!(log.kd.input(1, 2), Ok(&InputEntry { id: 2, value, output: Some(output) }));
+    assert_eq!(log.kd.input(2, 2), Err(Missing::Input { document: 2, input: 2 }));
+    // Deleting the document leaves the input of the same id alone.
+    assert_eq!(log.apply(2, Effect::DeleteDocument).0, Applied::Changed);
+    assert_eq!(log.kd.input(1, 2), Ok(&InputEntry { id: 2, value, output: Some(output) }));
+    assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (1, 1, 1));
 }
 
 #[test]
@@ -136,7 +184,8 @@ fn set_columns_replaces_the_columns_and_moves_only_their_location() {
     let mut log = Log::new();
     let created = log.create(1);
     let new = columns(&[("name", "renamed"), ("v", "2")]);
-    let (applied, at) = log.apply(1, Effect::SetColumns { columns: new.clone() });
+    let mut buf = Vec::new();
+    let (applied, at) = log.apply(1, Effect::SetColumns { columns: EncodedColumns::encode(&new, &mut buf) });
     assert_eq!(applied, Applied::Changed);
     let doc = log.kd.document(1).unwrap();
     assert_eq!(doc.columns_at, at);
@@ -168,7 +217,7 @@ fn an_input_looked_up_under_the_wrong_document_is_missing() {
     log.create(1);
     log.create(2);
     log.put_input(1, 3);
-    log.put_output(3);
+    log.put_output(1, 3);
     assert_eq!(log.kd.input(2, 3).unwrap_err(), Missing::Input { document: 2, input: 3 });
     assert_eq!(log.kd.output(2, 3).unwrap_err(), Missing::Input { document: 2, input: 3 });
     assert!(log.kd.input(1, 3).is_ok());
@@ -195,10 +244,11 @@ fn put_input_adds_an_input_to_its_document() {
     log.create(1);
     let at = log.put_input(1, 2);
     let entry = log.kd.input(1, 2).unwrap();
-    assert_eq!(entry.document, 1);
+    assert_eq!(entry.id, 2);
     assert_eq!(entry.value, at);
     assert_eq!(entry.output, None);
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2]);
+    assert_eq!(log.kd.document(1).unwrap().inputs, [InputEntry { id: 2, value: at, output: None }]);
+    assert_eq!(log.kd.document(1).unwrap().input(2), Some(entry));
     assert_eq!(log.kd.input_count(), 1);
 }
 
@@ -207,25 +257,30 @@ fn put_input_again_replaces_the_value_location_and_keeps_the_output() {
     let mut log = Log::new();
     log.create(1);
     log.put_input(1, 2);
-    let out = log.put_output(2);
+    let out = log.put_output(1, 2);
     let (applied, at) = log.apply(2, Effect::PutInput { document: 1 });
     assert_eq!(applied, Applied::Changed);
     let entry = log.kd.input(1, 2).unwrap();
     assert_eq!((entry.value, entry.output), (at, Some(out)));
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2]);
-    assert_eq!(log.kd.input_count(), 1);
+    assert_eq!(log.chain(1), [2]);
+    assert_eq!((log.kd.input_count(), log.kd.output_count()), (1, 1));
 }
 
+/// An input is found through its document: a put naming another document
+/// never moves or changes the first document's input. (A valid log never
+/// reuses an input id under another document.)
 #[test]
-fn put_input_moving_an_input_to_another_document_is_ignored() {
+fn put_input_naming_another_document_leaves_the_first_documents_input_alone() {
     let mut log = Log::new();
     log.create(1);
     log.create(2);
-    let at = log.put_input(1, 3);
-    let (applied, _) = log.apply(3, Effect::PutInput { document: 2 });
-    assert_eq!(applied, Applied::Ignored);
-    assert_eq!(log.kd.input(1, 3).unwrap().value, at);
-    assert!(log.kd.document(2).unwrap().inputs.is_empty());
+    let value = log.put_input(1, 3);
+    let output = log.put_output(1, 3);
+    let other = log.put_input(2, 3);
+    assert_eq!(log.kd.input(1, 3), Ok(&InputEntry { id: 3, value, output: Some(output) }));
+    assert_eq!(log.kd.input(2, 3), Ok(&InputEntry { id: 3, value: other, output: None }));
+    assert_eq!((log.chain(1), log.chain(2)), (vec![3], vec![3]));
+    assert_eq!((log.kd.input_count(), log.kd.output_count()), (2, 1));
 }
 
 #[test]
@@ -236,15 +291,34 @@ fn put_input_for_a_missing_document_is_ignored() {
     assert_eq!(log.kd.input_count(), 0);
 }
 
+/// Records about an input that name a document the input is not in are
+/// garbage, whichever document they name: the index does not change.
 #[test]
-fn put_input_with_a_document_id_is_ignored() {
+fn output_and_delete_records_naming_the_wrong_document_are_ignored() {
     let mut log = Log::new();
     log.create(1);
     log.create(2);
-    let (applied, _) = log.apply(2, Effect::PutInput { document: 1 });
-    assert_eq!(applied, Applied::Ignored);
-    assert!(log.kd.document(1).unwrap().inputs.is_empty());
-    assert!(log.kd.document(2).is_ok());
+    log.put_input(1, 3);
+    log.put_output(1, 3);
+    log.put_input(1, 4);
+    let before = log.index();
+    for document in [2, 4, 3, 99] {
+        for effect in
+            [Effect::PutOutput { document }, Effect::DeleteOutput { document }, Effect::DeleteInput { document }]
+        {
+            for input in [3, 4] {
+                let label = format!("{effect:?} on {input}");
+                assert_eq!(log.apply(input, effect).0, Applied::Ignored, "{label}");
+                assert_eq!(log.index(), before, "{label}");
+            }
+        }
+    }
+    // Named through their document, the same records take effect.
+    assert_eq!(log.apply(3, Effect::DeleteOutput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.apply(4, Effect::PutOutput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.apply(3, Effect::DeleteInput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.chain(1), [4]);
+    assert_eq!((log.kd.input_count(), log.kd.output_count()), (1, 1));
 }
 
 #[test]
@@ -252,10 +326,10 @@ fn put_output_sets_and_replaces_the_output() {
     let mut log = Log::new();
     log.create(1);
     log.put_input(1, 2);
-    let first = log.put_output(2);
+    let first = log.put_output(1, 2);
     assert_eq!(log.kd.output(1, 2), Ok(first));
     assert_eq!(log.kd.output_count(), 1);
-    let second = log.put_output(2);
+    let second = log.put_output(1, 2);
     assert_eq!(log.kd.output(1, 2), Ok(second));
     assert_eq!(log.kd.output_count(), 1);
 }
@@ -265,8 +339,8 @@ fn delete_output_removes_the_output() {
     let mut log = Log::new();
     log.create(1);
     log.put_input(1, 2);
-    log.put_output(2);
-    let (applied, _) = log.apply(2, Effect::DeleteOutput);
+    log.put_output(1, 2);
+    let (applied, _) = log.apply(2, Effect::DeleteOutput { document: 1 });
     assert_eq!(applied, Applied::Changed);
     assert_eq!(log.kd.output(1, 2), Err(Missing::Output { document: 1, input: 2 }));
     assert_eq!(log.kd.output_count(), 0);
@@ -278,7 +352,7 @@ fn deleting_a_missing_output_is_ignored() {
     let mut log = Log::new();
     log.create(1);
     log.put_input(1, 2);
-    assert_eq!(log.apply(2, Effect::DeleteOutput).0, Applied::Ignored);
+    assert_eq!(log.apply(2, Effect::DeleteOutput { document: 1 }).0, Applied::Ignored);
     assert_eq!(log.kd.output_count(), 0);
 }
 
@@ -290,8 +364,8 @@ fn delete_document_removes_its_inputs_and_outputs() {
     log.put_input(1, 3);
     log.put_input(1, 4);
     log.put_input(2, 5);
-    log.put_output(3);
-    log.put_output(5);
+    log.put_output(1, 3);
+    log.put_output(2, 5);
     assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (2, 3, 2));
 
     assert_eq!(log.apply(1, Effect::DeleteDocument).0, Applied::Changed);
@@ -299,13 +373,15 @@ fn delete_document_removes_its_inputs_and_outputs() {
     assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (1, 1, 1));
     assert_eq!(log.kd.document_ids().collect::<Vec<_>>(), [2]);
     // The other document is untouched.
-    assert_eq!(log.kd.document(2).unwrap().inputs, [5]);
+    assert_eq!(log.chain(2), [5]);
     assert!(log.kd.output(2, 5).is_ok());
     // The deleted inputs are gone for good: records about them are garbage.
     for input in [3, 4] {
-        assert_eq!(log.apply(input, Effect::PutOutput).0, Applied::Ignored);
-        assert_eq!(log.apply(input, Effect::DeleteInput).0, Applied::Ignored);
+        assert_eq!(log.apply(input, Effect::PutOutput { document: 1 }).0, Applied::Ignored);
+        assert_eq!(log.apply(input, Effect::DeleteInput { document: 1 }).0, Applied::Ignored);
+        assert_eq!(log.apply(input, Effect::DeleteOutput { document: 1 }).0, Applied::Ignored);
     }
+    assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (1, 1, 1));
 }
 
 #[test]
@@ -315,14 +391,18 @@ fn delete_input_keeps_the_remaining_chain_in_order() {
     for input in 2..=6 {
         log.put_input(1, input);
     }
-    log.put_output(4);
-    assert_eq!(log.apply(4, Effect::DeleteInput).0, Applied::Changed);
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2, 3, 5, 6]);
+    log.put_output(1, 4);
+    assert_eq!(log.apply(4, Effect::DeleteInput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.chain(1), [2, 3, 5, 6]);
     assert_eq!(log.kd.input(1, 4).unwrap_err(), Missing::Input { document: 1, input: 4 });
     assert_eq!((log.kd.input_count(), log.kd.output_count()), (4, 0));
-    assert_eq!(log.apply(2, Effect::DeleteInput).0, Applied::Changed);
-    assert_eq!(log.apply(6, Effect::DeleteInput).0, Applied::Changed);
-    assert_eq!(log.kd.document(1).unwrap().inputs, [3, 5]);
+    assert_eq!(log.apply(2, Effect::DeleteInput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.apply(6, Effect::DeleteInput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.chain(1), [3, 5]);
+    // The inputs left are still found, each at its own value.
+    for input in [3, 5] {
+        assert_eq!(log.kd.input(1, input).unwrap().id, input);
+    }
 }
 
 #[test]
@@ -333,20 +413,57 @@ fn inputs_are_kept_in_id_order() {
     for (doc, input) in [(1, 10), (2, 11), (1, 12), (1, 13), (2, 14)] {
         log.put_input(doc, input);
     }
-    assert_eq!(log.kd.document(1).unwrap().inputs, [10, 12, 13]);
-    assert_eq!(log.kd.document(2).unwrap().inputs, [11, 14]);
+    assert_eq!(log.chain(1), [10, 12, 13]);
+    assert_eq!(log.chain(2), [11, 14]);
 }
 
 #[test]
 fn inputs_applied_out_of_id_order_are_sorted_into_place() {
     let mut log = Log::new();
     log.create(1);
+    let mut values = BTreeMap::new();
     for input in [7, 3, 9, 5, 2] {
+        values.insert(input, log.put_input(1, input));
+    }
+    assert_eq!(log.chain(1), [2, 3, 5, 7, 9]);
+    // Each input is found at its own value, wherever it was inserted.
+    for (&input, &value) in &values {
+        assert_eq!(log.kd.input(1, input), Ok(&InputEntry { id: input, value, output: None }));
+    }
+    assert_eq!(log.apply(5, Effect::DeleteInput { document: 1 }).0, Applied::Changed);
+    assert_eq!(log.chain(1), [2, 3, 7, 9]);
+    // An input put again in the middle of the chain keeps its place.
+    let again = log.put_input(1, 3);
+    assert_eq!(log.chain(1), [2, 3, 7, 9]);
+    assert_eq!(log.kd.input(1, 3).unwrap().value, again);
+    assert_eq!(log.kd.input_count(), 4);
+}
+
+#[test]
+fn an_input_entry_takes_32_bytes() {
+    // The documented cost of an input in RAM: its id and two locations.
+    assert_eq!(std::mem::size_of::<InputEntry>(), 32);
+}
+
+#[test]
+fn inputs_after_gives_the_rest_of_the_chain() {
+    let mut log = Log::new();
+    log.create(1);
+    for input in [3, 5, 8] {
         log.put_input(1, input);
     }
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2, 3, 5, 7, 9]);
-    assert_eq!(log.apply(5, Effect::DeleteInput).0, Applied::Changed);
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2, 3, 7, 9]);
+    let doc = log.kd.document(1).unwrap();
+    let after = |id| doc.inputs_after(id).iter().map(|input| input.id).collect::<Vec<_>>();
+    assert_eq!(after(0), [3, 5, 8]);
+    assert_eq!(after(2), [3, 5, 8]);
+    assert_eq!(after(3), [5, 8]);
+    // An id that is not in the chain: the inputs with larger ids.
+    assert_eq!(after(4), [5, 8]);
+    assert_eq!(after(7), [8]);
+    assert!(after(8).is_empty());
+    assert!(after(u64::MAX).is_empty());
+    assert_eq!(doc.inputs_after(3), &doc.inputs[1..]);
+    assert!(log.kd.document(1).unwrap().input(4).is_none());
 }
 
 #[test]
@@ -355,13 +472,13 @@ fn next_id_and_next_seq_are_one_above_the_largest_seen() {
     let at = |offset: u32| Location::new(seg(1), u64::from(offset), 30).unwrap();
     let apply =
         |kd: &mut KeyDir, seq, id, offset, effect| kd.apply(RecordMeta { seq, id, location: at(offset) }, effect);
-    let _ = apply(&mut kd, 5, 3, 20, Effect::CreateDocument { columns: Columns::new() });
+    let _ = apply(&mut kd, 5, 3, 20, Effect::CreateDocument { columns: no_columns() });
     assert_eq!((kd.next_id(), kd.next_seq()), (4, 6));
     // Smaller ids and sequence numbers do not move them back.
-    let _ = apply(&mut kd, 2, 1, 50, Effect::CreateDocument { columns: Columns::new() });
+    let _ = apply(&mut kd, 2, 1, 50, Effect::CreateDocument { columns: no_columns() });
     assert_eq!((kd.next_id(), kd.next_seq()), (4, 6));
     // Ignored records and tombstones count too: their ids were handed out.
-    assert_eq!(apply(&mut kd, 9, 40, 80, Effect::DeleteInput), Applied::Ignored);
+    assert_eq!(apply(&mut kd, 9, 40, 80, Effect::DeleteInput { document: 3 }), Applied::Ignored);
     assert_eq!((kd.next_id(), kd.next_seq()), (41, 10));
     assert_eq!(apply(&mut kd, 10, 3, 110, Effect::DeleteDocument), Applied::Changed);
     assert_eq!((kd.next_id(), kd.next_seq()), (41, 11));
@@ -372,34 +489,43 @@ fn records_about_missing_things_are_ignored() {
     let mut log = Log::new();
     log.create(1);
     log.put_input(1, 2);
+    let before = log.index();
     let effects = [
         (9, Effect::SetBlob),
-        (9, Effect::SetColumns { columns: Columns::new() }),
+        (9, Effect::SetColumns { columns: no_columns() }),
         (9, Effect::DeleteDocument),
+        // Records about inputs of a document that does not exist.
         (9, Effect::PutInput { document: 8 }),
-        (9, Effect::DeleteInput),
-        (9, Effect::PutOutput),
-        (9, Effect::DeleteOutput),
-        (2, Effect::DeleteOutput),
+        (2, Effect::PutInput { document: 8 }),
+        (2, Effect::DeleteInput { document: 8 }),
+        (2, Effect::PutOutput { document: 8 }),
+        (2, Effect::DeleteOutput { document: 8 }),
+        // Records about inputs the document does not have.
+        (9, Effect::DeleteInput { document: 1 }),
+        (9, Effect::PutOutput { document: 1 }),
+        (9, Effect::DeleteOutput { document: 1 }),
+        // An output that does not exist.
+        (2, Effect::DeleteOutput { document: 1 }),
         // An input id is not a document, a document id is not an input.
         (2, Effect::SetBlob),
         (2, Effect::DeleteDocument),
-        (1, Effect::DeleteInput),
-        (1, Effect::PutOutput),
+        (1, Effect::DeleteInput { document: 1 }),
+        (1, Effect::PutOutput { document: 1 }),
     ];
     for (id, effect) in effects {
         let label = format!("{effect:?} on {id}");
         assert_eq!(log.apply(id, effect).0, Applied::Ignored, "{label}");
+        assert_eq!(log.index(), before, "{label}");
     }
     assert_eq!((log.kd.document_count(), log.kd.input_count(), log.kd.output_count()), (1, 1, 0));
-    assert_eq!(log.kd.document(1).unwrap().inputs, [2]);
+    assert_eq!(log.chain(1), [2]);
 }
 
 #[test]
 fn ignored_records_count_as_total_bytes_but_not_live_bytes() {
     let mut log = Log::new();
     assert_eq!(log.apply_len(9, Effect::SetBlob, 40).0, Applied::Ignored);
-    assert_eq!(log.apply_len(9, Effect::PutOutput, 60).0, Applied::Ignored);
+    assert_eq!(log.apply_len(9, Effect::PutOutput { document: 1 }, 60).0, Applied::Ignored);
     assert_eq!(log.usage(1), SegmentUsage { total_bytes: 100, live_bytes: 0, records: 2 });
     assert_eq!(log.usage(1).garbage_bytes(), 100);
 }
@@ -407,7 +533,7 @@ fn ignored_records_count_as_total_bytes_but_not_live_bytes() {
 #[test]
 fn tombstones_are_never_live() {
     let mut log = Log::new();
-    log.changed(1, Effect::CreateDocument { columns: Columns::new() }, 50);
+    log.changed(1, Effect::CreateDocument { columns: no_columns() }, 50);
     log.changed(1, Effect::DeleteDocument, 25);
     assert_eq!(log.usage(1), SegmentUsage { total_bytes: 75, live_bytes: 0, records: 2 });
 }
@@ -415,11 +541,11 @@ fn tombstones_are_never_live() {
 #[test]
 fn create_record_stays_live_while_its_columns_are_current() {
     let mut log = Log::new();
-    log.changed(1, Effect::CreateDocument { columns: Columns::new() }, 50);
+    log.changed(1, Effect::CreateDocument { columns: no_columns() }, 50);
     log.changed(1, Effect::SetBlob, 30);
     // The create record still holds the current columns.
     assert_eq!(log.usage(1).live_bytes, 80);
-    log.changed(1, Effect::SetColumns { columns: Columns::new() }, 20);
+    log.changed(1, Effect::SetColumns { columns: no_columns() }, 20);
     // Now nothing points to it.
     assert_eq!(log.usage(1).live_bytes, 50);
     assert_eq!(log.usage(1).total_bytes, 100);
@@ -428,8 +554,8 @@ fn create_record_stays_live_while_its_columns_are_current() {
 #[test]
 fn create_record_stays_live_while_its_blob_is_current() {
     let mut log = Log::new();
-    log.changed(1, Effect::CreateDocument { columns: Columns::new() }, 50);
-    log.changed(1, Effect::SetColumns { columns: Columns::new() }, 30);
+    log.changed(1, Effect::CreateDocument { columns: no_columns() }, 50);
+    log.changed(1, Effect::SetColumns { columns: no_columns() }, 30);
     assert_eq!(log.usage(1).live_bytes, 80);
     log.changed(1, Effect::SetBlob, 20);
     assert_eq!(log.usage(1).live_bytes, 50);
@@ -438,8 +564,8 @@ fn create_record_stays_live_while_its_blob_is_current() {
 #[test]
 fn deleting_a_document_frees_its_shared_create_record_once() {
     let mut log = Log::new();
-    log.changed(7, Effect::CreateDocument { columns: Columns::new() }, 50);
-    log.changed(1, Effect::CreateDocument { columns: Columns::new() }, 40);
+    log.changed(7, Effect::CreateDocument { columns: no_columns() }, 50);
+    log.changed(1, Effect::CreateDocument { columns: no_columns() }, 40);
     log.changed(1, Effect::DeleteDocument, 25);
     assert_eq!(log.usage(1).live_bytes, 50);
 }
@@ -447,12 +573,12 @@ fn deleting_a_document_frees_its_shared_create_record_once() {
 #[test]
 fn replaced_records_stop_being_live_in_their_own_segment() {
     let mut log = Log::new();
-    log.changed(1, Effect::CreateDocument { columns: Columns::new() }, 50);
+    log.changed(1, Effect::CreateDocument { columns: no_columns() }, 50);
     log.changed(2, Effect::PutInput { document: 1 }, 30);
-    log.changed(2, Effect::PutOutput, 20);
+    log.changed(2, Effect::PutOutput { document: 1 }, 20);
     log.roll(2);
     log.changed(2, Effect::PutInput { document: 1 }, 35);
-    log.changed(2, Effect::PutOutput, 25);
+    log.changed(2, Effect::PutOutput { document: 1 }, 25);
     assert_eq!(log.usage(1), SegmentUsage { total_bytes: 100, live_bytes: 50, records: 3 });
     assert_eq!(log.usage(2), SegmentUsage { total_bytes: 60, live_bytes: 60, records: 2 });
     log.changed(1, Effect::DeleteDocument, 25);
@@ -497,40 +623,57 @@ fn a_later_checkpoint_replaces_the_earlier_one() {
 #[derive(Clone, Debug)]
 struct Step {
     id: Id,
-    effect: Effect,
+    effect: Effect<'static>,
     segment: u32,
     len: u32,
 }
 
-fn arb_effect() -> impl Strategy<Value = Effect> {
-    let cols = prop_oneof![Just(Columns::new()), Just(columns(&[("a", "1")])), Just(columns(&[("b", "2")]))];
+/// The column maps the random steps use, encoded once for the whole run.
+static COLUMN_CHOICES: LazyLock<Vec<EncodedColumns<'static>>> =
+    LazyLock::new(|| vec![no_columns(), encoded(&[("a", "1")]), encoded(&[("b", "2")])]);
+
+fn arb_effect() -> impl Strategy<Value = Effect<'static>> {
+    let cols = prop::sample::select(COLUMN_CHOICES.clone());
+    // The document a record about an input names; `arb_steps` mostly
+    // replaces it with the input's own document.
+    let document = 1u64..=4;
     prop_oneof![
         2 => cols.clone().prop_map(|columns| Effect::CreateDocument { columns }),
         1 => Just(Effect::SetBlob),
         1 => cols.prop_map(|columns| Effect::SetColumns { columns }),
         1 => Just(Effect::DeleteDocument),
-        4 => (1u64..=4).prop_map(|document| Effect::PutInput { document }),
-        1 => Just(Effect::DeleteInput),
-        3 => Just(Effect::PutOutput),
-        2 => Just(Effect::DeleteOutput),
+        4 => document.clone().prop_map(|document| Effect::PutInput { document }),
+        1 => document.clone().prop_map(|document| Effect::DeleteInput { document }),
+        3 => document.clone().prop_map(|document| Effect::PutOutput { document }),
+        2 => document.prop_map(|document| Effect::DeleteOutput { document }),
         1 => (0u64..=12).prop_map(|next_id| Effect::Checkpoint { next_id }),
+        1 => (0u64..=12).prop_map(|below| Effect::ReserveIds { below }),
     ]
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
     // Small id spaces so that most records hit something that exists:
-    // documents 1..=4, inputs 4..=8; the overlap makes records
-    // whose id belongs to the other kind of thing.
-    let step = (arb_effect(), 1u64..=4, 4u64..=8, 1u32..=3, 1u32..=200).prop_map(
-        |(effect, document_id, input_id, segment, len)| {
-            let id = match effect {
+    // documents 1..=4 (mostly 1 and 2), inputs 4..=7. Records about an input mostly name its
+    // own document (1 or 2, by the input's parity), as a valid log does;
+    // one in five names the document `arb_effect` drew, which may be
+    // another one. The overlap at 4 gives an input that shares its id with
+    // a document: the two must not meet in the index.
+    let stray = prop::bool::weighted(0.2);
+    let document_id = prop_oneof![3 => 1u64..=2, 1 => 1u64..=4];
+    let step = (arb_effect(), document_id, 4u64..=7, stray, 1u32..=3, 1u32..=200).prop_map(
+        |(effect, document_id, input_id, stray, segment, len)| {
+            let own = |document: Id| if stray { document } else { 1 + input_id % 2 };
+            let (id, effect) = match effect {
                 Effect::CreateDocument { .. }
                 | Effect::SetBlob
                 | Effect::SetColumns { .. }
-                | Effect::DeleteDocument => document_id,
-                // A checkpoint's record id is 0.
-                Effect::Checkpoint { .. } => 0,
-                _ => input_id,
+                | Effect::DeleteDocument => (document_id, effect),
+                // A checkpoint's or a reservation's record id is 0.
+                Effect::Checkpoint { .. } | Effect::ReserveIds { .. } => (0, effect),
+                Effect::PutInput { document } => (input_id, Effect::PutInput { document: own(document) }),
+                Effect::DeleteInput { document } => (input_id, Effect::DeleteInput { document: own(document) }),
+                Effect::PutOutput { document } => (input_id, Effect::PutOutput { document: own(document) }),
+                Effect::DeleteOutput { document } => (input_id, Effect::DeleteOutput { document: own(document) }),
             };
             Step { id, effect, segment, len }
         },
@@ -552,12 +695,15 @@ fn locations(steps: &[Step]) -> Vec<Location> {
         .collect()
 }
 
-/// The live checkpoint record among the steps (the last one applied), which
-/// the lookups do not show.
+/// The live checkpoint and reservation records among the steps (the last
+/// one of each applied), which the lookups do not show.
 fn checkpoints(steps: &[Step]) -> Vec<Location> {
     let at = locations(steps);
-    let last = steps.iter().zip(at).rev().find(|(s, _)| matches!(s.effect, Effect::Checkpoint { .. }));
-    last.map(|(_, l)| l).into_iter().collect()
+    let last =
+        |kind: fn(&Effect<'_>) -> bool| steps.iter().zip(&at).rev().find(|(s, _)| kind(&s.effect)).map(|(_, l)| *l);
+    let checkpoint = last(|e| matches!(e, Effect::Checkpoint { .. }));
+    let reservation = last(|e| matches!(e, Effect::ReserveIds { .. }));
+    checkpoint.into_iter().chain(reservation).collect()
 }
 
 /// Applies the steps with increasing offsets in each segment and increasing
@@ -567,83 +713,92 @@ fn run(steps: &[Step]) -> (KeyDir, Vec<Applied>) {
     let mut applied = Vec::new();
     for (i, (step, location)) in steps.iter().zip(locations(steps)).enumerate() {
         let meta = RecordMeta { seq: i as u64 + 1, id: step.id, location };
-        applied.push(kd.apply(meta, step.effect.clone()));
+        applied.push(kd.apply(meta, step.effect));
     }
     (kd, applied)
 }
 
 /// Every location the directory references, each once, plus the live
-/// checkpoint record.
+/// checkpoint and reservation records.
 fn referenced(kd: &KeyDir, checkpoints: &[Location]) -> HashSet<Location> {
     let mut locations: HashSet<Location> = checkpoints.iter().copied().collect();
     for id in kd.document_ids() {
         let doc = kd.document(id).unwrap();
         locations.insert(doc.blob);
         locations.insert(doc.columns_at);
-        for &input in &doc.inputs {
-            let entry = kd.input(id, input).unwrap();
-            locations.insert(entry.value);
-            locations.extend(entry.output);
+        for input in &doc.inputs {
+            assert_eq!(kd.input(id, input.id), Ok(input));
+            locations.insert(input.value);
+            locations.extend(input.output);
         }
     }
     locations
 }
 
-/// A straightforward model of the directory's documented semantics.
+/// A document as the model keeps it.
+#[derive(Debug, PartialEq)]
+struct ModelDocument {
+    blob: Location,
+    columns_at: Location,
+    columns: Columns,
+    /// input -> (value, output)
+    inputs: BTreeMap<Id, (Location, Option<Location>)>,
+}
+
+/// A straightforward model of the directory's documented semantics: each
+/// document holds its inputs, and records about an input find it through
+/// the document they name.
 #[derive(Debug, Default, PartialEq)]
 struct Model {
-    documents: BTreeMap<Id, (Location, Location, Columns)>,
-    /// input -> (document, value, output)
-    inputs: BTreeMap<Id, (Id, Location, Option<Location>)>,
+    documents: BTreeMap<Id, ModelDocument>,
 }
 
 impl Model {
-    fn apply(&mut self, id: Id, effect: &Effect, at: Location) -> Applied {
+    fn apply(&mut self, id: Id, effect: &Effect<'_>, at: Location) -> Applied {
         use Applied::*;
-        match effect {
+        match *effect {
             Effect::CreateDocument { columns } => {
-                if self.documents.contains_key(&id) || self.inputs.contains_key(&id) {
+                if self.documents.contains_key(&id) {
                     return Ignored;
                 }
-                self.documents.insert(id, (at, at, columns.clone()));
+                let columns = columns.decode();
+                self.documents.insert(id, ModelDocument { blob: at, columns_at: at, columns, inputs: BTreeMap::new() });
             }
             Effect::SetBlob => match self.documents.get_mut(&id) {
-                Some(doc) => doc.0 = at,
+                Some(doc) => doc.blob = at,
                 None => return Ignored,
             },
             Effect::SetColumns { columns } => match self.documents.get_mut(&id) {
-                Some(doc) => (doc.1, doc.2) = (at, columns.clone()),
+                Some(doc) => (doc.columns_at, doc.columns) = (at, columns.decode()),
                 None => return Ignored,
             },
             Effect::DeleteDocument => {
                 if self.documents.remove(&id).is_none() {
                     return Ignored;
                 }
-                self.inputs.retain(|_, (doc, _, _)| *doc != id);
             }
-            Effect::PutInput { document } => match self.inputs.get_mut(&id) {
-                Some(input) if input.0 == *document => input.1 = at,
-                Some(_) => return Ignored,
-                None if self.documents.contains_key(&id) || !self.documents.contains_key(document) => {
-                    return Ignored;
-                }
-                None => {
-                    self.inputs.insert(id, (*document, at, None));
-                }
-            },
-            Effect::DeleteInput => {
-                if self.inputs.remove(&id).is_none() {
-                    return Ignored;
-                }
-            }
-            Effect::PutOutput => match self.inputs.get_mut(&id) {
-                Some(input) => input.2 = Some(at),
+            Effect::PutInput { document } => match self.documents.get_mut(&document) {
+                Some(doc) => doc.inputs.entry(id).or_insert((at, None)).0 = at,
                 None => return Ignored,
             },
-            Effect::DeleteOutput => match self.inputs.get_mut(&id) {
-                Some(input) if input.2.is_some() => input.2 = None,
-                _ => return Ignored,
-            },
+            Effect::DeleteInput { document } => {
+                match self.documents.get_mut(&document).and_then(|doc| doc.inputs.remove(&id)) {
+                    Some(_) => {}
+                    None => return Ignored,
+                }
+            }
+            Effect::PutOutput { document } => {
+                match self.documents.get_mut(&document).and_then(|doc| doc.inputs.get_mut(&id)) {
+                    Some(input) => input.1 = Some(at),
+                    None => return Ignored,
+                }
+            }
+            Effect::DeleteOutput { document } => {
+                match self.documents.get_mut(&document).and_then(|doc| doc.inputs.get_mut(&id)) {
+                    Some(input) if input.1.is_some() => input.1 = None,
+                    _ => return Ignored,
+                }
+            }
             Effect::Checkpoint { .. } | Effect::ReserveIds { .. } => {}
         }
         Changed
@@ -705,19 +860,32 @@ proptest! {
         let mut ids: Vec<Id> = kd.document_ids().collect();
         ids.sort_unstable();
         prop_assert_eq!(&ids, &model.documents.keys().copied().collect::<Vec<_>>());
-        for (&id, (blob, columns_at, columns)) in &model.documents {
+        for (&id, expected) in &model.documents {
             let doc = kd.document(id).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!((&doc.blob, &doc.columns_at, &doc.columns()), (blob, columns_at, columns));
-            let inputs: Vec<Id> = model.inputs.iter().filter(|(_, v)| v.0 == id).map(|(k, _)| *k).collect();
+            prop_assert_eq!(
+                (&doc.blob, &doc.columns_at, &doc.columns()),
+                (&expected.blob, &expected.columns_at, &expected.columns)
+            );
+            let inputs: Vec<InputEntry> = expected
+                .inputs
+                .iter()
+                .map(|(&input, &(value, output))| InputEntry { id: input, value, output })
+                .collect();
             prop_assert_eq!(&doc.inputs, &inputs, "inputs of document {}", id);
+            for input in &inputs {
+                prop_assert_eq!(kd.input(id, input.id), Ok(input));
+                prop_assert_eq!(kd.output(id, input.id).ok(), input.output);
+            }
+            for after in 0..=9 {
+                let rest: Vec<InputEntry> = inputs.iter().filter(|i| i.id > after).copied().collect();
+                prop_assert_eq!(doc.inputs_after(after), &rest[..], "inputs of {} after {}", id, after);
+            }
         }
-        for (&input, &(document, value, output)) in &model.inputs {
-            let entry = kd.input(document, input).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!((entry.value, entry.output), (value, output));
-        }
+        let inputs = model.documents.values().map(|d| d.inputs.len() as u64).sum::<u64>();
+        let outputs = model.documents.values().flat_map(|d| d.inputs.values()).filter(|v| v.1.is_some()).count();
         prop_assert_eq!(kd.document_count(), model.documents.len());
-        prop_assert_eq!(kd.input_count(), model.inputs.len());
-        prop_assert_eq!(kd.output_count(), model.inputs.values().filter(|v| v.2.is_some()).count() as u64);
+        prop_assert_eq!(kd.input_count(), inputs);
+        prop_assert_eq!(kd.output_count(), outputs as u64);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use common::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
-    Body, Corruption, DecodeError, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordKind,
-    SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, SegmentId, Value, decode_record, encode_record, scan,
+    Body, Corruption, DecodeError, EncodedColumns, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN,
+    RecordKind, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, SegmentId, Value, decode_record, encode_record,
+    scan,
 };
 
 /// Encodes `m`, then checks that `scan` and `decode_record` give back every
@@ -35,11 +36,22 @@ fn check_round_trip(seq: u64, id: u64, m: &Owned) -> Result<(), TestCaseError> {
         out
     });
     let body = record.body().expect("body of a fresh record");
-    prop_assert_eq!(&body, &m.expected_body(encoded_value.as_deref().unwrap_or(&[]), m.blob()));
-    if let Body::PutInput { value, .. } | Body::PutOutput { value } = body {
-        prop_assert_eq!(Value::decode(value), Ok(m.value().unwrap().clone()));
+    let mut encoded_columns = Vec::new();
+    prop_assert_eq!(&body, &m.expected_body(encoded_value.as_deref().unwrap_or(&[]), m.blob(), &mut encoded_columns));
+    match body {
+        Body::PutInput { value, .. } | Body::PutOutput { value, .. } => {
+            prop_assert_eq!(Value::decode(value), Ok(m.value().unwrap().clone()));
+        }
+        Body::CreateDocument { columns, .. } | Body::SetColumns { columns } => {
+            let (Owned::CreateDocument { columns: expected, .. } | Owned::SetColumns { columns: expected }) = m else {
+                panic!("{m:?} decoded to {body:?}")
+            };
+            prop_assert_eq!(&columns.decode(), expected);
+        }
+        _ => {}
     }
-    prop_assert_eq!(body.into_effect(), mutation.effect());
+    let mut scratch = Vec::new();
+    prop_assert_eq!(body.into_effect(), mutation.effect(&mut scratch));
     Ok(())
 }
 
@@ -75,18 +87,18 @@ proptest! {
     }
 
     #[test]
-    fn delete_input_round_trips(seq in any::<u64>(), id in any::<u64>()) {
-        check_round_trip(seq, id, &Owned::DeleteInput)?;
-    }
-
-    #[test]
-    fn put_output_round_trips(seq in any::<u64>(), id in any::<u64>(), m in arb_put_output()) {
+    fn delete_input_round_trips(seq in any::<u64>(), id in any::<u64>(), m in arb_delete_input(any::<u64>())) {
         check_round_trip(seq, id, &m)?;
     }
 
     #[test]
-    fn delete_output_round_trips(seq in any::<u64>(), id in any::<u64>()) {
-        check_round_trip(seq, id, &Owned::DeleteOutput)?;
+    fn put_output_round_trips(seq in any::<u64>(), id in any::<u64>(), m in arb_put_output(any::<u64>())) {
+        check_round_trip(seq, id, &m)?;
+    }
+
+    #[test]
+    fn delete_output_round_trips(seq in any::<u64>(), id in any::<u64>(), m in arb_delete_output(any::<u64>())) {
+        check_round_trip(seq, id, &m)?;
     }
 
     #[test]
@@ -113,6 +125,10 @@ proptest! {
         prop_assert_eq!(bytes[8], m.as_mutation().kind() as u8);
         prop_assert_eq!(u64_at(9), seq);
         prop_assert_eq!(u64_at(17), id);
+        // Input and output records name their document first in the payload.
+        if let Some(document) = m.document() {
+            prop_assert_eq!(u64_at(RECORD_HEADER_LEN), document);
+        }
     }
 
     #[test]
@@ -194,24 +210,26 @@ proptest! {
         prop_assert_eq!(record.payload, &payload[..]);
         if let Ok(body) = record.body() {
             let reencoded = match body {
-                Body::CreateDocument { columns, blob } => record_bytes(1, 1, &Owned::CreateDocument { columns, blob: blob.to_vec() }),
+                Body::CreateDocument { columns, blob } => {
+                    prop_assert_eq!(columns.as_bytes(), &payload[..payload.len() - blob.len()]);
+                    record_bytes(1, 1, &Owned::CreateDocument { columns: columns.decode(), blob: blob.to_vec() })
+                }
                 Body::SetBlob { blob } => record_bytes(1, 1, &Owned::SetBlob { blob: blob.to_vec() }),
-                Body::SetColumns { columns } => record_bytes(1, 1, &Owned::SetColumns { columns }),
+                Body::SetColumns { columns } => {
+                    prop_assert_eq!(columns.as_bytes(), &payload[..]);
+                    record_bytes(1, 1, &Owned::SetColumns { columns: columns.decode() })
+                }
                 Body::DeleteDocument => record_bytes(1, 1, &Owned::DeleteDocument),
-                Body::DeleteInput => record_bytes(1, 1, &Owned::DeleteInput),
-                Body::DeleteOutput => record_bytes(1, 1, &Owned::DeleteOutput),
+                Body::DeleteInput { document } => record_bytes(1, 1, &Owned::DeleteInput { document }),
+                Body::DeleteOutput { document } => record_bytes(1, 1, &Owned::DeleteOutput { document }),
                 Body::Checkpoint { covers_from, next_id } => {
                     record_bytes(1, 1, &Owned::Checkpoint { covers_from, next_id })
                 }
                 Body::ReserveIds { below } => record_bytes(1, 1, &Owned::ReserveIds { below }),
                 // Values stay encoded in the body; only their position is checked.
-                Body::PutInput { document, value } => {
+                Body::PutInput { document, value } | Body::PutOutput { document, value } => {
                     prop_assert_eq!(&payload[..8], &document.to_le_bytes());
                     prop_assert_eq!(value, &payload[8..]);
-                    bytes.clone()
-                }
-                Body::PutOutput { value } => {
-                    prop_assert_eq!(value, &payload[..]);
                     bytes.clone()
                 }
             };
@@ -380,18 +398,56 @@ fn record_with_payload(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn a_delete_with_a_payload_has_a_malformed_body() {
-    for kind in [RecordKind::DeleteDocument, RecordKind::DeleteInput, RecordKind::DeleteOutput] {
-        let bytes = record_with_payload(kind, b"xy");
-        let record = decode_record(&bytes).unwrap();
-        assert_eq!(record.body(), Err(DecodeError::TrailingBytes(2)), "{kind:?}");
+fn a_document_delete_with_a_payload_has_a_malformed_body() {
+    let bytes = record_with_payload(RecordKind::DeleteDocument, b"xy");
+    assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::TrailingBytes(2)));
+}
+
+#[test]
+fn an_input_or_output_delete_with_more_than_a_document_id_has_a_malformed_body() {
+    let mut payload = 7u64.to_le_bytes().to_vec();
+    let bytes = record_with_payload(RecordKind::DeleteInput, &payload);
+    assert_eq!(decode_record(&bytes).unwrap().body(), Ok(Body::DeleteInput { document: 7 }));
+    let bytes = record_with_payload(RecordKind::DeleteOutput, &payload);
+    assert_eq!(decode_record(&bytes).unwrap().body(), Ok(Body::DeleteOutput { document: 7 }));
+    payload.extend_from_slice(b"xy");
+    for kind in [RecordKind::DeleteInput, RecordKind::DeleteOutput] {
+        let bytes = record_with_payload(kind, &payload);
+        assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::TrailingBytes(2)), "{kind:?}");
     }
 }
 
 #[test]
-fn a_put_input_shorter_than_a_document_id_has_a_malformed_body() {
-    let bytes = record_with_payload(RecordKind::PutInput, &[1, 2, 3]);
-    assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::Truncated));
+fn input_and_output_records_shorter_than_a_document_id_have_a_malformed_body() {
+    for kind in [RecordKind::PutInput, RecordKind::DeleteInput, RecordKind::PutOutput, RecordKind::DeleteOutput] {
+        for len in 0..8 {
+            let bytes = record_with_payload(kind, &[1, 2, 3, 4, 5, 6, 7][..len]);
+            assert_eq!(decode_record(&bytes).unwrap().body(), Err(DecodeError::Truncated), "{kind:?}, {len} bytes");
+        }
+    }
+}
+
+/// The payloads of the records about an input: the owning document's id,
+/// then (for puts) the encoded value.
+#[test]
+fn input_and_output_payloads_are_the_document_id_then_the_value() {
+    let document = 0x0102_0304_0506_0708u64;
+    let value = Value::Int(-2);
+    let mut encoded = Vec::new();
+    value.encode(&mut encoded);
+    let cases = [
+        (Owned::PutInput { document, value: value.clone() }, &encoded[..]),
+        (Owned::PutOutput { document, value: value.clone() }, &encoded[..]),
+        (Owned::DeleteInput { document }, &[][..]),
+        (Owned::DeleteOutput { document }, &[][..]),
+    ];
+    for (m, value) in cases {
+        let bytes = record_bytes(3, 9, &m);
+        assert_eq!(bytes.len(), RECORD_HEADER_LEN + 8 + value.len(), "{m:?}");
+        assert_eq!(bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + 8], document.to_le_bytes(), "{m:?}");
+        assert_eq!(&bytes[RECORD_HEADER_LEN + 8..], value, "{m:?}");
+        assert_eq!(m.as_mutation().encoded_len(), bytes.len(), "{m:?}");
+    }
 }
 
 #[test]
@@ -529,5 +585,64 @@ proptest! {
             _ => None,
         };
         prop_assert_eq!(record.blob(), Ok(expected));
+    }
+}
+
+/// A column map's bytes as an encoder might get them wrong: any count,
+/// any keys and values (invalid UTF-8 included, any order), trailing bytes.
+fn arb_raw_map() -> impl Strategy<Value = Vec<u8>> {
+    let bytes =
+        vec(prop_oneof![3 => Just(b'a'), 3 => Just(b'b'), 1 => Just(0xc3), 1 => Just(0xa9), 1 => Just(0xff)], 0..3);
+    let delta = prop_oneof![4 => Just(0i64), 1 => Just(-1), 1 => Just(1)];
+    let trailing = prop_oneof![2 => Just(vec![]), 1 => vec(any::<u8>(), 1..3)];
+    let truncate = prop::bool::weighted(0.25);
+    (vec((bytes.clone(), bytes), 0..4), delta, trailing, any::<prop::sample::Index>(), truncate).prop_map(
+        |(entries, delta, trailing, cut, truncate)| {
+            let mut out = ((entries.len() as i64 + delta).max(0) as u32).to_le_bytes().to_vec();
+            for (k, v) in &entries {
+                for s in [k, v] {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s);
+                }
+            }
+            out.extend_from_slice(&trailing);
+            if truncate {
+                out.truncate(cut.index(out.len() + 1));
+            }
+            out
+        },
+    )
+}
+
+proptest! {
+    /// A `SetColumns` body accepts exactly the column maps the value
+    /// decoder accepts, with the same errors, and decodes to the same map.
+    #[test]
+    fn columns_are_checked_exactly_as_map_values_are_decoded(payload in arb_raw_map()) {
+        let bytes = record_with_payload(RecordKind::SetColumns, &payload);
+        let body = decode_record(&bytes).unwrap().body();
+        let mut value = vec![6u8]; // the tag of a map value
+        value.extend_from_slice(&payload);
+        match (body, Value::decode(&value)) {
+            (Ok(Body::SetColumns { columns }), Ok(Value::Map(map))) => {
+                prop_assert_eq!(columns.as_bytes(), &payload[..]);
+                prop_assert_eq!(&columns.decode(), &map);
+                prop_assert_eq!(format!("{columns:?}"), format!("{map:?}"));
+            }
+            (Err(e), Err(expected)) => prop_assert_eq!(e, expected),
+            (body, value) => prop_assert!(false, "body {:?}, value {:?}", body, value),
+        }
+    }
+
+    /// `EncodedColumns::encode` gives the bytes a record holds, whatever the
+    /// buffer held before.
+    #[test]
+    fn encoded_columns_are_the_record_encoding(columns in arb_string_map(), junk in vec(any::<u8>(), 0..16)) {
+        let mut buf = junk;
+        let encoded = EncodedColumns::encode(&columns, &mut buf);
+        let record = record_bytes(1, 1, &Owned::SetColumns { columns: columns.clone() });
+        prop_assert_eq!(encoded.as_bytes(), &record[RECORD_HEADER_LEN..]);
+        prop_assert_eq!(&encoded.decode(), &columns);
+        prop_assert_eq!(format!("{encoded:?}"), format!("{columns:?}"));
     }
 }

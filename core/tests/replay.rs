@@ -47,12 +47,13 @@ impl Image {
 
     /// Applies the first `n` records straight to `kd`, as live writes do.
     fn apply_directly(&self, kd: &mut KeyDir, n: usize) -> Vec<Applied> {
+        let mut scratch = Vec::new();
         (0..n)
             .map(|i| {
                 let (offset, seq, id, ref m) = self.records[i];
                 let len = (self.end(i) - offset) as u32;
                 let location = Location::new(self.segment, offset as u64, len).unwrap();
-                kd.apply(RecordMeta { seq, id, location }, m.as_mutation().effect())
+                kd.apply(RecordMeta { seq, id, location }, m.as_mutation().effect(&mut scratch))
             })
             .collect()
     }
@@ -70,8 +71,9 @@ struct State {
     next_id: Id,
     next_seq: u64,
     documents: BTreeMap<Id, DocumentEntry>,
-    inputs: BTreeMap<Id, InputEntry>,
-    counts: (usize, usize, u64),
+    /// (document, input) -> what `KeyDir::input` finds.
+    inputs: BTreeMap<(Id, Id), InputEntry>,
+    counts: (usize, u64, u64),
     segments: BTreeMap<SegmentId, SegmentUsage>,
 }
 
@@ -81,8 +83,8 @@ impl State {
             kd.document_ids().map(|id| (id, kd.document(id).unwrap().clone())).collect();
         let inputs = documents
             .iter()
-            .flat_map(|(&doc, entry)| entry.inputs.iter().map(move |&input| (doc, input)))
-            .map(|(doc, input)| (input, *kd.input(doc, input).unwrap()))
+            .flat_map(|(&doc, entry)| entry.inputs.iter().map(move |input| (doc, input.id)))
+            .map(|(doc, input)| ((doc, input), *kd.input(doc, input).unwrap()))
             .collect();
         State {
             next_id: kd.next_id(),
@@ -171,12 +173,12 @@ fn sample_ops() -> Vec<(Id, Owned)> {
     vec![
         (1, create(&[("name", "Example")], b"<h1>Hi</h1>")),
         (2, Owned::PutInput { document: 1, value: Value::IntList(vec![1, 2, 3]) }),
-        (2, Owned::PutOutput { value: Value::Str("six".to_owned()) }),
+        (2, Owned::PutOutput { document: 1, value: Value::Str("six".to_owned()) }),
         (3, create(&[], b"")),
         (4, Owned::PutInput { document: 1, value: Value::Double(0.5) }),
         (1, Owned::SetBlob { blob: b"<h1>Hello</h1>".to_vec() }),
         (3, Owned::DeleteDocument),
-        (4, Owned::PutOutput { value: Value::Map(BTreeMap::from([("k".to_owned(), "v".to_owned())])) }),
+        (4, Owned::PutOutput { document: 1, value: Value::Map(BTreeMap::from([("k".to_owned(), "v".to_owned())])) }),
     ]
 }
 
@@ -294,7 +296,9 @@ fn sample_segment_replays_cleanly() {
     assert_eq!(outcome.result, Ok(Replayed::Clean { len: image.bytes.len() as u64 }));
     assert_eq!(outcome.state, image.direct_state(image.records.len()));
     assert_eq!(outcome.state.counts, (1, 2, 2));
-    assert_eq!(outcome.state.documents[&1].inputs, [2, 4]);
+    let chain: Vec<Id> = outcome.state.documents[&1].inputs.iter().map(|input| input.id).collect();
+    assert_eq!(chain, [2, 4]);
+    assert_eq!(outcome.state.inputs.keys().copied().collect::<Vec<_>>(), [(1, 2), (1, 4)]);
 }
 
 #[test]
@@ -412,9 +416,12 @@ fn a_corrupt_middle_record_hides_the_valid_records_after_it() {
 fn a_checksummed_record_with_a_malformed_payload_stops_the_replay() {
     let image = sample_image();
     let mut file = image.bytes.clone();
-    // A DeleteInput carrying a payload: the checksum is right, the body is not.
+    // A DeleteInput carrying more than its document's id: the checksum is
+    // right, the body is not.
     let start = file.len();
-    encode_record(&mut file, 100, 2, &Owned::SetBlob { blob: vec![1, 2] }.as_mutation());
+    let mut payload = 1u64.to_le_bytes().to_vec();
+    payload.extend_from_slice(&[1, 2]);
+    encode_record(&mut file, 100, 2, &Owned::SetBlob { blob: payload }.as_mutation());
     file[start + 8] = RecordKind::DeleteInput as u8;
     fix_record_crc(&mut file[start..]);
     let outcome = replay_at_once(image.segment, &file, TailPolicy::Truncate);
@@ -422,7 +429,7 @@ fn a_checksummed_record_with_a_malformed_payload_stops_the_replay() {
         outcome.result,
         Ok(Replayed::TornTail {
             valid_len: start as u64,
-            dropped: (RECORD_HEADER_LEN + 2) as u64,
+            dropped: (RECORD_HEADER_LEN + 10) as u64,
             reason: Corruption::Payload(DecodeError::TrailingBytes(2)),
         })
     );
@@ -442,7 +449,7 @@ fn replayed_locations_point_at_the_records_in_the_file() {
     let doc = &outcome.state.documents[&1];
     assert_eq!(read(doc.columns_at), (RecordKind::CreateDocument, 1, 1));
     assert_eq!(read(doc.blob), (RecordKind::SetBlob, 6, 1));
-    let input = outcome.state.inputs[&4];
+    let input = outcome.state.inputs[&(1, 4)];
     assert_eq!(read(input.value), (RecordKind::PutInput, 5, 4));
     assert_eq!(read(input.output.unwrap()), (RecordKind::PutOutput, 8, 4));
     assert_eq!(doc.columns_at.offset() as usize, SEGMENT_HEADER_LEN);
@@ -453,7 +460,8 @@ fn records_about_missing_things_are_counted_as_ignored() {
     let ops = vec![
         (1, Owned::SetBlob { blob: vec![] }),
         (2, create(&[], b"")),
-        (3, Owned::PutOutput { value: Value::Int(1) }),
+        // Document 2 exists, but has no input 3.
+        (3, Owned::PutOutput { document: 2, value: Value::Int(1) }),
         (2, Owned::DeleteDocument),
         (2, Owned::DeleteDocument),
     ];
@@ -521,7 +529,7 @@ fn replaying_a_later_segment_applies_over_an_earlier_one() {
     let second = Image::new(
         seg(2),
         4,
-        &[(1, Owned::DeleteDocument), (5, create(&[("v", "2")], b"x")), (2, Owned::DeleteOutput)],
+        &[(1, Owned::DeleteDocument), (5, create(&[("v", "2")], b"x")), (2, Owned::DeleteOutput { document: 1 })],
     );
     let mut kd = KeyDir::new();
     let one = replay_into(&mut kd, first.segment, &first.bytes, &[usize::MAX], TailPolicy::Reject);

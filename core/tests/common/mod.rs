@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
-use stratum_core::{Body, Columns, Id, Mutation, SegmentId, Value, encode_record};
+use stratum_core::{Body, Columns, EncodedColumns, Id, Mutation, SegmentId, Value, encode_record};
 
 /// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
 pub fn arb_string() -> impl Strategy<Value = String> {
@@ -62,9 +62,9 @@ pub enum Owned {
     SetColumns { columns: Columns },
     DeleteDocument,
     PutInput { document: Id, value: Value },
-    DeleteInput,
-    PutOutput { value: Value },
-    DeleteOutput,
+    DeleteInput { document: Id },
+    PutOutput { document: Id, value: Value },
+    DeleteOutput { document: Id },
     Checkpoint { covers_from: SegmentId, next_id: Id },
     ReserveIds { below: Id },
 }
@@ -77,9 +77,9 @@ impl Owned {
             Owned::SetColumns { columns } => Mutation::SetColumns { columns },
             Owned::DeleteDocument => Mutation::DeleteDocument,
             Owned::PutInput { document, value } => Mutation::PutInput { document: *document, value },
-            Owned::DeleteInput => Mutation::DeleteInput,
-            Owned::PutOutput { value } => Mutation::PutOutput { value },
-            Owned::DeleteOutput => Mutation::DeleteOutput,
+            Owned::DeleteInput { document } => Mutation::DeleteInput { document: *document },
+            Owned::PutOutput { document, value } => Mutation::PutOutput { document: *document, value },
+            Owned::DeleteOutput { document } => Mutation::DeleteOutput { document: *document },
             Owned::Checkpoint { covers_from, next_id } => {
                 Mutation::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
@@ -87,18 +87,40 @@ impl Owned {
         }
     }
 
+    /// The owning document named in the payload of an input or output
+    /// record.
+    pub fn document(&self) -> Option<Id> {
+        match *self {
+            Owned::PutInput { document, .. }
+            | Owned::DeleteInput { document }
+            | Owned::PutOutput { document, .. }
+            | Owned::DeleteOutput { document } => Some(document),
+            _ => None,
+        }
+    }
+
     /// The body `RecordRef::body` must give back for this mutation, with
-    /// values in their encoded form.
-    pub fn expected_body<'a>(&self, encoded_value: &'a [u8], blob: &'a [u8]) -> Body<'a> {
+    /// values in their encoded form and column maps encoded into
+    /// `encoded_columns` (cleared first).
+    pub fn expected_body<'a>(
+        &self,
+        encoded_value: &'a [u8],
+        blob: &'a [u8],
+        encoded_columns: &'a mut Vec<u8>,
+    ) -> Body<'a> {
         match self {
-            Owned::CreateDocument { columns, .. } => Body::CreateDocument { columns: columns.clone(), blob },
+            Owned::CreateDocument { columns, .. } => {
+                Body::CreateDocument { columns: EncodedColumns::encode(columns, encoded_columns), blob }
+            }
             Owned::SetBlob { .. } => Body::SetBlob { blob },
-            Owned::SetColumns { columns } => Body::SetColumns { columns: columns.clone() },
+            Owned::SetColumns { columns } => {
+                Body::SetColumns { columns: EncodedColumns::encode(columns, encoded_columns) }
+            }
             Owned::DeleteDocument => Body::DeleteDocument,
             Owned::PutInput { document, .. } => Body::PutInput { document: *document, value: encoded_value },
-            Owned::DeleteInput => Body::DeleteInput,
-            Owned::PutOutput { .. } => Body::PutOutput { value: encoded_value },
-            Owned::DeleteOutput => Body::DeleteOutput,
+            Owned::DeleteInput { document } => Body::DeleteInput { document: *document },
+            Owned::PutOutput { document, .. } => Body::PutOutput { document: *document, value: encoded_value },
+            Owned::DeleteOutput { document } => Body::DeleteOutput { document: *document },
             Owned::Checkpoint { covers_from, next_id } => {
                 Body::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
@@ -108,7 +130,7 @@ impl Owned {
 
     pub fn value(&self) -> Option<&Value> {
         match self {
-            Owned::PutInput { value, .. } | Owned::PutOutput { value } => Some(value),
+            Owned::PutInput { value, .. } | Owned::PutOutput { value, .. } => Some(value),
             _ => None,
         }
     }
@@ -137,8 +159,16 @@ pub fn arb_put_input(document: impl Strategy<Value = Id>) -> impl Strategy<Value
     (document, arb_value()).prop_map(|(document, value)| Owned::PutInput { document, value })
 }
 
-pub fn arb_put_output() -> impl Strategy<Value = Owned> {
-    arb_value().prop_map(|value| Owned::PutOutput { value })
+pub fn arb_delete_input(document: impl Strategy<Value = Id>) -> impl Strategy<Value = Owned> {
+    document.prop_map(|document| Owned::DeleteInput { document })
+}
+
+pub fn arb_put_output(document: impl Strategy<Value = Id>) -> impl Strategy<Value = Owned> {
+    (document, arb_value()).prop_map(|(document, value)| Owned::PutOutput { document, value })
+}
+
+pub fn arb_delete_output(document: impl Strategy<Value = Id>) -> impl Strategy<Value = Owned> {
+    document.prop_map(|document| Owned::DeleteOutput { document })
 }
 
 pub fn arb_checkpoint() -> impl Strategy<Value = Owned> {
@@ -146,17 +176,18 @@ pub fn arb_checkpoint() -> impl Strategy<Value = Owned> {
         .prop_map(|(n, next_id)| Owned::Checkpoint { covers_from: SegmentId::new(n).unwrap(), next_id })
 }
 
-/// Any mutation, with the owning document of an input drawn from `document`.
-pub fn arb_mutation_with(document: impl Strategy<Value = Id> + 'static) -> impl Strategy<Value = Owned> {
+/// Any mutation, with the owning document of an input or output record
+/// drawn from `document`.
+pub fn arb_mutation_with(document: impl Strategy<Value = Id> + Clone + 'static) -> impl Strategy<Value = Owned> {
     prop_oneof![
         arb_create_document(),
         arb_set_blob(),
         arb_set_columns(),
         Just(Owned::DeleteDocument),
-        arb_put_input(document),
-        Just(Owned::DeleteInput),
-        arb_put_output(),
-        Just(Owned::DeleteOutput),
+        arb_put_input(document.clone()),
+        arb_delete_input(document.clone()),
+        arb_put_output(document.clone()),
+        arb_delete_output(document),
         arb_checkpoint(),
         any::<u64>().prop_map(|below| Owned::ReserveIds { below }),
     ]
