@@ -135,3 +135,81 @@ fn hint_files_without_a_segment_are_removed_at_open() {
     assert!(!dir.path().join("seg_999.hint").exists());
     assert!(!dir.path().join("seg_001.hint.tmp").exists());
 }
+
+/// A compacted store with sealed segments written after the compaction
+/// (overwriting and deleting much of what the merged segment holds), hint
+/// files for all of them, and the state a full scan gives.
+fn merged_store() -> (tempfile::TempDir, Documents, stratum_io::Stats) {
+    let (dir, _) = hinted_store();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    engine.compact().unwrap();
+    let ids = engine.document_ids();
+    for (n, &doc) in ids.iter().enumerate() {
+        match n % 3 {
+            0 => engine.update_blob(doc, &[7; 500]).unwrap(),
+            1 => engine.delete_document(doc).unwrap(),
+            _ => {
+                let first = engine.inputs(doc).unwrap()[0].0;
+                engine.update_input(doc, first, &Value::Int(n as i64)).unwrap();
+                engine.delete_output(doc, first).unwrap();
+            }
+        }
+    }
+    engine.write_hints().unwrap();
+    let expected = read_back(&engine).unwrap().documents;
+    let stats = engine.stats();
+    engine.close().unwrap();
+    (dir, expected, stats)
+}
+
+/// The merged segment's hint is a snapshot of the index it builds
+/// (`STRATSNP`); restarting from it and the sealed segments' hints gives
+/// the state, and the byte accounting, of a full scan.
+#[test]
+fn a_restart_from_the_merged_snapshot_matches_a_full_scan() {
+    let (dir, expected, written) = merged_store();
+    let merged_hint = dir.path().join("merged.hint");
+    assert_eq!(&fs::read(&merged_hint).unwrap()[..8], b"STRATSNP");
+    let hints = hint_files(dir.path()).len() as u64;
+    assert!(hints >= 2, "expected the merged snapshot and sealed hints, got {hints}");
+
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    let from_hints = engine.stats();
+    assert_eq!(from_hints.hinted_segments, hints);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
+    engine.close().unwrap();
+
+    for hint in hint_files(dir.path()) {
+        fs::remove_file(hint).unwrap();
+    }
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
+    let scanned = engine.stats();
+    for stats in [&from_hints, &written] {
+        assert_eq!(
+            (stats.documents, stats.inputs, stats.outputs, stats.next_id),
+            (scanned.documents, scanned.inputs, scanned.outputs, scanned.next_id)
+        );
+        assert_eq!(
+            (stats.live_bytes, stats.total_bytes, stats.records),
+            (scanned.live_bytes, scanned.total_bytes, scanned.records)
+        );
+    }
+    // The engine writes the merged segment's snapshot again when it is missing.
+    assert!(engine.write_hints().unwrap() >= 1);
+    assert_eq!(&fs::read(&merged_hint).unwrap()[..8], b"STRATSNP");
+}
+
+#[test]
+fn a_damaged_merged_snapshot_is_ignored_and_the_segment_scanned() {
+    let (dir, expected, _) = merged_store();
+    let merged_hint = dir.path().join("merged.hint");
+    let mut bytes = fs::read(&merged_hint).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&merged_hint, bytes).unwrap();
+
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_eq!(engine.stats().hinted_segments, hint_files(dir.path()).len() as u64 - 1);
+    assert_eq!(read_back(&engine).unwrap().documents, expected);
+}

@@ -44,6 +44,8 @@ pub enum HintError {
     StaleLength { hinted: u64, actual: u64 },
     #[error("malformed hint entry: {0}")]
     Entry(DecodeError),
+    #[error("malformed index snapshot: {0}")]
+    Snapshot(crate::snapshot::SnapshotDefect),
 }
 
 /// Builds a hint file from the records of one segment, in order.
@@ -56,12 +58,7 @@ pub struct HintBuilder {
 
 impl HintBuilder {
     pub fn new(segment: SegmentId) -> Self {
-        let mut buf = Vec::with_capacity(4096);
-        buf.extend_from_slice(&HINT_MAGIC);
-        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&[0; 2]);
-        buf.extend_from_slice(&segment.get().to_le_bytes());
-        HintBuilder { segment, buf, entries: 0 }
+        HintBuilder { segment, buf: frame_header(HINT_MAGIC, segment), entries: 0 }
     }
 
     /// Adds the record at `meta.location`, which must be in this segment.
@@ -95,10 +92,7 @@ impl HintBuilder {
 
     /// The hint file's bytes, for a segment file of `segment_len` bytes.
     pub fn finish(mut self, segment_len: u64) -> Vec<u8> {
-        self.buf.extend_from_slice(&segment_len.to_le_bytes());
-        self.buf.extend_from_slice(&self.entries.to_le_bytes());
-        let crc = crc32fast::hash(&self.buf);
-        self.buf.extend_from_slice(&crc.to_le_bytes());
+        frame_trailer(&mut self.buf, segment_len, self.entries);
         self.buf
     }
 }
@@ -119,6 +113,57 @@ pub fn replay_hints(
     segment_len: u64,
     sink: &mut impl RecordSink,
 ) -> Result<u64, HintError> {
+    let (entries, count) = unframe(bytes, HINT_MAGIC, segment, segment_len)?;
+
+    // Check every entry before applying any (a hint is all or nothing),
+    // then parse them again to apply them: no list of entries in between.
+    let mut r = Reader::new(entries);
+    let mut checked = 0u64;
+    while !r.is_empty() {
+        entry(&mut r, segment).map_err(HintError::Entry)?;
+        checked += 1;
+    }
+    if checked != count {
+        return Err(HintError::Truncated);
+    }
+    let mut r = Reader::new(entries);
+    while !r.is_empty() {
+        let (meta, effect) = entry(&mut r, segment).expect("every entry was checked above");
+        let _ = sink.record(meta, effect);
+    }
+    Ok(count)
+}
+
+/// The header of a hint file or index snapshot: `magic`, the format
+/// version, two reserved bytes and the segment id.
+pub(crate) fn frame_header(magic: [u8; 8], segment: SegmentId) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4096);
+    buf.extend_from_slice(&magic);
+    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&[0; 2]);
+    buf.extend_from_slice(&segment.get().to_le_bytes());
+    buf
+}
+
+/// Ends a hint file or index snapshot: the segment's length, the number of
+/// entries, and the CRC-32 of everything before it.
+pub(crate) fn frame_trailer(buf: &mut Vec<u8>, segment_len: u64, entries: u64) {
+    buf.extend_from_slice(&segment_len.to_le_bytes());
+    buf.extend_from_slice(&entries.to_le_bytes());
+    let crc = crc32fast::hash(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the frame of a hint file or index snapshot for `segment`, whose
+/// file is `segment_len` bytes: checksum, magic, version, segment id and
+/// length. Returns the bytes between header and trailer, and the number of
+/// entries the trailer announces.
+pub(crate) fn unframe(
+    bytes: &[u8],
+    magic: [u8; 8],
+    segment: SegmentId,
+    segment_len: u64,
+) -> Result<(&[u8], u64), HintError> {
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
         return Err(HintError::Truncated);
     }
@@ -126,7 +171,7 @@ pub fn replay_hints(
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(HintError::ChecksumMismatch);
     }
-    if body[0..8] != HINT_MAGIC {
+    if body[0..8] != magic {
         return Err(HintError::BadMagic);
     }
     let version = u16::from_le_bytes(body[8..10].try_into().expect("2 bytes"));
@@ -143,25 +188,7 @@ pub fn replay_hints(
         return Err(HintError::StaleLength { hinted, actual: segment_len });
     }
     let count = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
-
-    // Check every entry before applying any (a hint is all or nothing),
-    // then parse them again to apply them: no list of entries in between.
-    let entries = &body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)];
-    let mut r = Reader::new(entries);
-    let mut checked = 0u64;
-    while !r.is_empty() {
-        entry(&mut r, segment).map_err(HintError::Entry)?;
-        checked += 1;
-    }
-    if checked != count {
-        return Err(HintError::Truncated);
-    }
-    let mut r = Reader::new(entries);
-    while !r.is_empty() {
-        let (meta, effect) = entry(&mut r, segment).expect("every entry was checked above");
-        let _ = sink.record(meta, effect);
-    }
-    Ok(count)
+    Ok((&body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)], count))
 }
 
 fn entry<'a>(r: &mut Reader<'a>, segment: SegmentId) -> Result<(RecordMeta, Effect<'a>), DecodeError> {

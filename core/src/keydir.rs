@@ -44,7 +44,7 @@ pub struct DocumentEntry {
 }
 
 impl DocumentEntry {
-    fn new(location: Location, columns: EncodedColumns<'_>) -> Self {
+    pub(crate) fn new(location: Location, columns: EncodedColumns<'_>) -> Self {
         DocumentEntry { blob: location, columns_at: location, columns: columns.as_bytes().into(), inputs: Vec::new() }
     }
 
@@ -55,6 +55,11 @@ impl DocumentEntry {
 
     pub(crate) fn clone_columns(&self) -> Box<[u8]> {
         self.columns.clone()
+    }
+
+    /// The column map in its record encoding.
+    pub(crate) fn encoded_columns(&self) -> &[u8] {
+        &self.columns
     }
 
     /// The input `id` of this document.
@@ -156,17 +161,17 @@ pub enum Applied {
 }
 
 /// The in-memory index.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyDir {
     pub(crate) documents: FxHashMap<Id, DocumentEntry>,
-    inputs: u64,
-    outputs: u64,
+    pub(crate) inputs: u64,
+    pub(crate) outputs: u64,
     pub(crate) segments: BTreeMap<SegmentId, SegmentUsage>,
     /// The checkpoint record of the merged segment, if there is one.
     pub(crate) checkpoint: Option<Location>,
     pub(crate) next_id: Id,
     /// Ids below this may have been handed out (see `ReserveIds`).
-    reserved_ids: Id,
+    pub(crate) reserved_ids: Id,
     /// The newest `ReserveIds` record, if its segment has not been compacted.
     pub(crate) reservation: Option<Location>,
     pub(crate) next_seq: u64,

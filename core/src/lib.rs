@@ -3,7 +3,8 @@
 //! This crate decides everything and does nothing: it encodes and decodes
 //! records ([`encode_record`], [`scan`]), keeps the in-memory index
 //! ([`KeyDir`]), replays segment bytes during recovery ([`SegmentReplay`])
-//! or their hint files ([`replay_hints`], [`HintBuilder`]),
+//! or their hint files ([`replay_hints`], [`HintBuilder`], and the index
+//! snapshot of a merged segment, [`KeyDir::snapshot`]),
 //! plans compactions ([`CompactionPlan`], [`CompactionPolicy`]) and checks
 //! requests against [`Limits`]. It opens no files, reads no
 //! clock and starts no threads; everything it needs is passed in as byte
@@ -17,6 +18,7 @@ mod keydir;
 mod limits;
 mod record;
 mod replay;
+mod snapshot;
 mod value;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,7 @@ pub use record::{
     RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, decode_record, encode_record, scan,
 };
 pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
+pub use snapshot::{SNAPSHOT_MAGIC, SnapshotDefect};
 pub use value::{EncodedColumns, Value};
 
 /// A document or input id. Ids are assigned by the engine, start at 1 and

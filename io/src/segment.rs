@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stratum_core::{
-    Body, Corruption, Feed, HintBuilder, RECORD_HEADER_LEN, RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentHeader,
-    SegmentId, SegmentReplay, TailPolicy, decode_record, replay_hints,
+    Body, Corruption, Feed, HintBuilder, HintError, KeyDir, RECORD_HEADER_LEN, RecordSink, Replayed,
+    SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, TailPolicy, decode_record, replay_hints,
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{FileHandle, FileSystem};
+use crate::fs::{FileHandle, FileSystem, Mapped};
 
 /// The name of the segment that takes appends.
 pub const ACTIVE_NAME: &str = "active.seg";
@@ -142,11 +142,41 @@ pub fn load_hints(
     segment: SegmentId,
     sink: &mut impl RecordSink,
 ) -> Option<u64> {
+    read_hint(fs, segment_path, file, |bytes, segment_len| replay_hints(bytes, segment, segment_len, sink))
+}
+
+/// The index a merged segment's snapshot (its hint file) holds. `None`
+/// (with the reason logged) when there is no usable snapshot: the caller
+/// scans the segment instead.
+pub fn load_snapshot(
+    fs: &dyn FileSystem,
+    segment_path: &Path,
+    file: &dyn FileHandle,
+    segment: SegmentId,
+) -> Option<KeyDir> {
+    read_hint(fs, segment_path, file, |bytes, segment_len| KeyDir::from_snapshot(bytes, segment, segment_len))
+}
+
+/// Reads the hint file beside `segment_path` and hands its bytes, with the
+/// segment file's length, to `parse`.
+fn read_hint<T>(
+    fs: &dyn FileSystem,
+    segment_path: &Path,
+    file: &dyn FileHandle,
+    parse: impl FnOnce(&[u8], u64) -> std::result::Result<T, HintError>,
+) -> Option<T> {
     let path = hint_path(segment_path);
     let hint = fs.open(&path).ok()?;
-    let read = || -> std::io::Result<(Vec<u8>, u64)> {
-        let mut bytes = vec![0; hint.len()? as usize];
-        hint.read_exact_at(&mut bytes, 0)?;
+    let read = || -> std::io::Result<(HintBytes, u64)> {
+        let len = hint.len()? as usize;
+        let bytes = match hint.mapped(0, len, false) {
+            Some(mapped) => HintBytes::Mapped(mapped),
+            None => {
+                let mut bytes = vec![0; len];
+                hint.read_exact_at(&mut bytes, 0)?;
+                HintBytes::Read(bytes)
+            }
+        };
         Ok((bytes, file.len()?))
     };
     let (bytes, segment_len) = match read() {
@@ -156,13 +186,22 @@ pub fn load_hints(
             return None;
         }
     };
-    match replay_hints(&bytes, segment, segment_len, sink) {
-        Ok(entries) => Some(entries),
+    let bytes: &[u8] = match &bytes {
+        HintBytes::Mapped(mapped) => mapped,
+        HintBytes::Read(bytes) => bytes,
+    };
+    match parse(bytes, segment_len) {
+        Ok(parsed) => Some(parsed),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "ignoring hint file; scanning the segment");
             None
         }
     }
+}
+
+enum HintBytes {
+    Mapped(Mapped),
+    Read(Vec<u8>),
 }
 
 /// Writes the hint file of a sealed segment (read back from its file),
@@ -172,12 +211,34 @@ pub fn write_hint(fs: &dyn FileSystem, segment_path: &Path, file: &dyn FileHandl
     let mut builder = HintBuilder::new(segment);
     let len = file.len().map_err(Error::io(format!("reading length of {}", segment_path.display())))?;
     replay(file, segment_path, segment, &mut builder, TailPolicy::Reject)?;
-    let bytes = builder.finish(len);
+    write_hint_file(fs, segment_path, &builder.finish(len))
+}
+
+/// Writes the hint file of a merged segment: the snapshot of the index its
+/// records build (read back from its file), like [`write_hint`].
+pub fn write_snapshot(
+    fs: &dyn FileSystem,
+    segment_path: &Path,
+    file: &dyn FileHandle,
+    segment: SegmentId,
+) -> Result<()> {
+    let mut keydir = KeyDir::new();
+    let len = file.len().map_err(Error::io(format!("reading length of {}", segment_path.display())))?;
+    replay(file, segment_path, segment, &mut keydir, TailPolicy::Reject)?;
+    let snapshot = keydir.snapshot(segment, len).ok_or_else(|| Error::Corrupt {
+        file: segment_path.to_path_buf(),
+        offset: 0,
+        reason: "a merged segment's records point outside it".into(),
+    })?;
+    write_hint_file(fs, segment_path, &snapshot)
+}
+
+fn write_hint_file(fs: &dyn FileSystem, segment_path: &Path, bytes: &[u8]) -> Result<()> {
     let path = hint_path(segment_path);
     let tmp = path.with_extension("hint.tmp");
     remove_if_present(fs, &tmp)?;
     let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
-    out.write_all_at(&bytes, 0).map_err(Error::io(format!("writing {}", tmp.display())))?;
+    out.write_all_at(bytes, 0).map_err(Error::io(format!("writing {}", tmp.display())))?;
     fs.rename(&tmp, &path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))
 }
 

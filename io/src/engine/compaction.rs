@@ -91,7 +91,7 @@ impl Shared {
             }
             let _ = self.fs.remove(&segment::hint_path(&path));
         }
-        match segment::write_hint(self.fs.as_ref(), &target, file.as_ref(), plan.output) {
+        match segment::write_snapshot(self.fs.as_ref(), &target, file.as_ref(), plan.output) {
             Ok(()) => {
                 self.index.write().hinted.insert(plan.output);
             }
@@ -128,17 +128,21 @@ impl Shared {
     /// See [`Engine::write_hints`].
     pub(super) fn write_hints(&self) -> Result<u64> {
         let _running = self.compacting.lock();
-        let missing: Vec<(SegmentId, PathBuf, Arc<dyn FileHandle>)> = {
+        let missing: Vec<(SegmentId, PathBuf, Arc<dyn FileHandle>, bool)> = {
             let index = self.index.read();
             index
                 .files
                 .iter()
                 .filter(|&(&id, _)| id != index.active && !index.hinted.contains(&id))
-                .map(|(&id, file)| (id, index.path_of(&self.dir, id), file.clone()))
+                .map(|(&id, file)| (id, index.path_of(&self.dir, id), file.clone(), Some(id) == index.merged))
                 .collect()
         };
-        for (id, path, file) in &missing {
-            segment::write_hint(self.fs.as_ref(), path, file.as_ref(), *id)?;
+        for (id, path, file, merged) in &missing {
+            if *merged {
+                segment::write_snapshot(self.fs.as_ref(), path, file.as_ref(), *id)?;
+            } else {
+                segment::write_hint(self.fs.as_ref(), path, file.as_ref(), *id)?;
+            }
             self.index.write().hinted.insert(*id);
         }
         Ok(missing.len() as u64)

@@ -46,13 +46,6 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
 
     let mut keydir = KeyDir::new();
     let mut hinted = HashSet::new();
-    let mut load = |path: &Path, file: &dyn FileHandle, id: SegmentId, keydir: &mut KeyDir| -> Result<()> {
-        if segment::load_hints(fs, path, file, id, keydir).is_some() {
-            hinted.insert(id);
-            return Ok(());
-        }
-        segment::replay(file, path, id, keydir, TailPolicy::Reject).map(drop)
-    };
     let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
     let mut merged = None;
     if names.iter().any(|n| n == MERGED_NAME) {
@@ -76,7 +69,15 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
             fs.sync_dir(&dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
         }
         sealed = newer;
-        load(&path, file.as_ref(), id, &mut keydir)?;
+        // The merged segment replays first, into the empty index: its hint
+        // is a snapshot of the index it builds.
+        match segment::load_snapshot(fs, &path, file.as_ref(), id) {
+            Some(snapshot) => {
+                keydir = snapshot;
+                hinted.insert(id);
+            }
+            None => segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject).map(drop)?,
+        }
         files.insert(id, file);
         merged = Some(id);
     }
@@ -84,7 +85,11 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
         let path = dir.join(segment::sealed_name(id));
         let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
         check_header_id(file.as_ref(), &path, id)?;
-        load(&path, file.as_ref(), id, &mut keydir)?;
+        if segment::load_hints(fs, &path, file.as_ref(), id, &mut keydir).is_some() {
+            hinted.insert(id);
+        } else {
+            segment::replay(file.as_ref(), &path, id, &mut keydir, TailPolicy::Reject)?;
+        }
         files.insert(id, file);
     }
 

@@ -1,0 +1,162 @@
+//! Index snapshots: the hint file of a merged segment.
+//!
+//! A merged segment is written document by document (each followed by its
+//! inputs and outputs), and it is always the first segment a recovery
+//! replays. Its hint is therefore not a list of records to apply one by
+//! one but the index that replaying it alone builds, written out document
+//! by document: loading it is one hash insert per document and a copy of
+//! each chain, instead of one index update per record.
+//!
+//! ```text
+//! header    magic "STRATSNP" (8) | format version u16 | reserved u16 | segment id u32
+//! scalars   next seq u64 | next id u64 | reserved ids u64 | checkpoint
+//!           | segment bytes u64 | live bytes u64 | records u64
+//! documents id u64 | blob | columns at | column map | input count u32
+//!           | inputs: id u64 | value | output (len 0: none)
+//! trailer   segment length u64 | document count u64 | CRC-32 of everything before it
+//! ```
+//!
+//! A location is `offset u64 | len u32` in the snapshot's segment, len 0
+//! for none. A snapshot is used only if its checksum holds, it names the
+//! segment and the length the segment file has, and everything in it is
+//! well formed (ids unique, chains in ascending order); anything else falls
+//! back to scanning the segment, like a bad hint file.
+
+use crate::codec::{DecodeError, Reader};
+use crate::hint::{HintError, frame_header, frame_trailer, unframe};
+use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage};
+use crate::value::EncodedColumns;
+use crate::{Location, SegmentId};
+
+/// The magic at the start of every index snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STRATSNP";
+
+impl KeyDir {
+    /// The snapshot of this index for a segment file of `segment_len`
+    /// bytes, if everything in the index is in `segment` (as after
+    /// replaying a merged segment alone); `None` otherwise.
+    pub fn snapshot(&self, segment: SegmentId, segment_len: u64) -> Option<Vec<u8>> {
+        let only_here = |at: Location| at.segment() == segment;
+        let documents_here = self.documents.values().all(|doc| {
+            only_here(doc.blob)
+                && only_here(doc.columns_at)
+                && doc.inputs.iter().all(|input| only_here(input.value) && input.output.is_none_or(only_here))
+        });
+        let others = self.segments.keys().any(|&s| s != segment);
+        if !documents_here || others || self.reservation.is_some() || !self.checkpoint.is_none_or(only_here) {
+            return None;
+        }
+
+        let mut buf = frame_header(SNAPSHOT_MAGIC, segment);
+        let usage = self.segments.get(&segment).copied().unwrap_or_default();
+        for n in [self.next_seq, self.next_id, self.reserved_ids] {
+            buf.extend_from_slice(&n.to_le_bytes());
+        }
+        put_location(&mut buf, self.checkpoint);
+        for n in [usage.total_bytes, usage.live_bytes, usage.records] {
+            buf.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut ids: Vec<_> = self.documents.keys().copied().collect();
+        ids.sort_unstable();
+        for id in &ids {
+            let doc = &self.documents[id];
+            buf.extend_from_slice(&id.to_le_bytes());
+            put_location(&mut buf, Some(doc.blob));
+            put_location(&mut buf, Some(doc.columns_at));
+            buf.extend_from_slice(doc.encoded_columns());
+            let count = u32::try_from(doc.inputs.len()).expect("a chain holds fewer than 2^32 inputs");
+            buf.extend_from_slice(&count.to_le_bytes());
+            for input in &doc.inputs {
+                buf.extend_from_slice(&input.id.to_le_bytes());
+                put_location(&mut buf, Some(input.value));
+                put_location(&mut buf, input.output);
+            }
+        }
+        frame_trailer(&mut buf, segment_len, ids.len() as u64);
+        Some(buf)
+    }
+
+    /// The index a snapshot holds, for `segment` whose file is
+    /// `segment_len` bytes. All or nothing: any defect is an error.
+    pub fn from_snapshot(bytes: &[u8], segment: SegmentId, segment_len: u64) -> Result<KeyDir, HintError> {
+        let (body, count) = unframe(bytes, SNAPSHOT_MAGIC, segment, segment_len)?;
+        let mut r = Reader::new(body);
+        load(&mut r, segment, count).map_err(HintError::Snapshot)
+    }
+}
+
+/// What is wrong with a snapshot whose frame is intact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotDefect {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("a location is beyond the largest offset")]
+    BadLocation,
+    #[error("a required location is missing")]
+    MissingLocation,
+    #[error("document {0} appears twice")]
+    DuplicateDocument(u64),
+    #[error("the chain of document {0} is not in ascending id order")]
+    UnorderedChain(u64),
+    #[error("the trailer announces {announced} documents, the body holds {found}")]
+    WrongCount { announced: u64, found: u64 },
+}
+
+fn load(r: &mut Reader<'_>, segment: SegmentId, announced: u64) -> Result<KeyDir, SnapshotDefect> {
+    let mut kd = KeyDir::new();
+    kd.next_seq = r.u64()?;
+    kd.next_id = r.u64()?;
+    kd.reserved_ids = r.u64()?;
+    kd.checkpoint = location(r, segment)?;
+    let usage = SegmentUsage { total_bytes: r.u64()?, live_bytes: r.u64()?, records: r.u64()? };
+    if usage != SegmentUsage::default() {
+        kd.segments.insert(segment, usage);
+    }
+    // A document takes at least 44 bytes: never trust the count for an allocation.
+    kd.documents.reserve((announced as usize).min(r.remaining().len() / 44));
+    let mut found = 0u64;
+    while !r.is_empty() {
+        let id = r.u64()?;
+        let blob = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
+        let columns_at = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
+        let columns = EncodedColumns::take(r)?;
+        let count = r.count(32)?;
+        let mut inputs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let input = r.u64()?;
+            let value = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
+            let output = location(r, segment)?;
+            if inputs.last().is_some_and(|last: &InputEntry| last.id >= input) {
+                return Err(SnapshotDefect::UnorderedChain(id));
+            }
+            inputs.push(InputEntry { id: input, value, output });
+        }
+        kd.inputs += inputs.len() as u64;
+        kd.outputs += inputs.iter().filter(|input| input.output.is_some()).count() as u64;
+        let mut doc = DocumentEntry::new(blob, columns);
+        doc.columns_at = columns_at;
+        doc.inputs = inputs;
+        if kd.documents.insert(id, doc).is_some() {
+            return Err(SnapshotDefect::DuplicateDocument(id));
+        }
+        found += 1;
+    }
+    if found != announced {
+        return Err(SnapshotDefect::WrongCount { announced, found });
+    }
+    Ok(kd)
+}
+
+fn put_location(buf: &mut Vec<u8>, at: Option<Location>) {
+    let (offset, len) = at.map_or((0, 0), |at| (at.offset(), at.len()));
+    buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(&len.to_le_bytes());
+}
+
+fn location(r: &mut Reader<'_>, segment: SegmentId) -> Result<Option<Location>, SnapshotDefect> {
+    let offset = r.u64()?;
+    match r.u32()? {
+        0 => Ok(None),
+        len => Location::new(segment, offset, len).map(Some).ok_or(SnapshotDefect::BadLocation),
+    }
+}
