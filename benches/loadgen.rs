@@ -7,24 +7,18 @@
 //!
 //! `cargo bench --bench loadgen` prints QPS and p50/p99 latency for three
 //! mixes at concurrency 1, 8 and 64, and Stratum's QPS as a ratio to the
-//! ceiling's. Four servers run side by side, each cell on each server back
+//! ceiling's. Three servers run side by side, each cell on each server back
 //! to back, so ratios are measured under the same machine noise:
 //!
-//! - `stratum`: the server as shipped, `stratum::run`;
-//! - `stratum+nodelay`: the same `LseService` over the same data (a copy of
-//!   the directory), served by tonic on a listener that sets `TCP_NODELAY`
-//!   on accepted connections, which `stratum::run` does not (it serves a
-//!   `TcpListenerStream`, and tonic ignores its `tcp_nodelay` setting for a
-//!   caller's incoming stream);
-//! - `stratum+nodelay+inline`: as `stratum+nodelay`, but the four read
-//!   RPCs call the engine on the async worker instead of through
-//!   `spawn_blocking` (a cached read takes microseconds; the hop to the
-//!   blocking pool and back costs more); writes still go through
-//!   `LseService` (they wait for fsyncs, so they must not block a worker);
-//! - `ceiling`: the trivial in-memory service, `TCP_NODELAY` on;
-//! - `ceiling-nagle`: the same trivial service on a plain
-//!   `TcpListenerStream`, as `stratum::run` serves (shows what Nagle's
-//!   algorithm alone costs).
+//! - `stratum`: the server as shipped, `stratum::run` (point reads answered
+//!   on the async worker when the engine can answer without waiting, see
+//!   `Engine::document_blob_now`; on the blocking pool otherwise);
+//! - `stratum-blocking-reads`: the shipped `LseService` over a copy of the
+//!   data, except that the four point-read RPCs always hop to the blocking
+//!   pool (`spawn_blocking`), as every engine call did before the
+//!   non-blocking reads: shows what they are worth;
+//! - `ceiling`: the trivial in-memory service, `TCP_NODELAY` on like the
+//!   shipped server.
 //!
 //! Each cell runs for `STRATUM_CELL_MS` (default 2500 ms) after a 500 ms
 //! warm-up. Only loopback traffic; every loop is bounded in time.
@@ -209,11 +203,11 @@ impl Lse for Ceiling {
     }
 }
 
-// ----- the shipped service with reads inline ------------------------------------
+// ----- the shipped service with every read on the blocking pool ---------------
 
-/// `LseService` with the read RPCs answered on the async worker (no
-/// `spawn_blocking`); every other RPC goes to the shipped service.
-struct InlineReads {
+/// `LseService` with the point-read RPCs always run on the blocking pool;
+/// every other RPC goes to the shipped service.
+struct BlockingReads {
     engine: Arc<Engine>,
     inner: stratum::LseService,
 }
@@ -222,8 +216,21 @@ fn checked(id: u64, what: &str) -> Result<u64, Status> {
     if id == 0 { Err(Status::invalid_argument(format!("{what} must not be 0"))) } else { Ok(id) }
 }
 
+impl BlockingReads {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T, stratum_io::Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(stratum::status)
+    }
+}
+
 #[tonic::async_trait]
-impl Lse for InlineReads {
+impl Lse for BlockingReads {
     async fn create_problem(
         &self,
         r: Request<proto::CreateProblemRequest>,
@@ -235,7 +242,7 @@ impl Lse for InlineReads {
         r: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
         let id = checked(r.into_inner().problem_id, "problem_id")?;
-        let blob = self.engine.document_blob(id).map_err(stratum::status)?;
+        let blob = self.blocking(move |engine| engine.document_blob(id)).await?;
         let html = String::from_utf8(blob).map_err(|_| Status::data_loss("blob is not UTF-8"))?;
         Ok(Response::new(proto::GetProblemHtmlResponse { html }))
     }
@@ -243,7 +250,9 @@ impl Lse for InlineReads {
         &self,
         r: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
-        self.inner.get_problem_meta(r).await
+        let id = checked(r.into_inner().problem_id, "problem_id")?;
+        let columns = self.blocking(move |engine| engine.document_columns(id)).await?;
+        Ok(Response::new(proto::GetProblemMetaResponse { columns }))
     }
     async fn update_problem_html(
         &self,
@@ -281,7 +290,7 @@ impl Lse for InlineReads {
     ) -> Result<Response<proto::GetTestCaseResponse>, Status> {
         let r = r.into_inner();
         let (doc, input) = (checked(r.problem_id, "problem_id")?, checked(r.test_case_id, "test_case_id")?);
-        let value = self.engine.input(doc, input).map_err(stratum::status)?;
+        let value = self.blocking(move |engine| engine.input(doc, input)).await?;
         Ok(Response::new(proto::GetTestCaseResponse {
             test_case: Some(proto::TestCase { test_case_id: input, value: Some(wire(&value)) }),
         }))
@@ -316,7 +325,7 @@ impl Lse for InlineReads {
     ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
         let r = r.into_inner();
         let (doc, input) = (checked(r.problem_id, "problem_id")?, checked(r.test_case_id, "test_case_id")?);
-        let value = self.engine.output(doc, input).map_err(stratum::status)?;
+        let value = self.blocking(move |engine| engine.output(doc, input)).await?;
         Ok(Response::new(proto::GetExpectedOutputResponse { test_case_id: input, value: Some(wire(&value)) }))
     }
     async fn update_expected_output(
@@ -396,23 +405,17 @@ fn start_stratum(dir: &std::path::Path) -> Running {
     })
 }
 
-/// Serves `service` on 127.0.0.1, with or without `TCP_NODELAY` on the
-/// accepted connections.
-fn start_service<S: Lse>(name: &str, service: LseServer<S>, nodelay: bool) -> Running {
+/// Serves `service` on 127.0.0.1, `TCP_NODELAY` on the accepted
+/// connections (as the shipped server sets it).
+fn start_service<S: Lse>(name: &str, service: LseServer<S>) -> Running {
     Running::start(name, move |ready, stopped| async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         ready.send(listener.local_addr().expect("addr")).expect("ready");
         let shutdown = async {
             let _ = stopped.await;
         };
-        let server = Server::builder().add_service(service);
-        if nodelay {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            server.serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
-        } else {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            server.serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
-        }
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
     })
 }
 
@@ -432,23 +435,16 @@ fn stratum_config(dir: &std::path::Path) -> stratum::Config {
     ])
 }
 
-/// The shipped service over its own copy of the data, TCP_NODELAY on;
-/// with `inline`, its reads run on the async worker.
-fn start_stratum_nodelay(dir: &std::path::Path, inline: bool) -> Running {
+/// The shipped service over its own copy of the data, with every point
+/// read on the blocking pool.
+fn start_stratum_blocking_reads(dir: &std::path::Path) -> Running {
     let config = stratum_config(dir);
     let engine = Arc::new(Engine::open(dir, config.engine_options().expect("options")).expect("open"));
     let inner = stratum::LseService::new(engine.clone());
-    if inline {
-        let service = LseServer::new(InlineReads { engine, inner })
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
-        start_service("stratum-inline", service, true)
-    } else {
-        let service = LseServer::new(inner)
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
-        start_service("stratum-nodelay", service, true)
-    }
+    let service = LseServer::new(BlockingReads { engine, inner })
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    start_service("stratum-blocking-reads", service)
 }
 
 // ----- the client ---------------------------------------------------------------
@@ -620,8 +616,8 @@ fn main() {
     let work =
         Arc::new(Work { docs: stored, blobs: blobs.clone(), values: values.clone(), columns: pool.columns[0].clone() });
 
-    // Copies of the data for the other Stratum servers (one engine per directory).
-    let copy = || {
+    // A copy of the data for the other Stratum server (one engine per directory).
+    let copy_data = || {
         let copy = tempfile::tempdir().expect("tempdir");
         for entry in std::fs::read_dir(dir.path()).expect("read_dir").flatten() {
             let name = entry.file_name();
@@ -631,15 +627,13 @@ fn main() {
         }
         copy
     };
-    let (copy1, copy2) = (copy(), copy());
+    let copy = copy_data();
 
     let ceiling = |ids| Ceiling { blobs: blobs.clone(), values: values.clone(), columns: pool.columns[0].clone(), ids };
     let servers: Vec<(&str, Running)> = vec![
         ("stratum", start_stratum(dir.path())),
-        ("stratum+nodelay", start_stratum_nodelay(copy1.path(), false)),
-        ("stratum+nodelay+inline", start_stratum_nodelay(copy2.path(), true)),
-        ("ceiling", start_service("ceiling", LseServer::new(ceiling(AtomicU64::new(1))), true)),
-        ("ceiling-nagle", start_service("ceiling-nagle", LseServer::new(ceiling(AtomicU64::new(1))), false)),
+        ("stratum-blocking-reads", start_stratum_blocking_reads(copy.path())),
+        ("ceiling", start_service("ceiling", LseServer::new(ceiling(AtomicU64::new(1))))),
     ];
     println!(
         "servers: {}; sync always, {docs} documents preloaded; {} per cell after a 500 ms warm-up\n",

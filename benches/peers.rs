@@ -13,14 +13,15 @@
 //! types; values stored as Stratum's value encoding, columns as an encoded
 //! string map) in the most natural layout for it:
 //!
-//! - redb: four tables, `docs` (id → blob), `columns` (id → columns),
-//!   `inputs` and `outputs` ((document, input) → value); one write
-//!   transaction per operation;
-//! - fjall: the same four partitions in one keyspace, keys big-endian, one
-//!   atomic cross-partition batch per operation;
-//! - sled and RocksDB: one keyspace, keys tagged `d`/`c`/`i`/`o` + big-endian
-//!   ids, one atomic batch per operation;
-//! - the chain of a document is a prefix/range scan over (document, *).
+//! - four tables: `docs` (id → blob), `columns` (id → columns), `inputs`
+//!   and `outputs` ((document, input) → value), keys big-endian, so the
+//!   chain of a document is a prefix scan over (document, *). The layout is
+//!   written once ([`Peer`]) over each engine's primitives ([`Kv`]);
+//! - redb: four tables, one write transaction per operation;
+//! - fjall: four partitions in one keyspace, one atomic cross-partition
+//!   batch per operation;
+//! - sled and RocksDB: one keyspace, tables as a key tag `d`/`c`/`i`/`o`,
+//!   one atomic batch per operation.
 //!
 //! Durability: "non-durable" is Stratum `sync never`, redb
 //! `Durability::None`, fjall and sled without a persist/flush, RocksDB
@@ -96,11 +97,11 @@ impl Kind {
     fn open(self, dir: &Path, durable: bool, ids: Arc<AtomicU64>) -> Box<dyn Store> {
         match self {
             Kind::Stratum => Box::new(StratumStore::open(dir, durable)),
-            Kind::Redb => Box::new(redb_store::RedbStore::open(dir, durable, ids)),
-            Kind::Fjall => Box::new(fjall_store::FjallStore::open(dir, durable, ids)),
-            Kind::Sled => Box::new(sled_store::SledStore::open(dir, durable, ids)),
+            Kind::Redb => Box::new(Peer { kv: redb_kv::RedbKv::open(dir, durable), ids }),
+            Kind::Fjall => Box::new(Peer { kv: fjall_kv::FjallKv::open(dir, durable), ids }),
+            Kind::Sled => Box::new(Peer { kv: sled_kv::SledKv::open(dir, durable), ids }),
             #[cfg(feature = "rocksdb")]
-            Kind::Rocksdb => Box::new(rocksdb_store::RocksStore::open(dir, durable, ids)),
+            Kind::Rocksdb => Box::new(Peer { kv: rocksdb_kv::RocksKv::open(dir, durable), ids }),
         }
     }
 }
@@ -124,27 +125,6 @@ fn decode_columns(bytes: &[u8]) -> Columns {
         Value::Map(m) => m,
         other => panic!("columns decoded as {}", other.type_name()),
     }
-}
-
-fn be(id: Id) -> [u8; 8] {
-    id.to_be_bytes()
-}
-
-fn pair(doc: Id, input: Id) -> [u8; 16] {
-    let mut k = [0; 16];
-    k[..8].copy_from_slice(&doc.to_be_bytes());
-    k[8..].copy_from_slice(&input.to_be_bytes());
-    k
-}
-
-/// `tag` + big-endian ids: the keys of the single-keyspace layouts.
-fn tagged(tag: u8, ids: &[Id]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + 8 * ids.len());
-    k.push(tag);
-    for id in ids {
-        k.extend_from_slice(&id.to_be_bytes());
-    }
-    k
 }
 
 fn id_at(key: &[u8], at: usize) -> Id {
@@ -201,116 +181,195 @@ impl Store for StratumStore {
     }
 }
 
+// ----- the peers: one layout over four tables ---------------------------------
+
+/// The four tables every peer keeps ("spaces", not to mix them up with the
+/// report's tables): separate tables (redb) or partitions (fjall), or a tag
+/// byte in front of the key (sled, RocksDB).
+#[derive(Clone, Copy, Debug)]
+enum Space {
+    Docs,
+    Columns,
+    Inputs,
+    Outputs,
+}
+
+impl Space {
+    const ALL: [Space; 4] = [Space::Docs, Space::Columns, Space::Inputs, Space::Outputs];
+
+    fn name(self) -> &'static str {
+        match self {
+            Space::Docs => "docs",
+            Space::Columns => "columns",
+            Space::Inputs => "inputs",
+            Space::Outputs => "outputs",
+        }
+    }
+
+    /// The key prefix of this space in a single-keyspace store.
+    fn tag(self) -> u8 {
+        match self {
+            Space::Docs => b'd',
+            Space::Columns => b'c',
+            Space::Inputs => b'i',
+            Space::Outputs => b'o',
+        }
+    }
+
+    fn tagged(self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + key.len());
+        k.push(self.tag());
+        k.extend_from_slice(key);
+        k
+    }
+}
+
+/// One change of an atomic write.
+enum Op<'a> {
+    Put(Space, Vec<u8>, &'a [u8]),
+    Delete(Space, Vec<u8>),
+}
+
+/// What a peer engine provides: the key-value primitives the shared layout
+/// ([`Peer`]) is written in.
+trait Kv: Sync + Send {
+    /// The value under `key`, which must be present.
+    fn get(&self, space: Space, key: &[u8]) -> Vec<u8>;
+    /// Calls `f` with every entry of `space` whose key starts with `prefix`,
+    /// in key order.
+    fn scan(&self, space: Space, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]));
+    /// Applies `ops` atomically: one transaction or batch, synced before
+    /// returning if the store was opened durable.
+    fn write(&self, ops: Vec<Op<'_>>);
+    /// Makes everything durable.
+    fn flush(&self);
+}
+
+/// The document layout on a peer: blobs and columns keyed by big-endian
+/// document id, inputs and outputs by (document, input), a chain as a
+/// prefix scan over (document, *). Ids come from a shared counter.
+struct Peer<K> {
+    kv: K,
+    ids: Arc<AtomicU64>,
+}
+
+fn be(id: Id) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+fn pair(doc: Id, input: Id) -> Vec<u8> {
+    [doc.to_be_bytes(), input.to_be_bytes()].concat()
+}
+
+impl<K: Kv> Store for Peer<K> {
+    fn create(&self, blob: &[u8], columns: &Columns) -> Id {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let columns = encode_columns(columns);
+        self.kv.write(vec![Op::Put(Space::Docs, be(id), blob), Op::Put(Space::Columns, be(id), &columns)]);
+        id
+    }
+    fn add_input(&self, doc: Id, value: &Value) -> Id {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.kv.write(vec![Op::Put(Space::Inputs, pair(doc, id), &encode_value(value))]);
+        id
+    }
+    fn set_output(&self, doc: Id, input: Id, value: &Value) {
+        self.kv.write(vec![Op::Put(Space::Outputs, pair(doc, input), &encode_value(value))]);
+    }
+    fn blob(&self, doc: Id) -> Vec<u8> {
+        self.kv.get(Space::Docs, &be(doc))
+    }
+    fn columns(&self, doc: Id) -> Columns {
+        decode_columns(&self.kv.get(Space::Columns, &be(doc)))
+    }
+    fn input(&self, doc: Id, input: Id) -> Value {
+        decode_value(&self.kv.get(Space::Inputs, &pair(doc, input)))
+    }
+    fn output(&self, doc: Id, input: Id) -> Value {
+        decode_value(&self.kv.get(Space::Outputs, &pair(doc, input)))
+    }
+    fn chain(&self, doc: Id) -> Vec<(Id, Value)> {
+        let mut chain = Vec::new();
+        self.kv.scan(Space::Inputs, &be(doc), &mut |k, v| chain.push((id_at(k, 8), decode_value(v))));
+        chain
+    }
+    fn update_blob(&self, doc: Id, blob: &[u8]) {
+        self.kv.write(vec![Op::Put(Space::Docs, be(doc), blob)]);
+    }
+    fn update_input(&self, doc: Id, input: Id, value: &Value) {
+        self.kv.write(vec![Op::Put(Space::Inputs, pair(doc, input), &encode_value(value))]);
+    }
+    fn delete(&self, doc: Id) {
+        let mut ops = vec![Op::Delete(Space::Docs, be(doc)), Op::Delete(Space::Columns, be(doc))];
+        for space in [Space::Inputs, Space::Outputs] {
+            self.kv.scan(space, &be(doc), &mut |k, _| ops.push(Op::Delete(space, k.to_vec())));
+        }
+        self.kv.write(ops);
+    }
+    fn flush(&self) {
+        self.kv.flush()
+    }
+}
+
 // ----- redb -------------------------------------------------------------------
 
-mod redb_store {
+mod redb_kv {
     use super::*;
     use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
-    const DOCS: TableDefinition<u64, &[u8]> = TableDefinition::new("docs");
-    const COLUMNS: TableDefinition<u64, &[u8]> = TableDefinition::new("columns");
-    const INPUTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inputs");
-    const OUTPUTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("outputs");
+    fn definition(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(space.name())
+    }
 
-    pub struct RedbStore {
+    /// Four tables in one database file; one write transaction per write.
+    pub struct RedbKv {
         db: Database,
         durable: bool,
-        ids: Arc<AtomicU64>,
     }
 
-    impl RedbStore {
-        pub fn open(dir: &Path, durable: bool, ids: Arc<AtomicU64>) -> RedbStore {
-            let db = Database::create(dir.join("store.redb")).expect("open redb");
-            let store = RedbStore { db, durable, ids };
-            store.write(|tx| {
-                tx.open_table(DOCS).unwrap();
-                tx.open_table(COLUMNS).unwrap();
-                tx.open_table(INPUTS).unwrap();
-                tx.open_table(OUTPUTS).unwrap();
-            });
-            store
-        }
-
-        fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> T) -> T {
-            let mut tx = self.db.begin_write().unwrap();
-            tx.set_durability(if self.durable { Durability::Immediate } else { Durability::None }).unwrap();
-            let out = f(&tx);
+    impl RedbKv {
+        pub fn open(dir: &Path, durable: bool) -> RedbKv {
+            let kv = RedbKv { db: Database::create(dir.join("store.redb")).expect("open redb"), durable };
+            let tx = kv.db.begin_write().unwrap();
+            for space in Space::ALL {
+                tx.open_table(definition(space)).unwrap();
+            }
             tx.commit().unwrap();
-            out
+            kv
         }
+    }
 
-        fn get<K: redb::Key + 'static>(&self, table: TableDefinition<K, &[u8]>, key: K::SelfType<'_>) -> Vec<u8> {
+    impl Kv for RedbKv {
+        fn get(&self, space: Space, key: &[u8]) -> Vec<u8> {
             let tx = self.db.begin_read().unwrap();
-            let t = tx.open_table(table).unwrap();
+            let t = tx.open_table(definition(space)).unwrap();
             t.get(key).unwrap().expect("present").value().to_vec()
         }
-    }
-
-    impl Store for RedbStore {
-        fn create(&self, blob: &[u8], columns: &Columns) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let cols = encode_columns(columns);
-            self.write(|tx| {
-                tx.open_table(DOCS).unwrap().insert(id, blob).unwrap();
-                tx.open_table(COLUMNS).unwrap().insert(id, cols.as_slice()).unwrap();
-            });
-            id
-        }
-        fn add_input(&self, doc: Id, value: &Value) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let v = encode_value(value);
-            self.write(|tx| {
-                tx.open_table(INPUTS).unwrap().insert((doc, id), v.as_slice()).unwrap();
-            });
-            id
-        }
-        fn set_output(&self, doc: Id, input: Id, value: &Value) {
-            let v = encode_value(value);
-            self.write(|tx| {
-                tx.open_table(OUTPUTS).unwrap().insert((doc, input), v.as_slice()).unwrap();
-            });
-        }
-        fn blob(&self, doc: Id) -> Vec<u8> {
-            self.get(DOCS, doc)
-        }
-        fn columns(&self, doc: Id) -> Columns {
-            decode_columns(&self.get(COLUMNS, doc))
-        }
-        fn input(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(INPUTS, (doc, input)))
-        }
-        fn output(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(OUTPUTS, (doc, input)))
-        }
-        fn chain(&self, doc: Id) -> Vec<(Id, Value)> {
+        fn scan(&self, space: Space, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
             let tx = self.db.begin_read().unwrap();
-            let t = tx.open_table(INPUTS).unwrap();
-            t.range((doc, 0)..=(doc, u64::MAX))
-                .unwrap()
-                .map(|e| {
-                    let (k, v) = e.unwrap();
-                    (k.value().1, decode_value(v.value()))
-                })
-                .collect()
+            let t = tx.open_table(definition(space)).unwrap();
+            for entry in t.range(prefix..).unwrap() {
+                let (k, v) = entry.unwrap();
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                f(k.value(), v.value());
+            }
         }
-        fn update_blob(&self, doc: Id, blob: &[u8]) {
-            self.write(|tx| {
-                tx.open_table(DOCS).unwrap().insert(doc, blob).unwrap();
-            });
-        }
-        fn update_input(&self, doc: Id, input: Id, value: &Value) {
-            let v = encode_value(value);
-            self.write(|tx| {
-                tx.open_table(INPUTS).unwrap().insert((doc, input), v.as_slice()).unwrap();
-            });
-        }
-        fn delete(&self, doc: Id) {
-            self.write(|tx| {
-                tx.open_table(DOCS).unwrap().remove(doc).unwrap();
-                tx.open_table(COLUMNS).unwrap().remove(doc).unwrap();
-                tx.open_table(INPUTS).unwrap().retain_in((doc, 0)..=(doc, u64::MAX), |_, _| false).unwrap();
-                tx.open_table(OUTPUTS).unwrap().retain_in((doc, 0)..=(doc, u64::MAX), |_, _| false).unwrap();
-            });
+        fn write(&self, ops: Vec<Op<'_>>) {
+            let mut tx = self.db.begin_write().unwrap();
+            tx.set_durability(if self.durable { Durability::Immediate } else { Durability::None }).unwrap();
+            for op in &ops {
+                match op {
+                    Op::Put(space, k, v) => {
+                        tx.open_table(definition(*space)).unwrap().insert(k.as_slice(), *v).unwrap();
+                    }
+                    Op::Delete(space, k) => {
+                        tx.open_table(definition(*space)).unwrap().remove(k.as_slice()).unwrap();
+                    }
+                }
+            }
+            tx.commit().unwrap();
         }
         fn flush(&self) {
             let mut tx = self.db.begin_write().unwrap();
@@ -322,103 +381,49 @@ mod redb_store {
 
 // ----- fjall ------------------------------------------------------------------
 
-mod fjall_store {
+mod fjall_kv {
     use super::*;
     use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
-    pub struct FjallStore {
+    /// Four partitions in one keyspace; one atomic cross-partition batch per write.
+    pub struct FjallKv {
         keyspace: Keyspace,
-        docs: PartitionHandle,
-        columns: PartitionHandle,
-        inputs: PartitionHandle,
-        outputs: PartitionHandle,
+        partitions: [PartitionHandle; 4],
         durable: bool,
-        ids: Arc<AtomicU64>,
     }
 
-    impl FjallStore {
-        pub fn open(dir: &Path, durable: bool, ids: Arc<AtomicU64>) -> FjallStore {
+    impl FjallKv {
+        pub fn open(dir: &Path, durable: bool) -> FjallKv {
             let keyspace = Config::new(dir.join("fjall")).open().expect("open fjall");
-            let p = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default()).unwrap();
-            FjallStore {
-                docs: p("docs"),
-                columns: p("columns"),
-                inputs: p("inputs"),
-                outputs: p("outputs"),
-                keyspace,
-                durable,
-                ids,
+            let partitions = Space::ALL
+                .map(|space| keyspace.open_partition(space.name(), PartitionCreateOptions::default()).unwrap());
+            FjallKv { keyspace, partitions, durable }
+        }
+
+        fn partition(&self, space: Space) -> &PartitionHandle {
+            &self.partitions[space as usize]
+        }
+    }
+
+    impl Kv for FjallKv {
+        fn get(&self, space: Space, key: &[u8]) -> Vec<u8> {
+            self.partition(space).get(key).unwrap().expect("present").to_vec()
+        }
+        fn scan(&self, space: Space, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
+            for entry in self.partition(space).prefix(prefix) {
+                let (k, v) = entry.unwrap();
+                f(&k, &v);
             }
         }
-
-        fn batch(&self) -> fjall::Batch {
-            self.keyspace.batch().durability(self.durable.then_some(PersistMode::SyncData))
-        }
-    }
-
-    impl Store for FjallStore {
-        fn create(&self, blob: &[u8], columns: &Columns) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = self.batch();
-            b.insert(&self.docs, be(id), blob);
-            b.insert(&self.columns, be(id), encode_columns(columns));
-            b.commit().unwrap();
-            id
-        }
-        fn add_input(&self, doc: Id, value: &Value) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = self.batch();
-            b.insert(&self.inputs, pair(doc, id), encode_value(value));
-            b.commit().unwrap();
-            id
-        }
-        fn set_output(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = self.batch();
-            b.insert(&self.outputs, pair(doc, input), encode_value(value));
-            b.commit().unwrap();
-        }
-        fn blob(&self, doc: Id) -> Vec<u8> {
-            self.docs.get(be(doc)).unwrap().expect("present").to_vec()
-        }
-        fn columns(&self, doc: Id) -> Columns {
-            decode_columns(&self.columns.get(be(doc)).unwrap().expect("present"))
-        }
-        fn input(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.inputs.get(pair(doc, input)).unwrap().expect("present"))
-        }
-        fn output(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.outputs.get(pair(doc, input)).unwrap().expect("present"))
-        }
-        fn chain(&self, doc: Id) -> Vec<(Id, Value)> {
-            self.inputs
-                .prefix(be(doc))
-                .map(|e| {
-                    let (k, v) = e.unwrap();
-                    (id_at(&k, 8), decode_value(&v))
-                })
-                .collect()
-        }
-        fn update_blob(&self, doc: Id, blob: &[u8]) {
-            let mut b = self.batch();
-            b.insert(&self.docs, be(doc), blob);
-            b.commit().unwrap();
-        }
-        fn update_input(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = self.batch();
-            b.insert(&self.inputs, pair(doc, input), encode_value(value));
-            b.commit().unwrap();
-        }
-        fn delete(&self, doc: Id) {
-            let mut b = self.batch();
-            b.remove(&self.docs, be(doc));
-            b.remove(&self.columns, be(doc));
-            for p in [&self.inputs, &self.outputs] {
-                for e in p.prefix(be(doc)) {
-                    let (k, _) = e.unwrap();
-                    b.remove(p, k);
+        fn write(&self, ops: Vec<Op<'_>>) {
+            let mut batch = self.keyspace.batch().durability(self.durable.then_some(PersistMode::SyncData));
+            for op in ops {
+                match op {
+                    Op::Put(space, k, v) => batch.insert(self.partition(space), k, v),
+                    Op::Delete(space, k) => batch.remove(self.partition(space), k),
                 }
             }
-            b.commit().unwrap();
+            batch.commit().unwrap();
         }
         fn flush(&self) {
             self.keyspace.persist(PersistMode::SyncAll).unwrap();
@@ -428,94 +433,44 @@ mod fjall_store {
 
 // ----- sled -------------------------------------------------------------------
 
-mod sled_store {
+mod sled_kv {
     use super::*;
 
-    pub struct SledStore {
+    /// One keyspace, tables as key tags; one atomic batch per write, then
+    /// `flush()` if durable.
+    pub struct SledKv {
         db: sled::Db,
         durable: bool,
-        ids: Arc<AtomicU64>,
     }
 
-    impl SledStore {
-        pub fn open(dir: &Path, durable: bool, ids: Arc<AtomicU64>) -> SledStore {
-            SledStore { db: sled::open(dir.join("sled")).expect("open sled"), durable, ids }
+    impl SledKv {
+        pub fn open(dir: &Path, durable: bool) -> SledKv {
+            SledKv { db: sled::open(dir.join("sled")).expect("open sled"), durable }
         }
+    }
 
-        fn apply(&self, batch: sled::Batch) {
+    impl Kv for SledKv {
+        fn get(&self, space: Space, key: &[u8]) -> Vec<u8> {
+            self.db.get(space.tagged(key)).unwrap().expect("present").to_vec()
+        }
+        fn scan(&self, space: Space, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
+            for entry in self.db.scan_prefix(space.tagged(prefix)) {
+                let (k, v) = entry.unwrap();
+                f(&k[1..], &v);
+            }
+        }
+        fn write(&self, ops: Vec<Op<'_>>) {
+            let mut batch = sled::Batch::default();
+            for op in ops {
+                match op {
+                    Op::Put(space, k, v) => batch.insert(space.tagged(&k), v),
+                    Op::Delete(space, k) => batch.remove(space.tagged(&k)),
+                }
+            }
             self.db.apply_batch(batch).unwrap();
             if self.durable {
                 self.db.flush().unwrap();
             }
-        }
-
-        fn get(&self, key: &[u8]) -> sled::IVec {
-            self.db.get(key).unwrap().expect("present")
-        }
-    }
-
-    impl Store for SledStore {
-        fn create(&self, blob: &[u8], columns: &Columns) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = sled::Batch::default();
-            b.insert(tagged(b'd', &[id]), blob);
-            b.insert(tagged(b'c', &[id]), encode_columns(columns));
-            self.apply(b);
-            id
-        }
-        fn add_input(&self, doc: Id, value: &Value) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = sled::Batch::default();
-            b.insert(tagged(b'i', &[doc, id]), encode_value(value));
-            self.apply(b);
-            id
-        }
-        fn set_output(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = sled::Batch::default();
-            b.insert(tagged(b'o', &[doc, input]), encode_value(value));
-            self.apply(b);
-        }
-        fn blob(&self, doc: Id) -> Vec<u8> {
-            self.get(&tagged(b'd', &[doc])).to_vec()
-        }
-        fn columns(&self, doc: Id) -> Columns {
-            decode_columns(&self.get(&tagged(b'c', &[doc])))
-        }
-        fn input(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(&tagged(b'i', &[doc, input])))
-        }
-        fn output(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(&tagged(b'o', &[doc, input])))
-        }
-        fn chain(&self, doc: Id) -> Vec<(Id, Value)> {
-            self.db
-                .scan_prefix(tagged(b'i', &[doc]))
-                .map(|e| {
-                    let (k, v) = e.unwrap();
-                    (id_at(&k, 9), decode_value(&v))
-                })
-                .collect()
-        }
-        fn update_blob(&self, doc: Id, blob: &[u8]) {
-            let mut b = sled::Batch::default();
-            b.insert(tagged(b'd', &[doc]), blob);
-            self.apply(b);
-        }
-        fn update_input(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = sled::Batch::default();
-            b.insert(tagged(b'i', &[doc, input]), encode_value(value));
-            self.apply(b);
-        }
-        fn delete(&self, doc: Id) {
-            let mut b = sled::Batch::default();
-            b.remove(tagged(b'd', &[doc]));
-            b.remove(tagged(b'c', &[doc]));
-            for tag in [b'i', b'o'] {
-                for e in self.db.scan_prefix(tagged(tag, &[doc])) {
-                    b.remove(e.unwrap().0);
-                }
-            }
-            self.apply(b);
         }
         fn flush(&self) {
             self.db.flush().unwrap();
@@ -526,96 +481,47 @@ mod sled_store {
 // ----- RocksDB ----------------------------------------------------------------
 
 #[cfg(feature = "rocksdb")]
-mod rocksdb_store {
+mod rocksdb_kv {
     use super::*;
     use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 
-    pub struct RocksStore {
+    /// One keyspace, tables as key tags; one `WriteBatch` per write.
+    pub struct RocksKv {
         db: DB,
         durable: bool,
-        ids: Arc<AtomicU64>,
     }
 
-    impl RocksStore {
-        pub fn open(dir: &Path, durable: bool, ids: Arc<AtomicU64>) -> RocksStore {
-            RocksStore { db: DB::open_default(dir.join("rocksdb")).expect("open rocksdb"), durable, ids }
-        }
-
-        fn apply(&self, batch: WriteBatch) {
-            let mut o = WriteOptions::default();
-            o.set_sync(self.durable);
-            self.db.write_opt(batch, &o).unwrap();
-        }
-
-        fn get(&self, key: &[u8]) -> Vec<u8> {
-            self.db.get(key).unwrap().expect("present")
-        }
-
-        fn scan(&self, prefix: &[u8]) -> Vec<(Box<[u8]>, Box<[u8]>)> {
-            self.db
-                .iterator(IteratorMode::From(prefix, Direction::Forward))
-                .map(|e| e.unwrap())
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .collect()
+    impl RocksKv {
+        pub fn open(dir: &Path, durable: bool) -> RocksKv {
+            RocksKv { db: DB::open_default(dir.join("rocksdb")).expect("open rocksdb"), durable }
         }
     }
 
-    impl Store for RocksStore {
-        fn create(&self, blob: &[u8], columns: &Columns) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = WriteBatch::default();
-            b.put(tagged(b'd', &[id]), blob);
-            b.put(tagged(b'c', &[id]), encode_columns(columns));
-            self.apply(b);
-            id
+    impl Kv for RocksKv {
+        fn get(&self, space: Space, key: &[u8]) -> Vec<u8> {
+            self.db.get(space.tagged(key)).unwrap().expect("present")
         }
-        fn add_input(&self, doc: Id, value: &Value) -> Id {
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let mut b = WriteBatch::default();
-            b.put(tagged(b'i', &[doc, id]), encode_value(value));
-            self.apply(b);
-            id
+        fn scan(&self, space: Space, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
+            let prefix = space.tagged(prefix);
+            for entry in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = entry.unwrap();
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                f(&k[1..], &v);
+            }
         }
-        fn set_output(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = WriteBatch::default();
-            b.put(tagged(b'o', &[doc, input]), encode_value(value));
-            self.apply(b);
-        }
-        fn blob(&self, doc: Id) -> Vec<u8> {
-            self.get(&tagged(b'd', &[doc]))
-        }
-        fn columns(&self, doc: Id) -> Columns {
-            decode_columns(&self.get(&tagged(b'c', &[doc])))
-        }
-        fn input(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(&tagged(b'i', &[doc, input])))
-        }
-        fn output(&self, doc: Id, input: Id) -> Value {
-            decode_value(&self.get(&tagged(b'o', &[doc, input])))
-        }
-        fn chain(&self, doc: Id) -> Vec<(Id, Value)> {
-            self.scan(&tagged(b'i', &[doc])).into_iter().map(|(k, v)| (id_at(&k, 9), decode_value(&v))).collect()
-        }
-        fn update_blob(&self, doc: Id, blob: &[u8]) {
-            let mut b = WriteBatch::default();
-            b.put(tagged(b'd', &[doc]), blob);
-            self.apply(b);
-        }
-        fn update_input(&self, doc: Id, input: Id, value: &Value) {
-            let mut b = WriteBatch::default();
-            b.put(tagged(b'i', &[doc, input]), encode_value(value));
-            self.apply(b);
-        }
-        fn delete(&self, doc: Id) {
-            let mut b = WriteBatch::default();
-            b.delete(tagged(b'd', &[doc]));
-            b.delete(tagged(b'c', &[doc]));
-            for tag in [b'i', b'o'] {
-                for (k, _) in self.scan(&tagged(tag, &[doc])) {
-                    b.delete(k);
+        fn write(&self, ops: Vec<Op<'_>>) {
+            let mut batch = WriteBatch::default();
+            for op in ops {
+                match op {
+                    Op::Put(space, k, v) => batch.put(space.tagged(&k), v),
+                    Op::Delete(space, k) => batch.delete(space.tagged(&k)),
                 }
             }
-            self.apply(b);
+            let mut options = WriteOptions::default();
+            options.set_sync(self.durable);
+            self.db.write_opt(batch, &options).unwrap();
         }
         fn flush(&self) {
             self.db.flush().unwrap();
