@@ -132,10 +132,8 @@ impl KeyDir {
     pub fn plan_compaction(&self, inputs: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {
         let inputs: Vec<SegmentId> = inputs.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         let output = *inputs.last()?;
-        let mut ids: Vec<Id> = self.document_ids().collect();
-        ids.sort_unstable();
-        let documents = ids
-            .into_iter()
+        let documents = self
+            .document_ids()
             .filter_map(|id| {
                 let doc = self.document(id).ok()?;
                 Some(PlannedDocument {

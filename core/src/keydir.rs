@@ -19,7 +19,8 @@
 //! - `SegmentUsage::live_bytes` is the sum of the lengths of the distinct
 //!   records the directory points into that segment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use rustc_hash::FxHashMap;
 
@@ -164,6 +165,9 @@ pub enum Applied {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyDir {
     pub(crate) documents: FxHashMap<Id, DocumentEntry>,
+    /// The ids of `documents` in ascending order, so that a page of a
+    /// listing costs its own length, not a pass over every document.
+    pub(crate) order: BTreeSet<Id>,
     pub(crate) inputs: u64,
     pub(crate) outputs: u64,
     pub(crate) segments: BTreeMap<SegmentId, SegmentUsage>,
@@ -231,9 +235,14 @@ impl KeyDir {
         self.outputs
     }
 
-    /// All live document ids, in no particular order.
+    /// All live document ids, ascending.
     pub fn document_ids(&self) -> impl Iterator<Item = Id> + '_ {
-        self.documents.keys().copied()
+        self.order.iter().copied()
+    }
+
+    /// The live document ids above `after`, ascending.
+    pub fn document_ids_after(&self, after: Id) -> impl Iterator<Item = Id> + '_ {
+        self.order.range((Bound::Excluded(after), Bound::Unbounded)).copied()
     }
 
     /// Per-segment usage, in segment order.
@@ -276,6 +285,7 @@ impl KeyDir {
                     return None;
                 }
                 self.documents.insert(id, DocumentEntry::new(location, columns));
+                self.order.insert(id);
                 (None, true)
             }
             Effect::SetBlob => {
@@ -291,6 +301,7 @@ impl KeyDir {
             }
             Effect::DeleteDocument => {
                 let doc = self.documents.remove(&id)?;
+                self.order.remove(&id);
                 if doc.columns_at != doc.blob {
                     self.remove_live(doc.columns_at);
                 }

@@ -114,7 +114,7 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, announced: u64) -> Result<KeyDir
     }
     // A document takes at least 44 bytes: never trust the count for an allocation.
     kd.documents.reserve((announced as usize).min(r.remaining().len() / 44));
-    let mut found = 0u64;
+    let mut ids = Vec::with_capacity(kd.documents.capacity());
     while !r.is_empty() {
         let id = r.u64()?;
         let blob = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
@@ -139,11 +139,14 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, announced: u64) -> Result<KeyDir
         if kd.documents.insert(id, doc).is_some() {
             return Err(SnapshotDefect::DuplicateDocument(id));
         }
-        found += 1;
+        ids.push(id);
     }
+    let found = ids.len() as u64;
     if found != announced {
         return Err(SnapshotDefect::WrongCount { announced, found });
     }
+    // Built from a sorted run: densely packed nodes.
+    kd.order = ids.into_iter().collect();
     Ok(kd)
 }
 

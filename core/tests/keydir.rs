@@ -857,8 +857,8 @@ proptest! {
         for (i, (step, at)) in steps.iter().zip(locations(&steps)).enumerate() {
             prop_assert_eq!(model.apply(step.id, &step.effect, at), applied[i], "step {}: {:?}", i, step);
         }
-        let mut ids: Vec<Id> = kd.document_ids().collect();
-        ids.sort_unstable();
+        // Ascending, as listed (the model's map is ordered).
+        let ids: Vec<Id> = kd.document_ids().collect();
         prop_assert_eq!(&ids, &model.documents.keys().copied().collect::<Vec<_>>());
         for (&id, expected) in &model.documents {
             let doc = kd.document(id).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -915,4 +915,25 @@ fn reserved_ids_are_skipped_only_when_resuming_after_a_restart() {
     assert_eq!(kd.segments()[&SegmentId::FIRST].live_bytes, 33, "an older reservation is garbage");
     kd.resume_after_reservations();
     assert_eq!(kd.next_id(), 2049);
+}
+
+/// Listing pages come from an ordered set kept beside the hash map: ids
+/// ascend whatever order documents were created or deleted in, and a page
+/// starts strictly after the id it is given.
+#[test]
+fn document_ids_ascend_and_pages_start_after_their_cursor() {
+    let mut log = Log::new();
+    for id in [40, 7, 19, 3, 88, 12] {
+        log.create(id);
+    }
+    assert_eq!(log.apply(19, Effect::DeleteDocument).0, Applied::Changed);
+    assert_eq!(log.kd.document_ids().collect::<Vec<_>>(), [3, 7, 12, 40, 88]);
+    assert_eq!(log.kd.document_ids_after(0).collect::<Vec<_>>(), [3, 7, 12, 40, 88]);
+    assert_eq!(log.kd.document_ids_after(7).take(2).collect::<Vec<_>>(), [12, 40]);
+    assert_eq!(log.kd.document_ids_after(19).collect::<Vec<_>>(), [40, 88]);
+    assert_eq!(log.kd.document_ids_after(88).count(), 0);
+    assert_eq!(log.kd.document_ids_after(u64::MAX).count(), 0);
+    // A document created again after its delete is listed again.
+    log.create(19);
+    assert_eq!(log.kd.document_ids_after(12).collect::<Vec<_>>(), [19, 40, 88]);
 }

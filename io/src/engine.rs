@@ -367,32 +367,13 @@ impl Engine {
 
     /// Every live document id, ascending.
     pub fn document_ids(&self) -> Vec<Id> {
-        let mut ids: Vec<Id> = self.shared.index.read().keydir.document_ids().collect();
-        ids.sort_unstable();
-        ids
+        self.shared.index.read().keydir.document_ids().collect()
     }
 
-    /// Up to `limit` live document ids greater than `after`, ascending: one
-    /// page of a listing that stays cheap for millions of documents.
+    /// Up to `limit` live document ids above `after`, ascending: one page
+    /// of a listing, in time proportional to the page.
     pub fn document_ids_after(&self, after: Id, limit: usize) -> Vec<Id> {
-        let mut page: Vec<Id> = Vec::new();
-        if limit == 0 {
-            return page;
-        }
-        // One pass keeping the `limit` smallest ids above `after`.
-        let index = self.shared.index.read();
-        let mut heap = std::collections::BinaryHeap::with_capacity(limit + 1);
-        for id in index.keydir.document_ids().filter(|&id| id > after) {
-            if heap.len() < limit {
-                heap.push(id);
-            } else if heap.peek().is_some_and(|&max| id < max) {
-                heap.pop();
-                heap.push(id);
-            }
-        }
-        drop(index);
-        page.extend(heap.into_sorted_vec());
-        page
+        self.shared.index.read().keydir.document_ids_after(after).take(limit).collect()
     }
 
     // ----- inputs ----------------------------------------------------------
