@@ -2,14 +2,22 @@
 //! values and back, and engine errors to gRPC statuses (the one place where
 //! that mapping is decided).
 
-use stratum_io::{Error, Id, Value};
+use stratum_io::{Error, Id, Invalid, Missing, Value};
 use tonic::Status;
 
 use crate::proto;
 
-/// The status a client gets for an engine error.
+/// The status a client gets for an engine error. Messages about ids and
+/// sizes use the wire's words (problem, test case, expected output, html)
+/// rather than the engine's (document, input, output, blob).
 pub fn status(error: Error) -> Status {
-    let message = error.to_string();
+    let message = match &error {
+        Error::NotFound(missing) => missing_message(missing),
+        Error::Invalid(Invalid::BlobTooLarge { len, limit }) => {
+            format!("html is {len} bytes, above the limit of {limit}")
+        }
+        other => other.to_string(),
+    };
     match error {
         Error::NotFound(_) => Status::not_found(message),
         Error::Invalid(_) => Status::invalid_argument(message),
@@ -17,6 +25,16 @@ pub fn status(error: Error) -> Status {
         Error::Poisoned { .. } => Status::unavailable(message),
         Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
         Error::Io { .. } => Status::internal(message),
+    }
+}
+
+fn missing_message(missing: &Missing) -> String {
+    match *missing {
+        Missing::Document(problem) => format!("problem {problem} not found"),
+        Missing::Input { document, input } => format!("test case {input} not found in problem {document}"),
+        Missing::Output { document, input } => {
+            format!("test case {input} of problem {document} has no expected output")
+        }
     }
 }
 

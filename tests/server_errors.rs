@@ -67,8 +67,8 @@ const UNKNOWN: u64 = 987_654_321;
 async fn unknown_problem_id_is_not_found_on_every_problem_rpc() {
     let mut f = Fixture::new().await;
     let r = proto::ProblemRef { problem_id: UNKNOWN };
-    let id = &UNKNOWN.to_string();
-    let needles = &[id.as_str(), "not found"];
+    let id = &format!("problem {UNKNOWN} not found");
+    let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
     assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
@@ -94,8 +94,8 @@ async fn deleted_problem_is_not_found() {
     f.records = stats(&mut f.c).await.records;
 
     let r = proto::ProblemRef { problem_id: gone };
-    let id = gone.to_string();
-    let needles = &[id.as_str(), "not found"];
+    let id = format!("problem {gone} not found");
+    let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
     assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
@@ -117,8 +117,8 @@ async fn deleted_problem_is_not_found() {
 async fn unknown_test_case_is_not_found() {
     let mut f = Fixture::new().await;
     let tc = f.tc_ref(f.problem, UNKNOWN);
-    let id = UNKNOWN.to_string();
-    let needles = &[id.as_str(), "not found"];
+    let id = format!("test case {UNKNOWN} not found in problem {}", f.problem);
+    let needles = &[id.as_str()];
     assert_status(f.c.get_test_case(tc).await, Code::NotFound, needles);
     assert_status(f.c.delete_test_case(tc).await, Code::NotFound, needles);
     assert_status(f.c.get_expected_output(tc).await, Code::NotFound, needles);
@@ -138,8 +138,8 @@ async fn test_case_under_the_wrong_problem_is_not_found() {
     let other = create(&mut f.c, "other", Columns::new()).await;
     f.records = stats(&mut f.c).await.records;
     let wrong = f.tc_ref(other, f.test_case);
-    let id = f.test_case.to_string();
-    let needles = &[id.as_str(), "not found"];
+    let id = format!("test case {} not found in problem {other}", f.test_case);
+    let needles = &[id.as_str()];
     assert_status(f.c.get_test_case(wrong).await, Code::NotFound, needles);
     assert_status(f.c.get_expected_output(wrong).await, Code::NotFound, needles);
     assert_status(f.c.delete_expected_output(wrong).await, Code::NotFound, needles);
@@ -159,8 +159,8 @@ async fn missing_expected_output_is_not_found() {
     let mut f = Fixture::new().await;
     let tc = f.tc_ref(f.problem, f.bare_test_case);
     let id = f.bare_test_case.to_string();
-    assert_status(f.c.get_expected_output(tc).await, Code::NotFound, &[id.as_str(), "no output"]);
-    assert_status(f.c.delete_expected_output(tc).await, Code::NotFound, &[id.as_str(), "no output"]);
+    assert_status(f.c.get_expected_output(tc).await, Code::NotFound, &[id.as_str(), "has no expected output"]);
+    assert_status(f.c.delete_expected_output(tc).await, Code::NotFound, &[id.as_str(), "has no expected output"]);
     f.assert_intact().await;
 }
 
@@ -173,7 +173,7 @@ async fn update_expected_output_without_an_output_is_not_found_and_sets_nothing(
         value: Some(int(42)),
     };
     let id = f.bare_test_case.to_string();
-    assert_status(f.c.update_expected_output(request).await, Code::NotFound, &[id.as_str(), "no output"]);
+    assert_status(f.c.update_expected_output(request).await, Code::NotFound, &[id.as_str(), "has no expected output"]);
     assert_eq!(output(&mut f.c, f.problem, f.bare_test_case).await, None);
     f.assert_intact().await;
 }
@@ -356,9 +356,17 @@ async fn blob_above_max_blob_bytes_is_invalid_argument() {
     .await;
     let big = "h".repeat(2000);
     let create_req = proto::CreateProblemRequest { html: big.clone(), columns: Columns::new() };
-    assert_status(f.c.create_problem(create_req).await, Code::InvalidArgument, &["blob", "2000", "limit of 1000"]);
+    assert_status(
+        f.c.create_problem(create_req).await,
+        Code::InvalidArgument,
+        &["html is 2000 bytes", "limit of 1000"],
+    );
     let update_req = proto::UpdateProblemHtmlRequest { problem_id: f.problem, html: big };
-    assert_status(f.c.update_problem_html(update_req).await, Code::InvalidArgument, &["blob", "2000", "limit of 1000"]);
+    assert_status(
+        f.c.update_problem_html(update_req).await,
+        Code::InvalidArgument,
+        &["html is 2000 bytes", "limit of 1000"],
+    );
     assert_eq!(list_all(&mut f.c, 0).await, vec![f.problem]);
     f.assert_intact().await;
     let exactly = create(&mut f.c, &"h".repeat(1000), Columns::new()).await;
@@ -429,7 +437,11 @@ async fn get_all_test_cases_over_max_message_bytes_fails_but_each_test_case_read
 async fn blob_between_blob_limit_and_message_limit_is_invalid_argument() {
     let mut f = Fixture::with_args(SMALL_MESSAGES).await;
     let request = proto::CreateProblemRequest { html: "m".repeat(150_000), columns: Columns::new() };
-    assert_status(f.c.create_problem(request).await, Code::InvalidArgument, &["blob", "150000", "limit of 100000"]);
+    assert_status(
+        f.c.create_problem(request).await,
+        Code::InvalidArgument,
+        &["html is 150000 bytes", "limit of 100000"],
+    );
     f.assert_intact().await;
 }
 
