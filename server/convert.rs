@@ -7,14 +7,17 @@ use tonic::Status;
 
 use crate::proto;
 
-/// The status a client gets for an engine error. Messages about ids and
-/// sizes use the wire's words (problem, test case, expected output, html)
+/// The status a client gets for an engine error. Messages that name a
+/// tier use the wire's words (problem, test case, expected output, html)
 /// rather than the engine's (document, input, output, blob).
 pub fn status(error: Error) -> Status {
     let message = match &error {
         Error::NotFound(missing) => missing_message(missing),
         Error::Invalid(Invalid::BlobTooLarge { len, limit }) => {
             format!("html is {len} bytes, above the limit of {limit}")
+        }
+        Error::Invalid(Invalid::TooManyColumns { count, limit }) => {
+            format!("{count} columns, above the limit of {limit} per problem")
         }
         other => other.to_string(),
     };
@@ -81,7 +84,7 @@ pub fn value_to_wire(value: Value) -> proto::Value {
 /// A blob as the wire's `string html`. Blobs are only ever written from
 /// strings, so invalid UTF-8 means damage.
 pub fn html(problem: Id, blob: Vec<u8>) -> Result<String, Status> {
-    String::from_utf8(blob).map_err(|_| Status::data_loss(format!("the blob of problem {problem} is not valid UTF-8")))
+    String::from_utf8(blob).map_err(|_| Status::data_loss(format!("the html of problem {problem} is not valid UTF-8")))
 }
 
 /// Page tokens are the last id of the previous page, in decimal.

@@ -65,6 +65,10 @@ fn non_blocking_reads_agree_with_blocking_reads() {
     let bare = engine.add_input(doc, &Value::Str("no output".into())).unwrap();
     engine.set_output(doc, input, &Value::Double(2.5)).unwrap();
 
+    // A non-blocking read never maps a file (mmap can wait): until a
+    // blocking read has mapped the segment, it gives up.
+    assert!(engine.document_blob_now(doc).is_none(), "the segment is not mapped yet");
+    assert_eq!(engine.document_blob(doc).unwrap(), b"<p>hello</p>");
     assert_eq!(engine.document_blob_now(doc).unwrap().unwrap(), b"<p>hello</p>");
     assert_eq!(engine.document_columns_now(doc).unwrap().unwrap(), columns(1));
     assert_eq!(engine.input_now(doc, input).unwrap().unwrap(), Value::IntList(vec![1, 2, 3]));
@@ -85,6 +89,19 @@ fn non_blocking_reads_agree_with_blocking_reads() {
         not_found(engine.output_now(doc, bare).map(|r| r.map(drop))),
         Missing::Output { document: doc, input: bare }
     );
+}
+
+/// Records over 1 MiB are not checked and copied on an async worker: the
+/// non-blocking read gives up on them even when they are in memory.
+#[test]
+fn non_blocking_reads_leave_large_records_to_the_blocking_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    let small = engine.create_document(&blob(1, (1 << 20) - 100), columns(1)).unwrap();
+    let large = engine.create_document(&blob(2, (1 << 20) + 100), columns(2)).unwrap();
+    assert_eq!(engine.document_blob(large).unwrap().len(), (1 << 20) + 100);
+    assert!(engine.document_blob_now(large).is_none(), "a record over 1 MiB");
+    assert_eq!(engine.document_blob_now(small).unwrap().unwrap(), blob(1, (1 << 20) - 100), "a record under 1 MiB");
 }
 
 /// A damaged record is never answered from the non-blocking path: it gives

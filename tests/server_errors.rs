@@ -317,7 +317,11 @@ async fn too_many_columns_is_invalid_argument() {
     let mut f = Fixture::new().await;
     let many: Columns = (0..1000).map(|i| (format!("col{i}"), "v".to_string())).collect();
     let request = proto::CreateProblemRequest { html: "x".into(), columns: many };
-    assert_status(f.c.create_problem(request).await, Code::InvalidArgument, &["1000 columns", "limit"]);
+    assert_status(
+        f.c.create_problem(request).await,
+        Code::InvalidArgument,
+        &["1000 columns", "limit of 256 per problem"],
+    );
     f.assert_intact().await;
 }
 

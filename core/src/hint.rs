@@ -17,7 +17,7 @@
 
 use crate::codec::{DecodeError, Reader, put_len};
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Effect, FORMAT_VERSION, RecordKind};
+use crate::record::{Effect, FORMAT_VERSION, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN};
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
@@ -44,6 +44,8 @@ pub enum HintError {
     StaleLength { hinted: u64, actual: u64 },
     #[error("malformed hint entry: {0}")]
     Entry(DecodeError),
+    #[error("hint names {len} bytes at offset {offset}, outside the segment's records")]
+    OutOfRange { offset: u64, len: u32 },
     #[error("malformed index snapshot: {0}")]
     Snapshot(crate::snapshot::SnapshotDefect),
 }
@@ -120,7 +122,7 @@ pub fn replay_hints(
     let mut r = Reader::new(entries);
     let mut checked = 0u64;
     while !r.is_empty() {
-        entry(&mut r, segment).map_err(HintError::Entry)?;
+        entry(&mut r, segment, segment_len)?;
         checked += 1;
     }
     if checked != count {
@@ -128,7 +130,7 @@ pub fn replay_hints(
     }
     let mut r = Reader::new(entries);
     while !r.is_empty() {
-        let (meta, effect) = entry(&mut r, segment).expect("every entry was checked above");
+        let (meta, effect) = entry(&mut r, segment, segment_len).expect("every entry was checked above");
         let _ = sink.record(meta, effect);
     }
     Ok(count)
@@ -191,7 +193,26 @@ pub(crate) fn unframe(
     Ok((&body[HEADER_LEN..body.len() - (TRAILER_LEN - 4)], count))
 }
 
-fn entry<'a>(r: &mut Reader<'a>, segment: SegmentId) -> Result<(RecordMeta, Effect<'a>), DecodeError> {
+/// The location of a record of `len` bytes at `offset` in `segment`, whose
+/// file is `segment_len` bytes, if a record can be there: after the segment
+/// header, at least a record header long, within the file. A location from
+/// a hint or snapshot is checked so, since a read past the end of a mapped
+/// file is fatal.
+pub(crate) fn record_location(segment: SegmentId, offset: u64, len: u32, segment_len: u64) -> Option<Location> {
+    let inside = offset >= SEGMENT_HEADER_LEN as u64
+        && len as usize >= RECORD_HEADER_LEN
+        && offset.checked_add(u64::from(len)).is_some_and(|end| end <= segment_len);
+    inside.then(|| Location::new(segment, offset, len)).flatten()
+}
+
+fn entry<'a>(r: &mut Reader<'a>, segment: SegmentId, segment_len: u64) -> Result<(RecordMeta, Effect<'a>), HintError> {
+    let (seq, id, offset, len, effect) = entry_fields(r).map_err(HintError::Entry)?;
+    let location = record_location(segment, offset, len, segment_len).ok_or(HintError::OutOfRange { offset, len })?;
+    Ok((RecordMeta { seq, id, location }, effect))
+}
+
+/// The fields of one hint entry.
+fn entry_fields<'a>(r: &mut Reader<'a>) -> Result<(u64, u64, u64, u32, Effect<'a>), DecodeError> {
     let kind_byte = r.u8()?;
     let kind = RecordKind::from_byte(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
     let seq = r.u64()?;
@@ -213,6 +234,5 @@ fn entry<'a>(r: &mut Reader<'a>, segment: SegmentId) -> Result<(RecordMeta, Effe
         RecordKind::ReserveIds => Effect::ReserveIds { below: extra.u64()? },
     };
     extra.finish()?;
-    let location = Location::new(segment, offset, len).ok_or(DecodeError::Truncated)?;
-    Ok((RecordMeta { seq, id, location }, effect))
+    Ok((seq, id, offset, len, effect))
 }

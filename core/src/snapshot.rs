@@ -19,12 +19,17 @@
 //! A location is `offset u64 | len u32` in the snapshot's segment, len 0
 //! for none. A snapshot is used only if its checksum holds, it names the
 //! segment and the length the segment file has, and everything in it is
-//! well formed (ids unique, chains in ascending order); anything else falls
-//! back to scanning the segment, like a bad hint file.
+//! consistent: every location inside the segment's records, document ids
+//! unique, chains in ascending id order, the id counter above every id,
+//! a checkpoint, and byte counts that add up to the segment. Anything else
+//! falls back to scanning the segment, like a bad hint file. (Input ids
+//! are not checked for uniqueness across documents: an input is always
+//! addressed through its document.)
 
 use crate::codec::{DecodeError, Reader};
-use crate::hint::{HintError, frame_header, frame_trailer, unframe};
+use crate::hint::{HintError, frame_header, frame_trailer, record_location, unframe};
 use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage};
+use crate::record::SEGMENT_HEADER_LEN;
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
@@ -81,7 +86,7 @@ impl KeyDir {
     pub fn from_snapshot(bytes: &[u8], segment: SegmentId, segment_len: u64) -> Result<KeyDir, HintError> {
         let (body, count) = unframe(bytes, SNAPSHOT_MAGIC, segment, segment_len)?;
         let mut r = Reader::new(body);
-        load(&mut r, segment, count).map_err(HintError::Snapshot)
+        load(&mut r, segment, segment_len, count).map_err(HintError::Snapshot)
     }
 }
 
@@ -90,7 +95,7 @@ impl KeyDir {
 pub enum SnapshotDefect {
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("a location is beyond the largest offset")]
+    #[error("a location is outside the segment's records")]
     BadLocation,
     #[error("a required location is missing")]
     MissingLocation,
@@ -100,37 +105,49 @@ pub enum SnapshotDefect {
     UnorderedChain(u64),
     #[error("the trailer announces {announced} documents, the body holds {found}")]
     WrongCount { announced: u64, found: u64 },
+    #[error("the id counter {next_id} is not above id {id}")]
+    IdCounterBehind { next_id: u64, id: u64 },
+    #[error("the byte counts do not add up to the segment")]
+    WrongUsage,
+    #[error("no checkpoint: a merged segment always starts with one")]
+    NoCheckpoint,
 }
 
-fn load(r: &mut Reader<'_>, segment: SegmentId, announced: u64) -> Result<KeyDir, SnapshotDefect> {
+fn load(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64, announced: u64) -> Result<KeyDir, SnapshotDefect> {
+    let location = |r: &mut Reader<'_>| location(r, segment, segment_len);
     let mut kd = KeyDir::new();
     kd.next_seq = r.u64()?;
     kd.next_id = r.u64()?;
     kd.reserved_ids = r.u64()?;
-    kd.checkpoint = location(r, segment)?;
+    kd.checkpoint = Some(location(r)?.ok_or(SnapshotDefect::NoCheckpoint)?);
     let usage = SegmentUsage { total_bytes: r.u64()?, live_bytes: r.u64()?, records: r.u64()? };
-    if usage != SegmentUsage::default() {
-        kd.segments.insert(segment, usage);
+    let records_bytes = segment_len.checked_sub(SEGMENT_HEADER_LEN as u64);
+    if usage.live_bytes > usage.total_bytes || Some(usage.total_bytes) != records_bytes || usage.records == 0 {
+        return Err(SnapshotDefect::WrongUsage);
     }
-    // A document takes at least 44 bytes: never trust the count for an allocation.
-    kd.documents.reserve((announced as usize).min(r.remaining().len() / 44));
+    kd.segments.insert(segment, usage);
+    // The largest id seen: the id counter must be above it.
+    let mut largest = 0;
+    // A document takes at least 40 bytes: never trust the count for an allocation.
+    kd.documents.reserve((announced as usize).min(r.remaining().len() / 40));
     let mut ids = Vec::with_capacity(kd.documents.capacity());
     while !r.is_empty() {
         let id = r.u64()?;
-        let blob = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
-        let columns_at = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
+        let blob = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
+        let columns_at = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
         let columns = EncodedColumns::take(r)?;
         let count = r.count(32)?;
         let mut inputs = Vec::with_capacity(count);
         for _ in 0..count {
             let input = r.u64()?;
-            let value = location(r, segment)?.ok_or(SnapshotDefect::MissingLocation)?;
-            let output = location(r, segment)?;
+            let value = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
+            let output = location(r)?;
             if inputs.last().is_some_and(|last: &InputEntry| last.id >= input) {
                 return Err(SnapshotDefect::UnorderedChain(id));
             }
             inputs.push(InputEntry { id: input, value, output });
         }
+        largest = largest.max(id).max(inputs.last().map_or(0, |input: &InputEntry| input.id));
         kd.inputs += inputs.len() as u64;
         kd.outputs += inputs.iter().filter(|input| input.output.is_some()).count() as u64;
         let mut doc = DocumentEntry::new(blob, columns);
@@ -140,6 +157,9 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, announced: u64) -> Result<KeyDir
             return Err(SnapshotDefect::DuplicateDocument(id));
         }
         ids.push(id);
+    }
+    if kd.next_id <= largest {
+        return Err(SnapshotDefect::IdCounterBehind { next_id: kd.next_id, id: largest });
     }
     let found = ids.len() as u64;
     if found != announced {
@@ -156,10 +176,10 @@ fn put_location(buf: &mut Vec<u8>, at: Option<Location>) {
     buf.extend_from_slice(&len.to_le_bytes());
 }
 
-fn location(r: &mut Reader<'_>, segment: SegmentId) -> Result<Option<Location>, SnapshotDefect> {
+fn location(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64) -> Result<Option<Location>, SnapshotDefect> {
     let offset = r.u64()?;
     match r.u32()? {
         0 => Ok(None),
-        len => Location::new(segment, offset, len).map(Some).ok_or(SnapshotDefect::BadLocation),
+        len => record_location(segment, offset, len, segment_len).map(Some).ok_or(SnapshotDefect::BadLocation),
     }
 }

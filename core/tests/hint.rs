@@ -294,3 +294,22 @@ proptest! {
         prop_assert_eq!(State::of(&hinted), State::of(&scanned));
     }
 }
+
+/// A hint naming bytes the segment file does not have is refused, whatever
+/// its checksum says: reading there through the memory map would be fatal.
+#[test]
+fn a_hint_naming_bytes_outside_its_segment_is_refused() {
+    use stratum_core::{Effect, Location, RecordMeta};
+    let segment = seg(4);
+    let hint_for = |offset: u64, len: u32, segment_len: u64| {
+        let mut builder = HintBuilder::new(segment);
+        let location = Location::new(segment, offset, len).unwrap();
+        builder.add(RecordMeta { seq: 1, id: 1, location }, &Effect::SetBlob);
+        builder.finish(segment_len)
+    };
+    let replay = |bytes: &[u8], segment_len| replay_hints(bytes, segment, segment_len, &mut KeyDir::new());
+    assert_eq!(replay(&hint_for(20, 100, 120), 120), Ok(1), "a record that ends at the end of the file");
+    assert_eq!(replay(&hint_for(20, 101, 120), 120), Err(HintError::OutOfRange { offset: 20, len: 101 }));
+    assert_eq!(replay(&hint_for(4, 30, 120), 120), Err(HintError::OutOfRange { offset: 4, len: 30 }));
+    assert_eq!(replay(&hint_for(40, 10, 120), 120), Err(HintError::OutOfRange { offset: 40, len: 10 }));
+}

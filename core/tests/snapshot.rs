@@ -81,6 +81,11 @@ fn replay(segment: SegmentId, steps: &[Step]) -> (KeyDir, u64) {
     (kd, offset)
 }
 
+/// The records of a merged segment: a checkpoint, then `steps`.
+fn merged(next_id: u64, steps: Vec<Step>) -> Vec<Step> {
+    std::iter::once(Step::Checkpoint { next_id }).chain(steps).collect()
+}
+
 /// Overwrites the snapshot's checksum so that it matches edited bytes.
 fn fix_crc(bytes: &mut [u8]) {
     let end = bytes.len() - 4;
@@ -95,9 +100,9 @@ proptest! {
     /// for field (documents, chains, columns, counts, byte accounting, id
     /// and sequence counters, checkpoint).
     #[test]
-    fn a_snapshot_loads_the_index_it_was_taken_of(steps in proptest::collection::vec(arb_step(), 0..120)) {
+    fn a_snapshot_loads_the_index_it_was_taken_of(next_id in 0u64..100, steps in proptest::collection::vec(arb_step(), 0..120)) {
         let segment = seg(9);
-        let (kd, len) = replay(segment, &steps);
+        let (kd, len) = replay(segment, &merged(next_id, steps));
         let bytes = kd.snapshot(segment, len).expect("an index of one segment has a snapshot");
         prop_assert_eq!(&bytes[..8], &SNAPSHOT_MAGIC[..]);
         let loaded = KeyDir::from_snapshot(&bytes, segment, len).unwrap();
@@ -110,7 +115,7 @@ proptest! {
     #[test]
     fn a_damaged_snapshot_is_refused(steps in proptest::collection::vec(arb_step(), 1..60), at in any::<prop::sample::Index>(), bit in 0u8..8) {
         let segment = seg(3);
-        let (kd, len) = replay(segment, &steps);
+        let (kd, len) = replay(segment, &merged(7, steps));
         let mut bytes = kd.snapshot(segment, len).unwrap();
         let at = at.index(bytes.len());
         bytes[at] ^= 1 << bit;
@@ -122,6 +127,7 @@ fn two_documents() -> (KeyDir, u64) {
     replay(
         seg(2),
         &[
+            Step::Checkpoint { next_id: 1 },
             Step::Create { columns: BTreeMap::new() },
             Step::Create { columns: BTreeMap::new() },
             Step::PutInput { doc: 1, input: 5 },
@@ -198,4 +204,48 @@ fn an_index_spanning_two_segments_has_no_snapshot() {
     let _ = kd.apply(RecordMeta { seq: 100, id: 51, location: elsewhere }, Effect::SetBlob);
     assert_eq!(kd.snapshot(seg(2), len), None);
     assert!(kd.snapshot(seg(3), len).is_none());
+}
+
+/// Rewrites one u64 of a snapshot at `at`, fixing the checksum.
+fn with_u64(bytes: &[u8], at: usize, value: u64) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    fix_crc(&mut bytes);
+    bytes
+}
+
+/// The scalars after the 16-byte header: next seq, next id, reserved ids
+/// (8 each), the checkpoint location (12), then segment bytes, live bytes
+/// and records (8 each).
+const NEXT_ID: usize = 16 + 8;
+const SEGMENT_BYTES: usize = 16 + 24 + 12;
+const LIVE_BYTES: usize = SEGMENT_BYTES + 8;
+/// The blob location of the first document: its offset, then its length.
+const FIRST_BLOB: usize = FIRST_DOCUMENT + 8;
+
+/// A snapshot that is intact but inconsistent is refused, whatever its
+/// checksum says: a location past the segment's end (a read there would be
+/// fatal through the memory map), an id counter not above every id, byte
+/// counts that do not add up, no checkpoint.
+#[test]
+fn an_inconsistent_snapshot_is_refused() {
+    let (kd, len) = two_documents();
+    let bytes = kd.snapshot(seg(2), len).unwrap();
+    let load = |bytes: &[u8]| KeyDir::from_snapshot(bytes, seg(2), len);
+    assert_eq!(load(&bytes).unwrap(), kd, "the unedited snapshot loads");
+    let defect = |d| Err(HintError::Snapshot(d));
+
+    assert_eq!(load(&with_u64(&bytes, FIRST_BLOB, len)), defect(SnapshotDefect::BadLocation));
+    assert_eq!(load(&with_u64(&bytes, FIRST_BLOB, 3)), defect(SnapshotDefect::BadLocation), "inside the header");
+    assert_eq!(
+        load(&with_u64(&bytes, NEXT_ID, 101)),
+        defect(SnapshotDefect::IdCounterBehind { next_id: 101, id: 101 })
+    );
+    assert_eq!(load(&with_u64(&bytes, SEGMENT_BYTES, len)), defect(SnapshotDefect::WrongUsage));
+    assert_eq!(load(&with_u64(&bytes, LIVE_BYTES, len)), defect(SnapshotDefect::WrongUsage));
+    // The checkpoint's length is the u32 after its offset.
+    let mut no_checkpoint = bytes.clone();
+    no_checkpoint[16 + 24 + 8..16 + 24 + 12].copy_from_slice(&0u32.to_le_bytes());
+    fix_crc(&mut no_checkpoint);
+    assert_eq!(load(&no_checkpoint), defect(SnapshotDefect::NoCheckpoint));
 }

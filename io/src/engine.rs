@@ -134,7 +134,9 @@ struct Durability {
     /// Signalled when a writer starts waiting for an fsync: the leader of
     /// the next one may be gathering writers.
     waiting: Condvar,
-    /// Writers inside a write call under [`SyncPolicy::Always`].
+    /// Writers inside a write call under [`SyncPolicy::Always`] that have
+    /// not yet finished waiting for their fsync. Decreased only under
+    /// `state`, so a gathering leader cannot miss the end of its wait.
     writers: AtomicU64,
 }
 
@@ -148,24 +150,44 @@ struct SyncState {
     waiting: u64,
     /// How long the last fsync took.
     last_sync: Duration,
+    /// An fsync failed. On Linux a later fsync can succeed although the
+    /// pages the failed one covered were dropped, so from now on nothing
+    /// is ever reported durable again (the engine is poisoned, too).
+    failed: bool,
 }
 
 /// The longest a group commit leader waits for other writers to append.
 const MAX_COMMIT_DELAY: Duration = Duration::from_micros(500);
 
-/// Counts a writer in [`Durability::writers`] while it lives.
-struct ActiveWriter<'a>(&'a AtomicU64);
+/// Counts a writer in [`Durability::writers`] from the start of its write
+/// call until it has waited for its fsync ([`Shared::wait_durable`] lets it
+/// go under the state lock) or, on an early return, until it is dropped.
+struct ActiveWriter<'a>(Option<&'a Durability>);
 
 impl<'a> ActiveWriter<'a> {
-    fn enter(writers: &'a AtomicU64) -> Self {
-        writers.fetch_add(1, Ordering::Relaxed);
-        ActiveWriter(writers)
+    fn enter(durability: &'a Durability) -> Self {
+        // No lock needed: a leader that misses this writer only gathers
+        // fewer; it is the decrements that can end a leader's wait.
+        durability.writers.fetch_add(1, Ordering::Relaxed);
+        ActiveWriter(Some(durability))
+    }
+
+    /// Stops counting the writer; the caller holds the state lock.
+    fn leave(mut self, _state: &SyncState) {
+        if let Some(durability) = self.0.take() {
+            durability.writers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for ActiveWriter<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(durability) = self.0.take() {
+            let _state = durability.state.lock();
+            durability.writers.fetch_sub(1, Ordering::Relaxed);
+            // A leader may be gathering, waiting for this writer.
+            durability.waiting.notify_one();
+        }
     }
 }
 
@@ -263,7 +285,7 @@ impl Engine {
         if let SyncPolicy::Interval(every) = sync {
             tasks.push(Ticker::start("stratum-flusher", Arc::downgrade(&shared), every, |shared| {
                 let position = shared.writer.lock().appended;
-                if let Err(e) = shared.wait_durable(position) {
+                if let Err(e) = shared.wait_durable(position, None) {
                     tracing::warn!(error = %e, "interval flush failed");
                 }
             }));
@@ -315,9 +337,11 @@ impl Engine {
     }
 
     /// [`Engine::document_blob`] if it can be answered without waiting:
-    /// `None` if a writer holds the index or the record is not in memory.
-    /// Never blocks, so an async task may call it and fall back to a
-    /// blocking thread when it gets `None`.
+    /// `None` if a writer holds the index, the record is not in memory, or
+    /// it is over 1 MiB. It takes no lock that it would wait for and reads
+    /// no byte that is not in memory, so an async task may call it and fall
+    /// back to a blocking thread when it gets `None`. (It may unmap a
+    /// segment's old map, if it held the last view of it.)
     pub fn document_blob_now(&self, id: Id) -> Option<Result<Vec<u8>>> {
         without_waiting(self.shared.blob(id, Wait::No))
     }
@@ -484,7 +508,7 @@ impl Engine {
     /// Makes every acknowledged write durable, whatever the sync policy.
     pub fn flush(&self) -> Result<()> {
         let position = self.shared.writer.lock().appended;
-        self.shared.wait_durable(position)
+        self.shared.wait_durable(position, None)
     }
 
     /// Counts and sizes, from memory.
@@ -582,7 +606,7 @@ impl Shared {
     /// record's id and the mutation, or why the write is refused.
     fn write<'m>(&self, plan: impl FnOnce(&KeyDir) -> Result<(Id, Mutation<'m>)>) -> Result<Id> {
         let always = self.options.sync == SyncPolicy::Always;
-        let _active = always.then(|| ActiveWriter::enter(&self.durability.writers));
+        let active = always.then(|| ActiveWriter::enter(&self.durability));
         let mut w = self.writer.lock();
         self.check_writable()?;
         let (id, mutation) = plan(&self.index.read().keydir)?;
@@ -592,8 +616,8 @@ impl Shared {
         self.append(&mut w, id, &mutation)?;
         let position = w.appended;
         drop(w);
-        if always {
-            self.wait_durable(position)?;
+        if let Some(active) = active {
+            self.wait_durable(position, Some(active))?;
         }
         Ok(id)
     }
@@ -706,22 +730,31 @@ impl Shared {
 
     fn mark_durable(&self, position: u64) {
         let mut state = self.durability.state.lock();
+        if state.failed {
+            return;
+        }
         state.durable = state.durable.max(position);
         drop(state);
         self.durability.synced.notify_all();
     }
 
     /// Returns once every byte before `position` is durable: by an fsync
-    /// this thread runs, or one another thread runs that covers it.
-    fn wait_durable(&self, position: u64) -> Result<()> {
+    /// this thread runs, or one another thread runs that covers it. A
+    /// writer passes itself in, and stops counting as one when it returns.
+    fn wait_durable(&self, position: u64, writer: Option<ActiveWriter<'_>>) -> Result<()> {
         let mut state = self.durability.state.lock();
-        if state.durable >= position {
-            return Ok(());
+        let result = if state.durable >= position {
+            Ok(())
+        } else {
+            state.waiting += 1;
+            self.durability.waiting.notify_one();
+            let result = self.await_sync(&mut state, position);
+            state.waiting -= 1;
+            result
+        };
+        if let Some(writer) = writer {
+            writer.leave(&state);
         }
-        state.waiting += 1;
-        self.durability.waiting.notify_one();
-        let result = self.await_sync(&mut state, position);
-        state.waiting -= 1;
         result
     }
 
@@ -748,14 +781,18 @@ impl Shared {
             state.syncing = false;
             state.last_sync = took;
             match result {
-                Ok(()) => {
+                Ok(()) if !state.failed => {
                     self.fsyncs.fetch_add(1, Ordering::Relaxed);
                     state.durable = state.durable.max(target);
                     self.durability.synced.notify_all();
                 }
+                Ok(()) => self.check_writable()?,
                 Err(e) => {
+                    // Poisoned before the lock is let go: no thread can
+                    // start another fsync and count the lost bytes durable.
+                    state.failed = true;
                     let e = Error::io("syncing the active segment")(e);
-                    MutexGuard::unlocked(state, || self.set_poison(&e));
+                    self.set_poison(&e);
                     return Err(e);
                 }
             }
@@ -836,9 +873,13 @@ impl Shared {
     }
 
     /// The bytes of the record at `location`; `None` if `wait` is `No` and
-    /// they are not all in memory.
+    /// they are not all in memory, or too many to check and copy on an
+    /// async worker.
     fn read_record(&self, location: Location, file: &Arc<dyn FileHandle>, wait: Wait) -> Result<Option<RecordBytes>> {
         let len = location.len() as usize;
+        if wait == Wait::No && len > MAX_READ_WITHOUT_WAITING {
+            return Ok(None);
+        }
         if let Some(mapped) = file.mapped(location.offset(), len, wait == Wait::No) {
             return Ok(Some(RecordBytes::Mapped(mapped)));
         }
@@ -883,6 +924,11 @@ impl Shared {
         self.index.read().path_of(&self.dir, segment)
     }
 }
+
+/// The largest record a read that may not wait answers: checking and
+/// copying it takes about 100 µs of CPU; larger ones go to a thread that
+/// may block.
+const MAX_READ_WITHOUT_WAITING: usize = 1 << 20;
 
 /// Whether a read may wait for the disk or for the index lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

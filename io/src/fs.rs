@@ -14,6 +14,7 @@ use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{Mmap, MmapOptions};
@@ -43,8 +44,9 @@ pub trait FileHandle: Send + Sync + Debug {
 
     /// The `len` bytes at `offset` straight from the file's memory map,
     /// without a copy, if the file has one that covers them. With
-    /// `resident_only`, also `None` unless every page of them is in memory
-    /// now, so that reading them does not wait for the disk.
+    /// `resident_only`, the call itself never waits (no lock, no new map)
+    /// and answers `None` unless every page of the bytes is in memory now,
+    /// so that reading them does not wait for the disk either.
     ///
     /// The bytes must have been written (a view never reaches past the end
     /// of the file). Files without a map return `None` and are read with
@@ -124,6 +126,9 @@ pub struct OsFileSystem;
 pub struct OsFile {
     file: File,
     map: RwLock<Option<Arc<Mmap>>>,
+    /// Mapping failed once (address space, `vm.max_map_count`): the file
+    /// is read with `pread` from then on.
+    unmappable: AtomicBool,
 }
 
 /// The smallest map made: a fresh active segment is remapped only a few
@@ -132,7 +137,13 @@ const MIN_MAP_LEN: u64 = 4 << 20;
 
 impl OsFile {
     fn new(file: File) -> Self {
-        OsFile { file, map: RwLock::new(None) }
+        OsFile { file, map: RwLock::new(None), unmappable: AtomicBool::new(false) }
+    }
+
+    /// The current map, if it covers the first `end` bytes of the file and
+    /// can be had without waiting for the lock.
+    fn current_map(&self, end: u64) -> Option<Arc<Mmap>> {
+        self.map.try_read()?.as_ref().filter(|map| map.len() as u64 >= end).cloned()
     }
 
     /// A map covering the first `end` bytes of the file, made if needed.
@@ -141,6 +152,9 @@ impl OsFile {
             && map.len() as u64 >= end
         {
             return Some(map.clone());
+        }
+        if self.unmappable.load(Ordering::Relaxed) {
+            return None;
         }
         let mut slot = self.map.write();
         if let Some(map) = &*slot
@@ -157,7 +171,8 @@ impl OsFile {
         let map = match unsafe { MmapOptions::new().len(len).map(&self.file) } {
             Ok(map) => Arc::new(map),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot map a segment file; reading it with pread");
+                tracing::warn!(error = %e, "cannot map a segment file; reading it with pread from now on");
+                self.unmappable.store(true, Ordering::Relaxed);
                 return None;
             }
         };
@@ -195,11 +210,16 @@ impl FileHandle for OsFile {
 
     fn mapped(&self, offset: u64, len: usize, resident_only: bool) -> Option<Mapped> {
         let end = offset.checked_add(len as u64)?;
-        let map = self.map_covering(end)?;
         let start = usize::try_from(offset).ok()?;
-        if resident_only && !resident(&map, start, len) {
-            return None;
-        }
+        let map = if resident_only {
+            let map = self.current_map(end)?;
+            if !resident(&map, start, len) {
+                return None;
+            }
+            map
+        } else {
+            self.map_covering(end)?
+        };
         Some(Mapped { map, start, len })
     }
 }

@@ -21,7 +21,7 @@ use stratum_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{FileHandle, FileSystem, Mapped};
+use crate::fs::{FileHandle, FileSystem};
 
 /// The name of the segment that takes appends.
 pub const ACTIVE_NAME: &str = "active.seg";
@@ -167,16 +167,11 @@ fn read_hint<T>(
 ) -> Option<T> {
     let path = hint_path(segment_path);
     let hint = fs.open(&path).ok()?;
-    let read = || -> std::io::Result<(HintBytes, u64)> {
-        let len = hint.len()? as usize;
-        let bytes = match hint.mapped(0, len, false) {
-            Some(mapped) => HintBytes::Mapped(mapped),
-            None => {
-                let mut bytes = vec![0; len];
-                hint.read_exact_at(&mut bytes, 0)?;
-                HintBytes::Read(bytes)
-            }
-        };
+    // Read into memory, not through a map: a hint is read once, and is
+    // parsed twice, so its bytes must not change (or vanish) meanwhile.
+    let read = || -> std::io::Result<(Vec<u8>, u64)> {
+        let mut bytes = vec![0; hint.len()? as usize];
+        hint.read_exact_at(&mut bytes, 0)?;
         Ok((bytes, file.len()?))
     };
     let (bytes, segment_len) = match read() {
@@ -186,22 +181,13 @@ fn read_hint<T>(
             return None;
         }
     };
-    let bytes: &[u8] = match &bytes {
-        HintBytes::Mapped(mapped) => mapped,
-        HintBytes::Read(bytes) => bytes,
-    };
-    match parse(bytes, segment_len) {
+    match parse(&bytes, segment_len) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "ignoring hint file; scanning the segment");
             None
         }
     }
-}
-
-enum HintBytes {
-    Mapped(Mapped),
-    Read(Vec<u8>),
 }
 
 /// Writes the hint file of a sealed segment (read back from its file),
