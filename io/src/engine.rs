@@ -9,9 +9,9 @@
 //! and, under [`SyncPolicy::Always`], once an fsync covering it succeeded.
 //! Concurrent writers share fsyncs (group commit): whoever finds no fsync
 //! running leads the next one; the others wait for it. Before it syncs, the
-//! leader gives the writers already inside a write call a moment to append
-//! (at most half the last fsync's time, and never when it is the only
-//! writer), so that one fsync covers them all instead of half of them.
+//! leader gives other writers a moment to append (see `Shared::gather`: at
+//! most half the last fsync's time, never when it is the only writer), so
+//! that one fsync covers them all instead of half of them.
 //! A failed append or fsync poisons the engine: the caller gets
 //! the error, later writes get [`Error::Poisoned`], reads keep working.
 
