@@ -1,45 +1,18 @@
 //! Compaction plans (`KeyDir::plan_compaction`) and installing a merged
 //! segment (`KeyDir::install_compaction`).
 
+mod common;
+
+use common::{Log, columns, seg};
 use stratum_core::{
-    Applied, Columns, CompactionPolicy, Effect, EncodedColumns, Id, InputEntry, Installed, KeyDir, Location,
-    MergedSegment, RecordMeta, Relocation, SegmentId, SegmentUsage, Target,
+    CompactionPolicy, Effect, EncodedColumns, Id, InputEntry, Installed, Location, MergedSegment, Relocation,
+    SegmentUsage, Target,
 };
 
-fn seg(n: u32) -> SegmentId {
-    SegmentId::new(n).unwrap()
-}
-
-fn columns(pairs: &[(&str, &str)]) -> Columns {
-    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
-}
-
-/// A log being written: increasing offsets and sequence numbers.
-struct Log {
-    kd: KeyDir,
-    segment: SegmentId,
-    offset: u64,
-    seq: u64,
-}
-
+/// Test helpers: every record 50 bytes, every record taking effect.
 impl Log {
-    fn new() -> Self {
-        Log { kd: KeyDir::new(), segment: seg(1), offset: 20, seq: 0 }
-    }
-
-    fn roll(&mut self, segment: u32) {
-        self.segment = seg(segment);
-        self.offset = 20;
-    }
-
-    /// Appends a 50-byte record about `id` and applies it; it must take effect.
     fn apply(&mut self, id: Id, effect: Effect<'_>) -> Location {
-        self.seq += 1;
-        let location = Location::new(self.segment, self.offset, 50).unwrap();
-        self.offset += 50;
-        let applied = self.kd.apply(RecordMeta { seq: self.seq, id, location }, effect);
-        assert_eq!(applied, Applied::Changed, "{effect:?} on {id}");
-        location
+        self.changed(id, effect, 50)
     }
 
     fn create(&mut self, id: Id, pairs: &[(&str, &str)]) -> Location {

@@ -8,9 +8,6 @@ use std::collections::BTreeMap;
 use common::*;
 use stratum_core::{Columns, SegmentHeader, SegmentId, Value, encode_record};
 
-fn columns(pairs: &[(&str, &str)]) -> Columns {
-    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
-}
 
 fn example_columns() -> Columns {
     columns(&[("name", "Example"), ("version", "1.0")])

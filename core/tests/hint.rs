@@ -13,9 +13,6 @@ use stratum_core::{
     encode_record, replay_hints,
 };
 
-fn seg(n: u32) -> SegmentId {
-    SegmentId::new(n).unwrap()
-}
 
 /// A segment file: its header, then one record per op.
 fn segment_file(segment: SegmentId, ops: &[(Id, Owned)]) -> Vec<u8> {
@@ -66,9 +63,6 @@ impl State {
     }
 }
 
-fn columns(pairs: &[(&str, &str)]) -> Columns {
-    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
-}
 
 /// A record of every kind, about two documents and their inputs.
 fn sample_ops() -> Vec<(Id, Owned)> {

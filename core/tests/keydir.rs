@@ -3,20 +3,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
+mod common;
+
+use common::{Log, columns, seg};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
     Applied, Columns, DocumentEntry, Effect, EncodedColumns, Id, InputEntry, KeyDir, Location, Missing, RecordMeta,
     SegmentId, SegmentUsage,
 };
-
-fn seg(n: u32) -> SegmentId {
-    SegmentId::new(n).unwrap()
-}
-
-fn columns(pairs: &[(&str, &str)]) -> Columns {
-    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
-}
 
 /// The column map in the form effects carry it. The encoding is leaked, so
 /// the effect can live as long as the test needs; tests build few of them.
@@ -28,40 +23,7 @@ fn no_columns() -> EncodedColumns<'static> {
     encoded(&[])
 }
 
-/// A log being written: hands out sequence numbers and increasing offsets
-/// in the current segment, and applies each record to its key directory.
-struct Log {
-    kd: KeyDir,
-    segment: SegmentId,
-    offset: u32,
-    seq: u64,
-}
-
 impl Log {
-    fn new() -> Self {
-        Log { kd: KeyDir::new(), segment: seg(1), offset: 20, seq: 0 }
-    }
-
-    /// Moves on to a new segment.
-    fn roll(&mut self, segment: u32) {
-        self.segment = seg(segment);
-        self.offset = 20;
-    }
-
-    /// Appends a record of `len` bytes about `id` and applies it.
-    fn apply_len(&mut self, id: Id, effect: Effect<'_>, len: u32) -> (Applied, Location) {
-        self.seq += 1;
-        let location = Location::new(self.segment, u64::from(self.offset), len).unwrap();
-        self.offset += len;
-        (self.kd.apply(RecordMeta { seq: self.seq, id, location }, effect), location)
-    }
-
-    /// Appends and applies a record that must take effect.
-    fn changed(&mut self, id: Id, effect: Effect<'_>, len: u32) {
-        let label = format!("{effect:?} on {id}");
-        assert_eq!(self.apply_len(id, effect, len).0, Applied::Changed, "{label}");
-    }
-
     fn apply(&mut self, id: Id, effect: Effect<'_>) -> (Applied, Location) {
         self.apply_len(id, effect, 100)
     }
@@ -69,21 +31,15 @@ impl Log {
     fn create(&mut self, id: Id) -> Location {
         let mut buf = Vec::new();
         let columns = EncodedColumns::encode(&columns(&[("name", "doc")]), &mut buf);
-        let (applied, at) = self.apply(id, Effect::CreateDocument { columns });
-        assert_eq!(applied, Applied::Changed);
-        at
+        self.changed(id, Effect::CreateDocument { columns }, 100)
     }
 
     fn put_input(&mut self, document: Id, id: Id) -> Location {
-        let (applied, at) = self.apply(id, Effect::PutInput { document });
-        assert_eq!(applied, Applied::Changed);
-        at
+        self.changed(id, Effect::PutInput { document }, 100)
     }
 
     fn put_output(&mut self, document: Id, input: Id) -> Location {
-        let (applied, at) = self.apply(input, Effect::PutOutput { document });
-        assert_eq!(applied, Applied::Changed);
-        at
+        self.changed(input, Effect::PutOutput { document }, 100)
     }
 
     fn usage(&self, n: u32) -> SegmentUsage {

@@ -13,9 +13,6 @@ use stratum_core::{
     SegmentUsage, TailPolicy, Value, decode_record, encode_record,
 };
 
-fn seg(n: u32) -> SegmentId {
-    SegmentId::new(n).unwrap()
-}
 
 /// A segment file in memory and where each of its records starts.
 struct Image {

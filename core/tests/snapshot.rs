@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
+use common::{Log, seg};
 use proptest::prelude::*;
 use stratum_core::{
     Effect, EncodedColumns, HintError, KeyDir, Location, RecordMeta, SNAPSHOT_MAGIC, SegmentId, SnapshotDefect,
 };
-
-fn seg(n: u32) -> SegmentId {
-    SegmentId::new(n).unwrap()
-}
 
 /// One record of a random log: what it is about and what it does.
 #[derive(Clone, Debug)]
@@ -52,14 +51,10 @@ fn arb_step() -> impl Strategy<Value = Step> {
 fn replay(segment: SegmentId, steps: &[Step]) -> (KeyDir, u64) {
     // Documents get ids 51, 101, 151, ...; steps name them 1, 2, 3, ...
     let doc = |n: &u64| 1 + n * 50;
-    let mut kd = KeyDir::new();
-    let mut offset = 20u64;
+    let mut log = Log::in_segment(segment.get());
     let mut created = 0u64;
     let mut buf = Vec::new();
-    for (seq, step) in steps.iter().enumerate() {
-        let len = 30 + (seq as u32 % 7) * 10;
-        let location = Location::new(segment, offset, len).unwrap();
-        offset += u64::from(len);
+    for (n, step) in steps.iter().enumerate() {
         let (id, effect) = match step {
             Step::Create { columns } => {
                 created += 1;
@@ -76,9 +71,9 @@ fn replay(segment: SegmentId, steps: &[Step]) -> (KeyDir, u64) {
             Step::DeleteOutput { doc: d, input } => (*input, Effect::DeleteOutput { document: doc(d) }),
             Step::Checkpoint { next_id } => (0, Effect::Checkpoint { next_id: *next_id }),
         };
-        let _ = kd.apply(RecordMeta { seq: seq as u64 + 1, id, location }, effect);
+        let _ = log.apply_len(id, effect, 30 + (n as u32 % 7) * 10);
     }
-    (kd, offset)
+    (log.kd, log.offset)
 }
 
 /// The records of a merged segment: a checkpoint, then `steps`.

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
-use stratum_core::{Body, Columns, EncodedColumns, Id, Mutation, SegmentId, Value, encode_record};
+use stratum_core::{
+    Applied, Body, Columns, Effect, EncodedColumns, Id, KeyDir, Location, Mutation, RecordMeta, SegmentId, Value,
+    encode_record,
+};
 
 /// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
 pub fn arb_string() -> impl Strategy<Value = String> {
@@ -232,4 +235,56 @@ pub fn hex_dump(bytes: &[u8]) -> String {
     }
     s.push_str(&format!("{:08x}\n", bytes.len()));
     s
+}
+
+pub fn seg(n: u32) -> SegmentId {
+    SegmentId::new(n).unwrap()
+}
+
+pub fn columns(pairs: &[(&str, &str)]) -> Columns {
+    pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// A log being written into a key directory: hands out sequence numbers
+/// and back-to-back offsets in the current segment (from 20, after the
+/// segment header), and applies each record.
+pub struct Log {
+    pub kd: KeyDir,
+    pub segment: SegmentId,
+    /// Where the next record goes: the segment's length so far.
+    pub offset: u64,
+    pub seq: u64,
+}
+
+impl Log {
+    /// A log in segment 1.
+    pub fn new() -> Self {
+        Log::in_segment(1)
+    }
+
+    pub fn in_segment(segment: u32) -> Self {
+        Log { kd: KeyDir::new(), segment: seg(segment), offset: 20, seq: 0 }
+    }
+
+    /// Moves on to a new segment.
+    pub fn roll(&mut self, segment: u32) {
+        self.segment = seg(segment);
+        self.offset = 20;
+    }
+
+    /// Appends a record of `len` bytes about `id` and applies it.
+    pub fn apply_len(&mut self, id: Id, effect: Effect<'_>, len: u32) -> (Applied, Location) {
+        self.seq += 1;
+        let location = Location::new(self.segment, self.offset, len).unwrap();
+        self.offset += u64::from(len);
+        (self.kd.apply(RecordMeta { seq: self.seq, id, location }, effect), location)
+    }
+
+    /// Appends and applies a record that must take effect.
+    pub fn changed(&mut self, id: Id, effect: Effect<'_>, len: u32) -> Location {
+        let label = format!("{effect:?} on {id}");
+        let (applied, at) = self.apply_len(id, effect, len);
+        assert_eq!(applied, Applied::Changed, "{label}");
+        at
+    }
 }
