@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use common::*;
 use stratum_core::{Columns, SegmentHeader, SegmentId, Value, encode_record};
 
-
 fn example_columns() -> Columns {
     columns(&[("name", "Example"), ("version", "1.0")])
 }

@@ -13,7 +13,6 @@ use stratum_core::{
     encode_record, replay_hints,
 };
 
-
 /// A segment file: its header, then one record per op.
 fn segment_file(segment: SegmentId, ops: &[(Id, Owned)]) -> Vec<u8> {
     let mut file = SegmentHeader { segment }.encode().to_vec();
@@ -62,7 +61,6 @@ impl State {
         }
     }
 }
-
 
 /// A record of every kind, about two documents and their inputs.
 fn sample_ops() -> Vec<(Id, Owned)> {

@@ -13,7 +13,6 @@ use stratum_core::{
     SegmentUsage, TailPolicy, Value, decode_record, encode_record,
 };
 
-
 /// A segment file in memory and where each of its records starts.
 struct Image {
     segment: SegmentId,

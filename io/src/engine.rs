@@ -30,7 +30,7 @@ use stratum_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{DirLock, FileHandle, FileSystem, Mapped, OsFileSystem};
+use crate::fs::{DirLock, FileBytes, FileHandle, FileSystem, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
 use crate::segment::{self, ACTIVE_NAME, LOCK_NAME, MERGED_NAME};
 
@@ -894,24 +894,19 @@ impl Shared {
     /// The bytes of the record at `location`; `None` if `wait` is `No` and
     /// they are not all in memory, or too many to check and copy on an
     /// async worker.
-    fn read_record(&self, location: Location, file: &Arc<dyn FileHandle>, wait: Wait) -> Result<Option<RecordBytes>> {
-        let len = location.len() as usize;
-        if wait == Wait::No && len > MAX_READ_WITHOUT_WAITING {
-            return Ok(None);
+    fn read_record(&self, location: Location, file: &Arc<dyn FileHandle>, wait: Wait) -> Result<Option<FileBytes>> {
+        let (offset, len) = (location.offset(), location.len() as usize);
+        match wait {
+            Wait::No if len > MAX_READ_WITHOUT_WAITING => Ok(None),
+            Wait::No => Ok(file.mapped(offset, len, true).map(FileBytes::Mapped)),
+            Wait::Yes => file
+                .read_bytes(offset, len, true)
+                .map(Some)
+                .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e)),
         }
-        if let Some(mapped) = file.mapped(location.offset(), len, wait == Wait::No) {
-            return Ok(Some(RecordBytes::Mapped(mapped)));
-        }
-        if wait == Wait::No {
-            return Ok(None);
-        }
-        let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, location.offset())
-            .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e))?;
-        Ok(Some(RecordBytes::Read(bytes)))
     }
 
-    fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<RecordBytes> {
+    fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<FileBytes> {
         answered(self.read_record(location, file, Wait::Yes))
     }
 
@@ -969,24 +964,6 @@ fn without_waiting<T>(read: Result<Option<T>>) -> Option<Result<T>> {
         Ok(found) => found.map(Ok),
         Err(e @ Error::NotFound(_)) => Some(Err(e)),
         Err(_) => None,
-    }
-}
-
-/// A record's bytes: a view of its segment's memory map, or a buffer they
-/// were read into.
-enum RecordBytes {
-    Mapped(Mapped),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for RecordBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            RecordBytes::Mapped(mapped) => mapped,
-            RecordBytes::Read(bytes) => bytes,
-        }
     }
 }
 

@@ -55,6 +55,36 @@ pub trait FileHandle: Send + Sync + Debug {
         let _ = (offset, len, resident_only);
         None
     }
+
+    /// The `len` bytes at `offset`: a view of the file's memory map if
+    /// `map` is asked for and the file has one, otherwise read into a
+    /// buffer. May wait for the disk.
+    fn read_bytes(&self, offset: u64, len: usize, map: bool) -> io::Result<FileBytes> {
+        if map && let Some(mapped) = self.mapped(offset, len, false) {
+            return Ok(FileBytes::Mapped(mapped));
+        }
+        let mut bytes = vec![0; len];
+        self.read_exact_at(&mut bytes, offset)?;
+        Ok(FileBytes::Read(bytes))
+    }
+}
+
+/// Bytes of a file: a view of its memory map, or a buffer they were read
+/// into.
+pub enum FileBytes {
+    Mapped(Mapped),
+    Read(Vec<u8>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(mapped) => mapped,
+            FileBytes::Read(bytes) => bytes,
+        }
+    }
 }
 
 /// Bytes of a file seen through its memory map.

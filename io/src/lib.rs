@@ -19,7 +19,7 @@ mod sim;
 
 pub use engine::{CompactionReport, Engine, Stats};
 pub use error::{Error, Invalid, Missing, Result};
-pub use fs::{DirLock, FileHandle, FileSystem, Mapped, OsFile, OsFileSystem};
+pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, Mapped, OsFile, OsFileSystem};
 pub use options::{CompactionSettings, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SyncPolicy};
 pub use segment::{ACTIVE_NAME, LOCK_NAME, MERGED_NAME, parse_sealed_name, sealed_name};
 pub use sim::{Faults, SimFileSystem};

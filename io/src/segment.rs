@@ -21,7 +21,7 @@ use stratum_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{FileHandle, FileSystem, Mapped};
+use crate::fs::{FileBytes, FileHandle, FileSystem};
 
 /// The name of the segment that takes appends.
 pub const ACTIVE_NAME: &str = "active.seg";
@@ -144,9 +144,7 @@ pub fn load_hints(
 ) -> Option<u64> {
     // Read into memory: a hint is parsed twice (checked whole, then
     // applied), so its bytes must not change between the passes.
-    read_hint(fs, segment_path, file, Through::Read, |bytes, segment_len| {
-        replay_hints(bytes, segment, segment_len, sink)
-    })
+    read_hint(fs, segment_path, file, false, |bytes, segment_len| replay_hints(bytes, segment, segment_len, sink))
 }
 
 /// The index a merged segment's snapshot (its hint file) holds. `None`
@@ -162,40 +160,22 @@ pub fn load_snapshot(
     // (much faster than a read into a fresh buffer). Bytes changed under
     // the map by another program could at worst make the index point at
     // the wrong records, which every read checks (checksum and id).
-    read_hint(fs, segment_path, file, Through::Map, |bytes, segment_len| {
-        KeyDir::from_snapshot(bytes, segment, segment_len)
-    })
+    read_hint(fs, segment_path, file, true, |bytes, segment_len| KeyDir::from_snapshot(bytes, segment, segment_len))
 }
 
-/// How a hint file is read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Through {
-    Read,
-    Map,
-}
-
-/// Reads the hint file beside `segment_path` and hands its bytes, with the
-/// segment file's length, to `parse`.
+/// Reads the hint file beside `segment_path` (through its memory map if
+/// `map`) and hands its bytes, with the segment file's length, to `parse`.
 fn read_hint<T>(
     fs: &dyn FileSystem,
     segment_path: &Path,
     file: &dyn FileHandle,
-    through: Through,
+    map: bool,
     parse: impl FnOnce(&[u8], u64) -> std::result::Result<T, HintError>,
 ) -> Option<T> {
     let path = hint_path(segment_path);
     let hint = fs.open(&path).ok()?;
-    let read = || -> std::io::Result<(HintBytes, u64)> {
-        let len = hint.len()? as usize;
-        let mapped = if through == Through::Map { hint.mapped(0, len, false) } else { None };
-        let bytes = match mapped {
-            Some(mapped) => HintBytes::Mapped(mapped),
-            None => {
-                let mut bytes = vec![0; len];
-                hint.read_exact_at(&mut bytes, 0)?;
-                HintBytes::Read(bytes)
-            }
-        };
+    let read = || -> std::io::Result<(FileBytes, u64)> {
+        let bytes = hint.read_bytes(0, hint.len()? as usize, map)?;
         Ok((bytes, file.len()?))
     };
     let (bytes, segment_len) = match read() {
@@ -205,22 +185,13 @@ fn read_hint<T>(
             return None;
         }
     };
-    let bytes: &[u8] = match &bytes {
-        HintBytes::Mapped(mapped) => mapped,
-        HintBytes::Read(bytes) => bytes,
-    };
-    match parse(bytes, segment_len) {
+    match parse(&bytes, segment_len) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "ignoring hint file; scanning the segment");
             None
         }
     }
-}
-
-enum HintBytes {
-    Mapped(Mapped),
-    Read(Vec<u8>),
 }
 
 /// Writes the hint file of a sealed segment (read back from its file),
