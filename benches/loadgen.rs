@@ -367,7 +367,7 @@ impl Running {
     fn start<F, Fut>(name: &str, serve: F) -> Running
     where
         F: FnOnce(std::sync::mpsc::Sender<SocketAddr>, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()>,
+        Fut: Future<Output = ()>,
     {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (ready, addr) = std::sync::mpsc::channel();

@@ -5,6 +5,8 @@
 //! until the shutdown future completes, then finishes in-flight calls and
 //! flushes the engine.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod config;
 mod convert;
 mod service;
@@ -25,7 +27,7 @@ pub use service::{DEFAULT_PAGE_BYTES, DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SI
 
 /// The code generated from `proto/lse.proto`.
 pub mod proto {
-    #![allow(clippy::all, missing_docs)]
+    #![allow(clippy::all, missing_docs, unused_qualifications)]
     tonic::include_proto!("lse");
 
     /// The compiled proto, served by gRPC reflection.

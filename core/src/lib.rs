@@ -11,6 +11,8 @@
 //! slices and values, so tests can feed it any bytes at all. The
 //! `stratum-io` crate binds it to real files.
 
+#![warn(clippy::unwrap_used)]
+
 mod codec;
 mod compaction;
 mod hint;

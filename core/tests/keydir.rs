@@ -398,7 +398,7 @@ fn inputs_applied_out_of_id_order_are_sorted_into_place() {
 #[test]
 fn an_input_entry_takes_32_bytes() {
     // The documented cost of an input in RAM: its id and two locations.
-    assert_eq!(std::mem::size_of::<InputEntry>(), 32);
+    assert_eq!(size_of::<InputEntry>(), 32);
 }
 
 #[test]

@@ -40,6 +40,6 @@ fn a_segment_header_with_an_id_above_the_maximum_is_rejected() {
 
 #[test]
 fn a_location_and_an_optional_one_take_twelve_bytes() {
-    assert_eq!(std::mem::size_of::<Location>(), 12);
-    assert_eq!(std::mem::size_of::<Option<Location>>(), 12);
+    assert_eq!(size_of::<Location>(), 12);
+    assert_eq!(size_of::<Option<Location>>(), 12);
 }

@@ -10,11 +10,14 @@
 //! [`OsFileSystem`] in production, [`SimFileSystem`] in crash and fault
 //! tests.
 
+#![warn(clippy::unwrap_used)]
+
 mod engine;
 mod error;
 mod fs;
 mod options;
 mod segment;
+#[cfg(feature = "sim")]
 mod sim;
 
 pub use engine::{CompactionReport, Engine, Stats};
@@ -22,5 +25,6 @@ pub use error::{Error, Invalid, Missing, Result};
 pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, Mapped, OsFile, OsFileSystem};
 pub use options::{CompactionSettings, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SyncPolicy};
 pub use segment::{ACTIVE_NAME, LOCK_NAME, MERGED_NAME, parse_sealed_name, sealed_name};
+#[cfg(feature = "sim")]
 pub use sim::{Faults, SimFileSystem};
 pub use stratum_core::{Columns, CompactionPolicy, Id, Limits, SegmentId, Value};
