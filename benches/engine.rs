@@ -31,7 +31,7 @@ use tempfile::TempDir;
 
 const INTERVAL: Duration = Duration::from_millis(10);
 const POLICIES: [(&str, SyncPolicy); 3] =
-    [("always", SyncPolicy::Always), ("interval:10ms", SyncPolicy::Interval(INTERVAL)), ("never", SyncPolicy::Never)];
+    [("always", SyncPolicy::Always), ("interval:10ms", SyncPolicy::Interval(INTERVAL)), ("never", SyncPolicy::None)];
 
 fn options(sync: SyncPolicy) -> Options {
     Options { sync, compaction: None, ..Options::default() }
@@ -55,7 +55,7 @@ struct Fixture {
 impl Fixture {
     fn load(docs: usize) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(dir.path(), options(SyncPolicy::Never)).expect("open");
+        let engine = Engine::open(dir.path(), options(SyncPolicy::None)).expect("open");
         let mut rng = Rng::new(1);
         let started = Instant::now();
         let stored: Vec<Stored> =
@@ -124,7 +124,7 @@ fn bench_reads(c: &mut Criterion, f: &Fixture) {
 fn write_store(sync: SyncPolicy) -> (TempDir, Engine, Vec<Stored>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let docs = {
-        let engine = Engine::open(dir.path(), options(SyncPolicy::Never)).expect("open");
+        let engine = Engine::open(dir.path(), options(SyncPolicy::None)).expect("open");
         let mut rng = Rng::new(2);
         let docs = (0..200).map(|n| common::store(&engine, &common::doc_spec(&mut rng, n, Some(10)))).collect();
         engine.close().expect("close");
@@ -383,7 +383,7 @@ fn write_report(pool: &Pool, budget: Duration) {
 fn compaction_report(docs: usize, budget: Duration) {
     println!("### Compaction ({docs} documents, every blob rewritten twice and every input once)\n");
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path(), options(SyncPolicy::Never)).expect("open");
+    let engine = Engine::open(dir.path(), options(SyncPolicy::None)).expect("open");
     let mut rng = Rng::new(3);
     let specs: Vec<DocSpec> = (0..docs).map(|n| common::doc_spec(&mut rng, n as u64, None)).collect();
     let stored: Vec<Stored> = specs.iter().map(|s| common::store(&engine, s)).collect();
@@ -472,7 +472,7 @@ fn compaction_report(docs: usize, budget: Duration) {
             common::bytes(before.total_bytes)
         ),
     ]);
-    let bound = after.live_bytes + engine.options().segment_size;
+    let bound = after.live_bytes + engine.options().segment_bytes;
     t.row(vec![
         "disk after".into(),
         format!(
@@ -480,8 +480,8 @@ fn compaction_report(docs: usize, budget: Duration) {
             common::bytes(disk_after),
             disk_after as f64 / after.live_bytes as f64,
             common::bytes(after.live_bytes),
-            common::bytes((after.live_bytes as f64 * 1.1) as u64 + engine.options().segment_size),
-            if (disk_after as f64) <= after.live_bytes as f64 * 1.1 + engine.options().segment_size as f64 {
+            common::bytes((after.live_bytes as f64 * 1.1) as u64 + engine.options().segment_bytes),
+            if (disk_after as f64) <= after.live_bytes as f64 * 1.1 + engine.options().segment_bytes as f64 {
                 "met"
             } else {
                 "missed"

@@ -45,7 +45,7 @@ fn main() {
     let records: u64 = std::env::var("STRATUM_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let documents = records / RECORDS_PER_DOCUMENT;
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = Options { sync: SyncPolicy::Never, compaction: None, ..Options::default() };
+    let options = Options { sync: SyncPolicy::None, compaction: None, ..Options::default() };
 
     let base = HEAP.load(Ordering::Relaxed);
     let engine = Engine::open(dir.path(), options).expect("open");

@@ -604,7 +604,7 @@ fn main() {
     // Preload through the engine, then serve the directory.
     let dir = tempfile::tempdir().expect("tempdir");
     let stored: Vec<Stored> = {
-        let engine = Engine::open(dir.path(), Options { sync: SyncPolicy::Never, ..Options::default() }).expect("open");
+        let engine = Engine::open(dir.path(), Options { sync: SyncPolicy::None, ..Options::default() }).expect("open");
         let mut rng = Rng::new(31);
         let stored = (0..docs).map(|n| common::store(&engine, &common::doc_spec(&mut rng, n as u64, None))).collect();
         engine.close().expect("close");

@@ -137,7 +137,7 @@ struct StratumStore(Engine);
 
 impl StratumStore {
     fn open(dir: &Path, durable: bool) -> StratumStore {
-        let sync = if durable { SyncPolicy::Always } else { SyncPolicy::Never };
+        let sync = if durable { SyncPolicy::Always } else { SyncPolicy::None };
         StratumStore(Engine::open(dir, Options { sync, compaction: None, ..Options::default() }).expect("open stratum"))
     }
 }

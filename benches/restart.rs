@@ -27,7 +27,7 @@ use stratum_io::{Engine, Options, SyncPolicy};
 const TRIES: usize = 3;
 
 fn options() -> Options {
-    Options { sync: SyncPolicy::Never, compaction: None, ..Options::default() }
+    Options { sync: SyncPolicy::None, compaction: None, ..Options::default() }
 }
 
 fn files(dir: &Path) -> Vec<(String, u64)> {

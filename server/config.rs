@@ -83,7 +83,7 @@ impl Config {
         }
         let options = Options {
             sync: self.sync,
-            segment_size: self.segment_bytes,
+            segment_bytes: self.segment_bytes,
             limits: Limits {
                 max_blob_bytes: self.max_blob_bytes,
                 max_value_bytes: self.max_value_bytes,

@@ -27,8 +27,15 @@ pub fn status(error: Error) -> Status {
         Error::Corrupt { .. } => Status::data_loss(message),
         Error::Poisoned { .. } => Status::unavailable(message),
         Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
+        Error::SegmentIdsExhausted | Error::MergedTooLarge => Status::resource_exhausted(message),
         Error::Io { .. } => Status::internal(message),
     }
+}
+
+/// The status for an engine call whose blocking task failed (it panicked
+/// or the runtime is shutting down): the server's fault, not the request's.
+pub fn task_failed(error: tokio::task::JoinError) -> Status {
+    Status::internal(format!("engine call failed: {error}"))
 }
 
 fn missing_message(missing: &Missing) -> String {

@@ -32,13 +32,6 @@ pub mod proto {
 
     /// The compiled proto, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lse_descriptor");
-
-    /// A request for every test case of the problem in one message.
-    impl From<ProblemRef> for GetAllTestCasesRequest {
-        fn from(r: ProblemRef) -> Self {
-            GetAllTestCasesRequest { problem_id: r.problem_id, ..Default::default() }
-        }
-    }
 }
 
 /// Why the server could not start or stopped with an error. Each message is
@@ -57,6 +50,8 @@ pub enum ServerError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{what} task failed: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
 }
 
 /// Runs the server until `shutdown` completes. `ready` is called with the
@@ -71,7 +66,7 @@ pub async fn run(
     let dir = config.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, options))
         .await
-        .map_err(|e| ServerError::Config(format!("recovery task failed: {e}")))?
+        .map_err(|source| ServerError::Task { what: "recovery", source })?
         .map_err(|e| match e {
             Error::Locked { .. } => ServerError::Locked(e),
             Error::Io { .. } => ServerError::DataDir { dir: config.data_dir.display().to_string(), source: e },
@@ -113,7 +108,7 @@ pub async fn serve(
         address = %local,
         data_dir = %engine.dir().display(),
         sync = %engine.options().sync,
-        segment_bytes = engine.options().segment_size,
+        segment_bytes = engine.options().segment_bytes,
         recovery_ms = recovered_in.as_millis() as u64,
         documents = engine.stats().documents,
         "lse_server listening"
@@ -137,7 +132,7 @@ pub async fn serve(
         Err(engine) => engine.flush(),
     })
     .await
-    .map_err(|e| ServerError::Config(format!("shutdown task failed: {e}")))?;
+    .map_err(|source| ServerError::Task { what: "shutdown", source })?;
     closed.map_err(ServerError::Engine)?;
     tracing::info!("stopped");
     Ok(())

@@ -53,7 +53,7 @@ impl LseService {
         let engine = self.engine.clone();
         match tokio::task::spawn_blocking(move || f(&engine)).await {
             Ok(result) => result.map(Response::new).map_err(convert::status),
-            Err(e) => Err(Status::internal(format!("engine call failed: {e}"))),
+            Err(e) => Err(convert::task_failed(e)),
         }
     }
 

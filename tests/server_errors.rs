@@ -71,7 +71,7 @@ async fn unknown_problem_id_is_not_found_on_every_problem_rpc() {
     let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
-    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
+    assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: UNKNOWN, html: "x".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
@@ -98,7 +98,7 @@ async fn deleted_problem_is_not_found() {
     let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
-    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, needles);
+    assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: gone, html: "back".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
@@ -187,7 +187,7 @@ async fn problem_id_zero_is_invalid_argument() {
     let needles = &["problem_id"];
     assert_status(f.c.get_problem_html(r).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::InvalidArgument, needles);
-    assert_status(f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::InvalidArgument, needles);
+    assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::InvalidArgument, needles);
     assert_status(f.c.delete_problem(r).await, Code::InvalidArgument, needles);
     let html_req = proto::UpdateProblemHtmlRequest { problem_id: 0, html: "x".into() };
     assert_status(f.c.update_problem_html(html_req).await, Code::InvalidArgument, needles);
@@ -425,7 +425,7 @@ async fn get_all_test_cases_over_max_message_bytes_fails_but_each_test_case_read
     let mut f = Fixture::with_args(SMALL_MESSAGES).await;
     let (p, tcs) = problem_too_big_for_one_response(&mut f).await;
     let status = assert_status(
-        f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(proto::ProblemRef { problem_id: p })).await,
+        f.c.get_all_test_cases(whole_chain(proto::ProblemRef { problem_id: p })).await,
         OVERSIZE_CODE,
         &["too large", "200000"],
     );
@@ -535,11 +535,7 @@ async fn a_damaged_record_read_by_a_running_server_is_data_loss_naming_the_file(
     assert_status(f.c.get_problem_html(r).await, Code::DataLoss, &["active.seg", "offset"]);
     let t = f.tc_ref(damaged, tc);
     assert_status(f.c.get_test_case(t).await, Code::DataLoss, &["active.seg", "offset"]);
-    assert_status(
-        f.c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await,
-        Code::DataLoss,
-        &["active.seg"],
-    );
+    assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::DataLoss, &["active.seg"]);
     // Columns live in memory: still readable. Other problems are unaffected.
     assert_eq!(meta(&mut f.c, damaged).await, Columns::new());
     f.assert_intact().await;

@@ -104,7 +104,7 @@ async fn delete_problem_removes_it_and_its_test_cases() {
     let r = proto::ProblemRef { problem_id: gone };
     assert_status(c.get_problem_html(r).await, Code::NotFound, &[]);
     assert_status(c.get_problem_meta(r).await, Code::NotFound, &[]);
-    assert_status(c.get_all_test_cases(proto::GetAllTestCasesRequest::from(r)).await, Code::NotFound, &[]);
+    assert_status(c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, &[]);
     let t = proto::TestCaseRef { problem_id: gone, test_case_id: tc };
     assert_status(c.get_test_case(t).await, Code::NotFound, &[]);
     assert_status(c.get_expected_output(t).await, Code::NotFound, &[]);

@@ -1,14 +1,17 @@
 //! Compaction decisions: when to compact, what the merged segment holds, and
 //! how the index moves onto it.
 //!
-//! A compaction starts right after the active segment is sealed, so every
-//! live record is in the sealed segments it replaces. The plan is a snapshot
-//! of the index at that moment: each live document (its columns, blob
+//! Whether to compact is [`choose_compaction`]'s answer, from per-segment
+//! usage and what triggered the check. A compaction starts right after the
+//! active segment is sealed, so every live record is in the sealed segments
+//! it replaces (its sources). The plan is a copy of the index's entries at
+//! that moment: each live document (its columns, blob
 //! location and inputs), each input's value location and its output's. The
-//! io layer writes the merged segment from the plan (a `Checkpoint` record,
-//! then each document followed by its inputs and their outputs, so a replay
-//! meets every parent before its children) and reports where each record
-//! went. [`KeyDir::install_compaction`] then repoints every index entry that
+//! [`MergeWriter`] lays the merged segment out from the plan (a `Checkpoint`
+//! record, then each document followed by its inputs and their outputs, so
+//! a replay meets every parent before its children): it names each source
+//! record to read, checks the bytes the io layer read for it, writes the copy
+//! into the caller's buffer and notes where it went. [`KeyDir::install_compaction`] then repoints every index entry that
 //! has not changed since the snapshot; entries overwritten meanwhile keep
 //! pointing at their newer record, and their copy in the merged segment is
 //! garbage. Tombstones are never copied: the merged segment replaces every
@@ -16,8 +19,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::check::checked_record;
+use crate::defect::Defect;
 use crate::keydir::{InputEntry, KeyDir, SegmentUsage, decode_columns};
-use crate::{Columns, Id, Location, SegmentId};
+use crate::record::{Body, Mutation, SegmentHeader, encode_record};
+use crate::{Columns, Id, Location, MAX_OFFSET, SegmentId};
 
 /// When the background compactor rewrites the store.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,10 +44,46 @@ impl Default for CompactionPolicy {
 impl CompactionPolicy {
     /// Whether segments with this usage are worth compacting.
     pub fn should_compact<'a>(&self, usage: impl IntoIterator<Item = &'a SegmentUsage>) -> bool {
-        let (total, garbage) =
-            usage.into_iter().fold((0u64, 0u64), |(t, g), u| (t + u.total_bytes, g + u.garbage_bytes()));
+        let (total, garbage) = totals(usage);
         garbage > 0 && garbage >= self.min_garbage_bytes && garbage as f64 >= self.min_garbage_ratio * total as f64
     }
+}
+
+/// What asked for a compaction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Trigger {
+    /// The background compactor's periodic check, under its policy.
+    Policy(CompactionPolicy),
+    /// An explicit request (`CompactNow`): compact whenever there is any
+    /// garbage at all.
+    Now,
+}
+
+/// The answer of [`choose_compaction`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum CompactionChoice {
+    /// Leave the segments as they are.
+    DoNothing,
+    /// Seal the active segment (if it holds records) and merge every sealed
+    /// segment into a new merged segment.
+    MergeAll,
+}
+
+/// Whether to compact, given the usage of every segment (the active one
+/// included: its records are sealed into the merge) and what asked.
+pub fn choose_compaction<'a>(usage: impl IntoIterator<Item = &'a SegmentUsage>, trigger: Trigger) -> CompactionChoice {
+    let usage: Vec<&SegmentUsage> = usage.into_iter().collect();
+    let worth_it = match trigger {
+        Trigger::Policy(policy) => policy.should_compact(usage),
+        Trigger::Now => totals(usage).1 > 0,
+    };
+    if worth_it { CompactionChoice::MergeAll } else { CompactionChoice::DoNothing }
+}
+
+/// Total and garbage bytes over `usage`.
+fn totals<'a>(usage: impl IntoIterator<Item = &'a SegmentUsage>) -> (u64, u64) {
+    usage.into_iter().fold((0, 0), |(t, g), u| (t + u.total_bytes, g + u.garbage_bytes()))
 }
 
 /// A live document as the plan copies it.
@@ -66,11 +108,11 @@ impl PlannedDocument {
 /// What a compaction reads and writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompactionPlan {
-    /// The segments replaced, ascending.
-    pub inputs: Vec<SegmentId>,
-    /// The merged segment's id: the newest input's, so it replays before
+    /// The segments replaced (the sources), ascending.
+    pub sources: Vec<SegmentId>,
+    /// The merged segment's id: the newest source's, so it replays before
     /// every segment written after the compaction started.
-    pub output: SegmentId,
+    pub merged: SegmentId,
     /// Ids below this may have been handed out (reservations included),
     /// written into the checkpoint.
     pub next_id: Id,
@@ -83,7 +125,7 @@ pub struct CompactionPlan {
 impl CompactionPlan {
     /// The first segment the merged segment replaces.
     pub fn covers_from(&self) -> SegmentId {
-        self.inputs[0]
+        self.sources[0]
     }
 }
 
@@ -100,7 +142,7 @@ pub enum Target {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Relocation {
     pub target: Target,
-    /// Where the index pointed at the snapshot.
+    /// Where the index pointed when the plan was made.
     pub from: Location,
     /// Where the copy is.
     pub to: Location,
@@ -127,11 +169,11 @@ pub struct Installed {
 }
 
 impl KeyDir {
-    /// Snapshots the index for a compaction of `inputs` (all sealed
+    /// Captures the index for a compaction of `sources` (all sealed
     /// segments). Returns `None` when there is nothing to compact.
-    pub fn plan_compaction(&self, inputs: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {
-        let inputs: Vec<SegmentId> = inputs.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        let output = *inputs.last()?;
+    pub fn plan_compaction(&self, sources: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {
+        let sources: Vec<SegmentId> = sources.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let merged = *sources.last()?;
         let documents = self
             .document_ids()
             .filter_map(|id| {
@@ -145,10 +187,10 @@ impl KeyDir {
                 })
             })
             .collect();
-        Some(CompactionPlan { inputs, output, next_id: self.reserved_ids(), seq: self.next_seq(), documents })
+        Some(CompactionPlan { sources, merged, next_id: self.reserved_ids(), seq: self.next_seq(), documents })
     }
 
-    /// Moves the index onto a merged segment that replaces `plan.inputs`.
+    /// Moves the index onto a merged segment that replaces `plan.sources`.
     ///
     /// Each relocation applies only if its pointer still holds `from`; the
     /// input segments' usage is dropped and the merged segment's counted.
@@ -176,15 +218,172 @@ impl KeyDir {
         self.next_seq = self.next_seq.max(plan.seq.saturating_add(1));
         self.checkpoint = merged.checkpoint;
         // A reservation in a replaced segment lives on in the checkpoint.
-        if self.reservation.is_some_and(|r| plan.inputs.contains(&r.segment())) {
+        if self.reservation.is_some_and(|r| plan.sources.contains(&r.segment())) {
             self.reservation = None;
         }
-        for input in &plan.inputs {
-            self.segments.remove(input);
+        for source in &plan.sources {
+            self.segments.remove(source);
         }
         self.segments
-            .insert(plan.output, SegmentUsage { total_bytes: merged.bytes, live_bytes: 0, records: merged.records });
+            .insert(plan.merged, SegmentUsage { total_bytes: merged.bytes, live_bytes: 0, records: merged.records });
         self.recount_live_bytes();
         installed
+    }
+}
+
+/// Why a merged segment could not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// A source record failed its checks.
+    #[error("{defect}")]
+    Damaged {
+        /// Where the source record is.
+        at: Location,
+        /// What is wrong with it.
+        defect: Defect,
+    },
+    /// The live data does not fit one merged segment.
+    #[error("the live data does not fit one merged segment ({} bytes)", MAX_OFFSET + 1)]
+    TooLarge,
+}
+
+/// Lays out a merged segment from a [`CompactionPlan`], into buffers the
+/// caller owns: the caller reads each record [`MergeWriter::next_source`]
+/// names and hands its bytes to [`MergeWriter::copy`], which checks them and
+/// appends the copy; [`MergeWriter::finish`] says where everything went.
+///
+/// Documents come in id order, each followed by its inputs in chain order,
+/// each input by its output. A document's blob and columns become one
+/// `CreateDocument` record (copied as it is when it already is one).
+#[derive(Debug)]
+pub struct MergeWriter<'p> {
+    plan: &'p CompactionPlan,
+    /// The merged file's length so far: where the next record goes.
+    len: u64,
+    cursor: Cursor,
+    merged: MergedSegment,
+}
+
+/// Which source record comes next: `step` 0 is the document's blob, then
+/// two steps per input (value, output).
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    document: usize,
+    step: usize,
+}
+
+impl<'p> MergeWriter<'p> {
+    /// Starts the merged segment: appends its header and its checkpoint
+    /// record to `out`.
+    pub fn new(plan: &'p CompactionPlan, out: &mut Vec<u8>) -> Result<Self, MergeError> {
+        let header = SegmentHeader { segment: plan.merged }.encode();
+        out.extend_from_slice(&header);
+        let mut writer = MergeWriter {
+            plan,
+            len: header.len() as u64,
+            cursor: Cursor { document: 0, step: 0 },
+            merged: MergedSegment::default(),
+        };
+        let start = out.len();
+        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
+        encode_record(out, plan.seq, 0, &checkpoint);
+        writer.merged.checkpoint = Some(writer.place(out.len() - start)?);
+        writer.settle();
+        Ok(writer)
+    }
+
+    /// The location of the source record to read next; `None` once every
+    /// record is copied.
+    #[must_use]
+    pub fn next_source(&self) -> Option<Location> {
+        let (document, input, output) = self.current()?;
+        Some(match input {
+            None => document.blob,
+            Some(input) if output => input.output.expect("settle skips missing outputs"),
+            Some(input) => input.value,
+        })
+    }
+
+    /// Checks `bytes`, the record read from [`MergeWriter::next_source`],
+    /// and appends its copy to `out`.
+    pub fn copy(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), MergeError> {
+        let (document, input, output) = self.current().expect("copy is called only while there is a source");
+        let from = self.next_source().expect("there is a source");
+        let damaged = |defect: Defect| MergeError::Damaged { at: from, defect };
+        let start = out.len();
+        let target = match input {
+            None => {
+                let record = checked_record(bytes, document.id).map_err(damaged)?;
+                match record.body().map_err(|e| damaged(e.into()))? {
+                    Body::CreateDocument { .. } if document.columns_at == document.blob => out.extend_from_slice(bytes),
+                    Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
+                        let columns = document.columns();
+                        let rebuilt = Mutation::CreateDocument { columns: &columns, blob };
+                        encode_record(out, self.plan.seq, document.id, &rebuilt);
+                    }
+                    other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
+                }
+                Target::DocumentBlob(document.id)
+            }
+            Some(input) => {
+                let record = checked_record(bytes, input.id).map_err(damaged)?;
+                match record.body().map_err(|e| damaged(e.into()))? {
+                    Body::PutInput { .. } if !output => {}
+                    Body::PutOutput { .. } if output => {}
+                    other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
+                }
+                out.extend_from_slice(bytes);
+                let (document, input) = (document.id, input.id);
+                if output { Target::Output { document, input } } else { Target::InputValue { document, input } }
+            }
+        };
+        let to = self.place(out.len() - start)?;
+        self.merged.relocations.push(Relocation { target, from, to });
+        if let Target::DocumentBlob(id) = target {
+            let columns_from = document.columns_at;
+            self.merged.relocations.push(Relocation { target: Target::DocumentColumns(id), from: columns_from, to });
+        }
+        self.cursor.step += 1;
+        self.settle();
+        Ok(())
+    }
+
+    /// What was written, once every source is copied.
+    pub fn finish(self) -> MergedSegment {
+        assert!(self.current().is_none(), "a merged segment is finished before every source is copied");
+        self.merged
+    }
+
+    /// The document, input and whether it is the output, at the cursor.
+    fn current(&self) -> Option<(&'p PlannedDocument, Option<&'p InputEntry>, bool)> {
+        let document = self.plan.documents.get(self.cursor.document)?;
+        match self.cursor.step {
+            0 => Some((document, None, false)),
+            step => Some((document, Some(&document.inputs[(step - 1) / 2]), (step - 1) % 2 == 1)),
+        }
+    }
+
+    /// Moves the cursor past outputs that do not exist and past the end of
+    /// each document's records.
+    fn settle(&mut self) {
+        while let Some(document) = self.plan.documents.get(self.cursor.document) {
+            let step = self.cursor.step;
+            if step > 2 * document.inputs.len() {
+                self.cursor = Cursor { document: self.cursor.document + 1, step: 0 };
+            } else if step > 0 && (step - 1) % 2 == 1 && document.inputs[(step - 1) / 2].output.is_none() {
+                self.cursor.step += 1;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// The location of the record of `len` bytes just appended.
+    fn place(&mut self, len: usize) -> Result<Location, MergeError> {
+        let at = Location::new(self.plan.merged, self.len, len as u32).ok_or(MergeError::TooLarge)?;
+        self.len += len as u64;
+        self.merged.bytes += len as u64;
+        self.merged.records += 1;
+        Ok(at)
     }
 }

@@ -13,12 +13,15 @@
 
 #![warn(clippy::unwrap_used)]
 
+mod check;
 mod codec;
 mod compaction;
+mod defect;
 mod hint;
 mod keydir;
 mod limits;
 mod record;
+mod recovery;
 mod replay;
 mod snapshot;
 mod value;
@@ -27,14 +30,24 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 
+pub use check::{checked_record, record_blob, record_value};
 pub use codec::DecodeError;
-pub use compaction::{CompactionPlan, CompactionPolicy, Installed, MergedSegment, PlannedDocument, Relocation, Target};
+pub use compaction::{
+    CompactionChoice, CompactionPlan, CompactionPolicy, Installed, MergeError, MergeWriter, MergedSegment,
+    PlannedDocument, Relocation, Target, Trigger, choose_compaction,
+};
+pub use defect::Defect;
 pub use hint::{HINT_MAGIC, HintBuilder, HintError, replay_hints};
 pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage};
 pub use limits::{Invalid, Limits};
 pub use record::{
     Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,
     RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, decode_record, encode_record, scan,
+};
+pub use recovery::{
+    ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, Listing, MERGED_NAME, MERGED_TMP_NAME, MergedHeader, PlanError,
+    RecoveryPlan, RecoveryStep, ReplayKind, TailDecision, hint_name, judge_bad_tail, parse_sealed_name, plan_recovery,
+    sealed_name,
 };
 pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
 pub use snapshot::{SNAPSHOT_MAGIC, SnapshotDefect};

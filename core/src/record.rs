@@ -61,11 +61,6 @@ impl RecordKind {
             _ => return None,
         })
     }
-
-    /// Tombstones say something is gone; they are never live data.
-    pub fn is_tombstone(self) -> bool {
-        matches!(self, RecordKind::DeleteDocument | RecordKind::DeleteInput | RecordKind::DeleteOutput)
-    }
 }
 
 /// A change to write, borrowing its data from the caller.
@@ -286,13 +281,9 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     /// The record's total length in bytes, header included.
+    #[allow(clippy::len_without_is_empty)] // a record is never empty
     pub fn len(&self) -> usize {
         RECORD_HEADER_LEN + self.payload.len()
-    }
-
-    /// Always false: a record has at least a header.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The blob of a `CreateDocument` or `SetBlob` record (`None` for other

@@ -40,8 +40,8 @@ fn sample() -> Log {
 fn a_plan_copies_every_document_with_its_chain() {
     let log = sample();
     let plan = log.kd.plan_compaction([seg(2), seg(1)]).unwrap();
-    assert_eq!(plan.inputs, [seg(1), seg(2)]);
-    assert_eq!(plan.output, seg(2));
+    assert_eq!(plan.sources, [seg(1), seg(2)]);
+    assert_eq!(plan.merged, seg(2));
     assert_eq!(plan.covers_from(), seg(1));
     assert_eq!(plan.next_id, log.kd.reserved_ids());
     assert_eq!(plan.seq, log.kd.next_seq());
@@ -70,7 +70,7 @@ fn merge(plan: &stratum_core::CompactionPlan) -> MergedSegment {
     let mut merged = MergedSegment::default();
     let mut offset = 20;
     let mut place = |merged: &mut MergedSegment| {
-        let at = Location::new(plan.output, offset, 40).unwrap();
+        let at = Location::new(plan.merged, offset, 40).unwrap();
         offset += 40;
         merged.bytes += 40;
         merged.records += 1;

@@ -383,12 +383,6 @@ fn record_kinds_convert_to_and_from_bytes() {
     }
 }
 
-#[test]
-fn only_deletes_are_tombstones() {
-    let tombstones: Vec<RecordKind> = KINDS.into_iter().filter(|k| k.is_tombstone()).collect();
-    assert_eq!(tombstones, [RecordKind::DeleteDocument, RecordKind::DeleteInput, RecordKind::DeleteOutput]);
-}
-
 /// A checksummed record of `kind` carrying exactly `payload`.
 fn record_with_payload(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
     let mut bytes = record_bytes(1, 1, &Owned::SetBlob { blob: payload.to_vec() });

@@ -4,7 +4,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use stratum_core::{Invalid, Missing};
+use stratum_core::MAX_SEGMENT_ID;
+
+pub use stratum_core::{Defect, Invalid, Missing};
 
 /// A `Result` whose error is the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -21,10 +23,27 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] Invalid),
 
-    /// Stored bytes failed their checksum or do not decode. Names the file
-    /// and the offset of the damage.
-    #[error("corrupt data in {file} at offset {offset}: {reason}")]
-    Corrupt { file: PathBuf, offset: u64, reason: String },
+    /// Stored bytes failed a check: the file, the offset of the damage and
+    /// the core's typed answer for what is wrong.
+    #[error("corrupt data in {file} at offset {offset}: {defect}")]
+    Corrupt {
+        /// The file the damage is in.
+        file: PathBuf,
+        /// Where in the file.
+        offset: u64,
+        /// What is wrong.
+        defect: Defect,
+    },
+
+    /// Every segment id is used up (ids take 24 bits). Writes are refused;
+    /// the store must be rewritten offline.
+    #[error("segment ids are exhausted (the largest is {MAX_SEGMENT_ID}); writes are refused")]
+    SegmentIdsExhausted,
+
+    /// The live data does not fit one merged segment (offsets take 40
+    /// bits: 1 TiB). The compaction is abandoned; nothing changed.
+    #[error("the live data does not fit one merged segment (1 TiB); compaction is not possible")]
+    MergedTooLarge,
 
     /// An earlier write or fsync failed, so the engine cannot know what
     /// reached the disk; it refuses writes until it is reopened. Reads

@@ -2,7 +2,7 @@
 //! decisions on segment files.
 //!
 //! The engine appends records to `active.seg` in its data directory, seals
-//! it as `seg_NNN.seg` when it passes the segment size, fsyncs according to
+//! it as `seg_NNN.seg` when it passes `segment_bytes`, fsyncs according to
 //! the [`SyncPolicy`] (group commit under `Always`), compacts sealed
 //! segments into `merged.seg` (on demand or in the background), and on open
 //! replays every segment to rebuild the in-memory index, cutting a torn tail
@@ -23,8 +23,10 @@ mod sim;
 pub use engine::{CompactionReport, Engine, Stats};
 pub use error::{Error, Invalid, Missing, Result};
 pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, Mapped, OsFile, OsFileSystem};
-pub use options::{CompactionSettings, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SyncPolicy};
-pub use segment::{ACTIVE_NAME, LOCK_NAME, MERGED_NAME, parse_sealed_name, sealed_name};
+pub use options::{CompactionSettings, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Options, SyncPolicy};
 #[cfg(feature = "sim")]
-pub use sim::{Faults, SimFileSystem};
-pub use stratum_core::{Columns, CompactionPolicy, Id, Limits, SegmentId, Value};
+pub use sim::{Faults, SimFileSystem, SyncHold};
+pub use stratum_core::{
+    ACTIVE_NAME, Columns, CompactionPolicy, Defect, Id, LOCK_NAME, Limits, MERGED_NAME, SegmentId, Value,
+    parse_sealed_name, sealed_name,
+};

@@ -1,4 +1,4 @@
-//! How an engine is opened: durability, segment size, limits.
+//! How an engine is opened: durability, segment bytes, limits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +20,7 @@ pub enum SyncPolicy {
     Interval(Duration),
     /// Only [`crate::Engine::flush`], segment rotation and a clean close
     /// fsync. A crash loses what was written since the last of those.
-    Never,
+    None,
 }
 
 impl fmt::Display for SyncPolicy {
@@ -28,7 +28,7 @@ impl fmt::Display for SyncPolicy {
         match self {
             SyncPolicy::Always => f.write_str("always"),
             SyncPolicy::Interval(every) => write!(f, "interval:{}", every.as_millis()),
-            SyncPolicy::Never => f.write_str("none"),
+            SyncPolicy::None => f.write_str("none"),
         }
     }
 }
@@ -41,7 +41,7 @@ impl FromStr for SyncPolicy {
         let s = s.trim();
         match s {
             "always" => return Ok(SyncPolicy::Always),
-            "none" | "never" => return Ok(SyncPolicy::Never),
+            "none" | "never" => return Ok(SyncPolicy::None),
             _ => {}
         }
         let ms = s
@@ -76,25 +76,25 @@ pub struct Options {
     pub sync: SyncPolicy,
     /// The active segment is sealed once a record would take it past this
     /// many bytes.
-    pub segment_size: u64,
+    pub segment_bytes: u64,
     pub limits: Limits,
     /// The background compactor; `None` leaves compaction to
     /// [`crate::Engine::compact`].
     pub compaction: Option<CompactionSettings>,
 }
 
-/// The smallest segment size accepted (tests use tiny segments).
-pub const MIN_SEGMENT_SIZE: u64 = 64;
+/// The smallest `segment_bytes` accepted (tests use tiny segments).
+pub const MIN_SEGMENT_BYTES: u64 = 64;
 
-/// The largest segment size accepted. (The index's 40-bit offsets would
+/// The largest `segment_bytes` accepted. (The index's 40-bit offsets would
 /// allow far more; past 1 GiB, rotation and recovery steps get slow.)
-pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             sync: SyncPolicy::Always,
-            segment_size: 64 << 20,
+            segment_bytes: 64 << 20,
             limits: Limits::default(),
             compaction: Some(CompactionSettings::default()),
         }
@@ -103,10 +103,10 @@ impl Default for Options {
 
 impl Options {
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::Options(format!(
-                "segment size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} bytes",
-                self.segment_size
+                "segment bytes {} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES} bytes",
+                self.segment_bytes
             )));
         }
         if let Some(c) = &self.compaction {

@@ -1,59 +1,25 @@
-//! Segment files: names, creation, and replay from disk.
+//! Segment and hint files on disk: creation, header and checkpoint reads,
+//! replay through the core's [`SegmentReplay`], hint files. (The file
+//! names are the core's: see `stratum_core::plan_recovery`.)
 //!
-//! The data directory holds sealed segments `seg_NNN.seg` (NNN is the
-//! segment id, at least three digits), at most one `merged.seg` written by
-//! compaction, and one `active.seg`, whose header carries the id it will
-//! have once sealed. A new active segment is built under `active.seg.tmp`
-//! and a merged one under `merged.seg.tmp`; each is synced whole before it
-//! is renamed into place, so a file under its final name is never partial.
-//!
-//! `merged.seg` carries the id of the newest segment it replaced and opens
-//! with a checkpoint record naming the oldest; any `seg_NNN.seg` in that
-//! range is a leftover of a compaction that crashed after its commit, and
-//! recovery deletes it.
+//! A new active segment is built under `active.seg.tmp` and a merged one
+//! under `merged.seg.tmp`; each is synced whole before it is renamed into
+//! place, so a file under its final name is never partial.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stratum_core::{
-    Body, Corruption, Feed, HintBuilder, HintError, KeyDir, RECORD_HEADER_LEN, RecordSink, Replayed,
-    SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, TailPolicy, decode_record, replay_hints,
+    ACTIVE_NAME, ACTIVE_TMP_NAME, Body, Corruption, Defect, Feed, HeaderError, HintBuilder, HintError, KeyDir,
+    RECORD_HEADER_LEN, RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, TailPolicy,
+    decode_record, hint_name, replay_hints,
 };
 
 use crate::error::{Error, Result};
 use crate::fs::{FileBytes, FileHandle, FileSystem};
 
-/// The name of the segment that takes appends.
-pub const ACTIVE_NAME: &str = "active.seg";
-
-/// The name a new active segment is prepared under.
-pub const ACTIVE_TMP_NAME: &str = "active.seg.tmp";
-
-/// The name of the segment a compaction writes.
-pub const MERGED_NAME: &str = "merged.seg";
-
-/// The name a merged segment is written under before it is committed.
-pub const MERGED_TMP_NAME: &str = "merged.seg.tmp";
-
-/// The name of the lock file that keeps a second engine out.
-pub const LOCK_NAME: &str = "LOCK";
-
 /// How many bytes recovery reads at a time.
 const READ_CHUNK: usize = 1 << 20;
-
-/// The file name of sealed segment `id`.
-pub fn sealed_name(id: SegmentId) -> String {
-    format!("seg_{:03}.seg", id.get())
-}
-
-/// The segment id in a sealed segment's file name, if it is one.
-pub fn parse_sealed_name(name: &str) -> Option<SegmentId> {
-    let digits = name.strip_prefix("seg_")?.strip_suffix(".seg")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    SegmentId::new(digits.parse().ok()?)
-}
 
 /// Creates `dir/active.seg` for segment `id`: header written and synced
 /// under a temporary name, then renamed into place and the directory synced.
@@ -70,18 +36,19 @@ pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<A
     Ok(file)
 }
 
-/// Reads and checks a segment file's header.
-pub fn read_header(file: &dyn FileHandle, path: &Path) -> Result<SegmentHeader> {
-    let mut bytes = [0; SEGMENT_HEADER_LEN];
+/// Reads a segment file's header: an IO error, or the header or what is
+/// wrong with it.
+pub fn read_header(file: &dyn FileHandle, path: &Path) -> Result<Result<SegmentHeader, HeaderError>> {
     let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
-    if len >= SEGMENT_HEADER_LEN as u64 {
-        file.read_exact_at(&mut bytes, 0).map_err(Error::io(format!("reading header of {}", path.display())))?;
-    }
-    SegmentHeader::decode(&bytes[..len.min(SEGMENT_HEADER_LEN as u64) as usize]).map_err(|e| Error::Corrupt {
-        file: path.to_path_buf(),
-        offset: 0,
-        reason: e.to_string(),
-    })
+    let mut bytes = [0; SEGMENT_HEADER_LEN];
+    let n = len.min(SEGMENT_HEADER_LEN as u64) as usize;
+    file.read_exact_at(&mut bytes[..n], 0).map_err(Error::io(format!("reading header of {}", path.display())))?;
+    Ok(SegmentHeader::decode(&bytes[..n]))
+}
+
+/// Reads a segment file's header; a bad one is an [`Error::Corrupt`].
+pub fn check_header(file: &dyn FileHandle, path: &Path) -> Result<SegmentHeader> {
+    read_header(file, path)?.map_err(|e| Error::Corrupt { file: path.to_path_buf(), offset: 0, defect: e.into() })
 }
 
 /// Replays the records of one segment file into `sink`.
@@ -123,13 +90,14 @@ pub fn replay(
     replay.finish(file_len, stop, policy).map_err(|e| Error::Corrupt {
         file: path.to_path_buf(),
         offset: e.offset,
-        reason: e.reason.to_string(),
+        defect: e.reason.into(),
     })
 }
 
 /// The hint file beside a segment file: `seg_001.seg` → `seg_001.hint`.
 pub fn hint_path(segment_path: &Path) -> PathBuf {
-    segment_path.with_extension("hint")
+    let name = segment_path.file_name().map(|n| hint_name(&n.to_string_lossy())).unwrap_or_default();
+    segment_path.with_file_name(name)
 }
 
 /// Rebuilds the index entries of a sealed segment from its hint file.
@@ -218,7 +186,7 @@ pub fn write_snapshot(
     let snapshot = keydir.snapshot(segment, len).ok_or_else(|| Error::Corrupt {
         file: segment_path.to_path_buf(),
         offset: 0,
-        reason: "a merged segment's records point outside it".into(),
+        defect: Defect::MergedPointsOutside,
     })?;
     write_hint_file(fs, segment_path, &snapshot)
 }
@@ -245,20 +213,20 @@ pub fn remove_if_present(fs: &dyn FileSystem, path: &Path) -> Result<()> {
 /// the merged segment replaces.
 pub fn read_checkpoint(file: &dyn FileHandle, path: &Path) -> Result<SegmentId> {
     let corrupt =
-        |reason: String| Error::Corrupt { file: path.to_path_buf(), offset: SEGMENT_HEADER_LEN as u64, reason };
+        |defect: Defect| Error::Corrupt { file: path.to_path_buf(), offset: SEGMENT_HEADER_LEN as u64, defect };
     let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
     let want = (RECORD_HEADER_LEN + CHECKPOINT_PAYLOAD_LEN) as u64;
     if len < SEGMENT_HEADER_LEN as u64 + want {
-        return Err(corrupt("merged segment is too short to hold its checkpoint".into()));
+        return Err(corrupt(Defect::NoCheckpoint));
     }
     let mut bytes = vec![0; want as usize];
     file.read_exact_at(&mut bytes, SEGMENT_HEADER_LEN as u64)
         .map_err(Error::io(format!("reading {}", path.display())))?;
-    let record = decode_record(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let record = decode_record(&bytes).map_err(|e| corrupt(e.into()))?;
     match record.body() {
         Ok(Body::Checkpoint { covers_from, .. }) => Ok(covers_from),
-        Ok(other) => Err(corrupt(format!("merged segment starts with a {:?} record, not a checkpoint", other.kind()))),
-        Err(e) => Err(corrupt(e.to_string())),
+        Ok(_) => Err(corrupt(Defect::NoCheckpoint)),
+        Err(e) => Err(corrupt(e.into())),
     }
 }
 
@@ -276,16 +244,10 @@ pub struct SegmentBuilder {
 const BUILDER_FLUSH_AT: usize = 1 << 20;
 
 impl SegmentBuilder {
-    /// Starts a segment file with its header.
-    pub fn new(file: Arc<dyn FileHandle>, path: PathBuf, id: SegmentId) -> Self {
-        let mut buf = Vec::with_capacity(BUILDER_FLUSH_AT * 2);
-        buf.extend_from_slice(&SegmentHeader { segment: id }.encode());
-        SegmentBuilder { file, path, written: 0, buf }
-    }
-
-    /// The offset the next record gets.
-    pub fn len(&self) -> u64 {
-        self.written + self.buf.len() as u64
+    /// Starts writing a new, empty file (the caller puts the segment
+    /// header in first).
+    pub fn new(file: Arc<dyn FileHandle>, path: PathBuf) -> Self {
+        SegmentBuilder { file, path, written: 0, buf: Vec::with_capacity(BUILDER_FLUSH_AT * 2) }
     }
 
     /// The buffer to encode the next record into, at offset [`Self::len`].

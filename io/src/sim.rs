@@ -11,13 +11,18 @@
 //! Faults are armed through [`SimFileSystem::faults`]: fail the next write
 //! or sync, cap the disk's capacity, or cut the power after N more mutating
 //! calls, after which every call fails as if the machine were gone.
+//!
+//! [`SimFileSystem::hold_syncs`] stops every `sync_data` at its start until
+//! the returned [`SyncHold`] is dropped, and [`SimFileSystem::held_syncs`]
+//! counts the calls stopped, so a test can put threads inside an fsync
+//! (group commit) without relying on timing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::fs::{DirLock, FileHandle, FileSystem};
 
@@ -58,6 +63,10 @@ struct State {
     locks: BTreeSet<PathBuf>,
     faults: Faults,
     syncs: u64,
+    /// Live [`SyncHold`]s; while any exists, `sync_data` blocks.
+    holds: u64,
+    /// `sync_data` calls blocked by a hold right now.
+    held_syncs: u64,
 }
 
 impl State {
@@ -93,36 +102,61 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()))
 }
 
+/// What a file system, its clones, its open files and its locks share.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the last [`SyncHold`] is dropped.
+    syncs_released: Condvar,
+}
+
 /// A file system in memory that can crash. Clones share the same files.
 #[derive(Clone, Debug, Default)]
 pub struct SimFileSystem {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
 }
 
 impl SimFileSystem {
+    /// An empty file system: no directories, no files, no faults armed.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Holds fsyncs: until the returned guard is dropped, every
+    /// `sync_data` call (on any file of this file system or of its clones)
+    /// blocks at its start, before it makes anything durable or counts
+    /// against a power cut; once released it goes on as usual (faults
+    /// included). [`Self::held_syncs`] tells how many calls are blocked.
+    /// Holds nest: syncs resume when the last one is dropped.
+    pub fn hold_syncs(&self) -> SyncHold {
+        self.shared.state.lock().holds += 1;
+        SyncHold { shared: self.shared.clone() }
+    }
+
+    /// How many `sync_data` calls are blocked by a [`SyncHold`] right now.
+    pub fn held_syncs(&self) -> u64 {
+        self.shared.state.lock().held_syncs
+    }
+
     /// Arms or inspects faults.
     pub fn faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
-        f(&mut self.state.lock().faults)
+        f(&mut self.shared.state.lock().faults)
     }
 
     /// How many `sync_data` calls succeeded.
     pub fn syncs(&self) -> u64 {
-        self.state.lock().syncs
+        self.shared.state.lock().syncs
     }
 
     /// The live bytes of a file, if it exists.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state.names.get(path).map(|&i| state.inodes[i].data.clone())
     }
 
     /// Bytes written but not yet synced, over all files.
     pub fn unsynced_bytes(&self) -> u64 {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state
             .names
             .values()
@@ -135,7 +169,7 @@ impl SimFileSystem {
     /// `seed` decides, per file, how much of the unsynced tail survives and
     /// whether the surviving part is the written bytes or zeros.
     pub fn crash(&self, seed: u64) -> SimFileSystem {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         let mut rng = SplitMix64(seed);
         let mut inodes = Vec::new();
         let mut names = BTreeMap::new();
@@ -155,14 +189,25 @@ impl SimFileSystem {
             names.insert(path.clone(), inodes.len());
             inodes.push(Inode { durable: data.clone(), data, rewritten: false });
         }
-        SimFileSystem {
-            state: Arc::new(Mutex::new(State {
-                inodes,
-                durable_names: names.clone(),
-                names,
-                dirs: state.dirs.clone(),
-                ..State::default()
-            })),
+        let state = State { inodes, durable_names: names.clone(), names, dirs: state.dirs.clone(), ..State::default() };
+        SimFileSystem { shared: Arc::new(Shared { state: Mutex::new(state), ..Shared::default() }) }
+    }
+}
+
+/// Keeps fsyncs on a [`SimFileSystem`] blocked while it lives (see
+/// [`SimFileSystem::hold_syncs`]); dropping it lets them run.
+#[derive(Debug)]
+#[must_use = "syncs are held only while the guard lives"]
+pub struct SyncHold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock();
+        state.holds -= 1;
+        if state.holds == 0 {
+            self.shared.syncs_released.notify_all();
         }
     }
 }
@@ -182,19 +227,19 @@ impl SplitMix64 {
 
 #[derive(Debug)]
 struct SimFile {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     inode: usize,
 }
 
 impl FileHandle for SimFile {
     fn len(&self) -> io::Result<u64> {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state.check_power()?;
         Ok(state.inodes[self.inode].data.len() as u64)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state.check_power()?;
         let data = &state.inodes[self.inode].data;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
@@ -204,7 +249,7 @@ impl FileHandle for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         if std::mem::take(&mut state.faults.fail_next_write) {
             return Err(io::Error::other("simulated write failure"));
@@ -235,7 +280,7 @@ impl FileHandle for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         let inode = &mut state.inodes[self.inode];
         if (len as usize) < inode.durable.len() {
@@ -246,11 +291,20 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let delay = self.state.lock().faults.sync_delay;
+        let mut state = self.shared.state.lock();
+        if state.holds > 0 {
+            state.held_syncs += 1;
+            while state.holds > 0 {
+                self.shared.syncs_released.wait(&mut state);
+            }
+            state.held_syncs -= 1;
+        }
+        let delay = state.faults.sync_delay;
+        drop(state);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
         }
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         if std::mem::take(&mut state.faults.fail_next_sync) {
             return Err(io::Error::other("simulated fsync failure"));
@@ -269,26 +323,26 @@ impl FileHandle for SimFile {
 }
 
 struct SimLock {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     path: PathBuf,
 }
 
 impl Drop for SimLock {
     fn drop(&mut self) {
-        self.state.lock().locks.remove(&self.path);
+        self.shared.state.lock().locks.remove(&self.path);
     }
 }
 
 impl FileSystem for SimFileSystem {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.check_power()?;
         state.dirs.insert(dir.to_path_buf());
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state.check_power()?;
         if !state.dirs.contains(dir) {
             return Err(not_found(dir));
@@ -302,14 +356,14 @@ impl FileSystem for SimFileSystem {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let state = self.state.lock();
+        let state = self.shared.state.lock();
         state.check_power()?;
         let &inode = state.names.get(path).ok_or_else(|| not_found(path))?;
-        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+        Ok(Arc::new(SimFile { shared: self.shared.clone(), inode }))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         if state.names.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
@@ -317,11 +371,11 @@ impl FileSystem for SimFileSystem {
         let inode = state.inodes.len();
         state.inodes.push(Inode::default());
         state.names.insert(path.to_path_buf(), inode);
-        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+        Ok(Arc::new(SimFile { shared: self.shared.clone(), inode }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), inode);
@@ -329,13 +383,13 @@ impl FileSystem for SimFileSystem {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         state.names.remove(path).map(drop).ok_or_else(|| not_found(path))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.mutate()?;
         let in_dir = |p: &PathBuf| p.parent() == Some(dir);
         state.durable_names.retain(|p, _| !in_dir(p));
@@ -345,11 +399,11 @@ impl FileSystem for SimFileSystem {
     }
 
     fn lock(&self, path: &Path) -> io::Result<DirLock> {
-        let mut state = self.state.lock();
+        let mut state = self.shared.state.lock();
         state.check_power()?;
         if !state.locks.insert(path.to_path_buf()) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
         }
-        Ok(Box::new(SimLock { state: self.state.clone(), path: path.to_path_buf() }))
+        Ok(Box::new(SimLock { shared: self.shared.clone(), path: path.to_path_buf() }))
     }
 }

@@ -30,7 +30,7 @@ fn blob(id: u64, version: u64, len: usize) -> Vec<u8> {
 }
 
 fn no_background() -> Options {
-    Options { segment_size: 64 << 10, sync: SyncPolicy::Never, compaction: None, ..Options::default() }
+    Options { segment_bytes: 64 << 10, sync: SyncPolicy::None, compaction: None, ..Options::default() }
 }
 
 /// Fills an engine with documents, inputs and outputs, each overwritten
@@ -165,7 +165,7 @@ fn reads_and_writes_continue_during_compaction() {
 #[test]
 fn a_power_cut_at_any_step_of_a_compaction_recovers_the_same_data() {
     const DIR: &str = "/data";
-    let options = Options { segment_size: 512, ..no_background() };
+    let options = Options { segment_bytes: 512, ..no_background() };
     let base = SimFileSystem::new();
     let engine = Engine::open_with(Arc::new(base.clone()), DIR, options).unwrap();
     churn(&engine, 6, 4);

@@ -40,11 +40,11 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn options() -> impl Strategy<Value = Options> {
-    let sync = prop_oneof![Just(SyncPolicy::Always), Just(SyncPolicy::Never)];
-    let segment_size = prop_oneof![Just(64u64), Just(300), Just(2048), Just(1 << 20)];
-    (sync, segment_size).prop_map(|(sync, segment_size)| Options {
+    let sync = prop_oneof![Just(SyncPolicy::Always), Just(SyncPolicy::None)];
+    let segment_bytes = prop_oneof![Just(64u64), Just(300), Just(2048), Just(1 << 20)];
+    (sync, segment_bytes).prop_map(|(sync, segment_bytes)| Options {
         sync,
-        segment_size,
+        segment_bytes,
         compaction: None,
         ..Options::default()
     })

@@ -21,10 +21,10 @@ fn step() -> impl Strategy<Value = Step> {
 fn options() -> impl Strategy<Value = Options> {
     let sync = prop_oneof![
         1 => Just(SyncPolicy::Always),
-        3 => Just(SyncPolicy::Never),
+        3 => Just(SyncPolicy::None),
         1 => Just(SyncPolicy::Interval(std::time::Duration::from_millis(1)))
     ];
-    let segment_size = prop_oneof![Just(64u64), Just(1024), Just(1 << 20)];
+    let segment_bytes = prop_oneof![Just(64u64), Just(1024), Just(1 << 20)];
     // Sometimes a background compactor that runs whenever there is garbage,
     // racing the operations.
     let eager = CompactionSettings {
@@ -32,9 +32,9 @@ fn options() -> impl Strategy<Value = Options> {
         policy: CompactionPolicy { min_garbage_bytes: 0, min_garbage_ratio: 0.0 },
     };
     let compaction = prop_oneof![Just(None), Just(Some(eager))];
-    (sync, segment_size, compaction).prop_map(|(sync, segment_size, compaction)| Options {
+    (sync, segment_bytes, compaction).prop_map(|(sync, segment_bytes, compaction)| Options {
         sync,
-        segment_size,
+        segment_bytes,
         compaction,
         ..Options::default()
     })

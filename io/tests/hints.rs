@@ -13,7 +13,7 @@ use support::read_back;
 type Documents = std::collections::BTreeMap<stratum_io::Id, stratum_model::Document>;
 
 fn options() -> Options {
-    Options { segment_size: 4096, sync: SyncPolicy::Never, compaction: None, ..Options::default() }
+    Options { segment_bytes: 4096, sync: SyncPolicy::None, compaction: None, ..Options::default() }
 }
 
 fn fill(engine: &Engine) {

@@ -10,7 +10,7 @@ use stratum_io::{ACTIVE_NAME, Engine, Error, Missing, Options, SimFileSystem, Sy
 fn options() -> Options {
     // `Never` keeps freshly written pages dirty, hence in memory, for the
     // `*_now` reads below.
-    Options { sync: SyncPolicy::Never, compaction: None, ..Options::default() }
+    Options { sync: SyncPolicy::None, compaction: None, ..Options::default() }
 }
 
 fn blob(n: usize, len: usize) -> Vec<u8> {
@@ -28,7 +28,7 @@ fn columns(n: usize) -> BTreeMap<String, String> {
 #[test]
 fn reads_follow_a_growing_active_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), Options { segment_size: 16 << 20, ..options() }).unwrap();
+    let engine = Engine::open(dir.path(), Options { segment_bytes: 16 << 20, ..options() }).unwrap();
     let mut written = Vec::new();
     // 40 MiB of blobs: several remaps of the active segment and two rotations.
     for n in 0..160 {

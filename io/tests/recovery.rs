@@ -8,7 +8,7 @@ use std::path::Path;
 use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name};
 
 fn small_segments() -> Options {
-    Options { segment_size: 200, ..Options::default() }
+    Options { segment_bytes: 200, ..Options::default() }
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -149,7 +149,7 @@ fn a_second_engine_on_the_same_directory_is_refused() {
 #[test]
 fn invalid_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Engine::open(dir.path(), Options { segment_size: 10, ..Options::default() }).unwrap_err();
+    let err = Engine::open(dir.path(), Options { segment_bytes: 10, ..Options::default() }).unwrap_err();
     assert!(matches!(err, Error::Options(_)), "got {err:?}");
 }
 

@@ -369,10 +369,8 @@ pub async fn test_case(client: &mut Client, problem_id: u64, test_case_id: u64) 
 }
 
 pub async fn all_test_cases(client: &mut Client, problem_id: u64) -> Vec<(u64, Canon)> {
-    let response = client
-        .get_all_test_cases(proto::GetAllTestCasesRequest::from(proto::ProblemRef { problem_id }))
-        .await
-        .expect("GetAllTestCases");
+    let response =
+        client.get_all_test_cases(whole_chain(proto::ProblemRef { problem_id })).await.expect("GetAllTestCases");
     response.into_inner().test_cases.iter().map(|tc| (tc.test_case_id, canon_field(&tc.value))).collect()
 }
 
@@ -436,4 +434,9 @@ pub async fn dump_all(client: &mut Client) -> BTreeMap<u64, ProblemDump> {
         all.insert(id, dump_problem(client, id).await);
     }
     all
+}
+
+/// A request for every test case of the problem in one message.
+pub fn whole_chain(r: proto::ProblemRef) -> proto::GetAllTestCasesRequest {
+    proto::GetAllTestCasesRequest { problem_id: r.problem_id, ..Default::default() }
 }

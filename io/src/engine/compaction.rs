@@ -1,6 +1,8 @@
-//! Compaction as the io layer carries it out: seal, plan (in the core),
-//! write `merged.seg.tmp`, commit by rename, move the index, delete what was
-//! replaced. Also the hint files of sealed segments.
+//! Compaction as the io layer carries it out: ask the core whether to
+//! compact ([`choose_compaction`]), seal, plan (in the core), write
+//! `merged.seg.tmp` as the core's [`MergeWriter`] lays it out, commit by
+//! rename, move the index, delete what was replaced. Also the hint files of
+//! sealed segments.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,14 +10,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use stratum_core::{
-    Body, CompactionPlan, Location, MergedSegment, Mutation, Relocation, SEGMENT_HEADER_LEN, SegmentId, SegmentUsage,
-    Target, encode_record,
+    CompactionChoice, CompactionPlan, MergeError, MergeWriter, MergedSegment, SEGMENT_HEADER_LEN, SegmentId,
+    SegmentUsage, Trigger, choose_compaction,
 };
 
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::fs::FileHandle;
-use crate::segment::{self, MERGED_NAME, MERGED_TMP_NAME, SegmentBuilder};
+use stratum_core::{MERGED_NAME, MERGED_TMP_NAME};
+
+use crate::segment::{self, SegmentBuilder};
 
 /// What one compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,11 +40,12 @@ pub struct CompactionReport {
 }
 
 impl Shared {
-    /// See [`Engine::compact`].
-    pub(super) fn compact(&self) -> Result<CompactionReport> {
+    /// Compacts if the core's [`choose_compaction`] says so for `trigger`
+    /// (see [`super::Engine::compact`]).
+    pub(super) fn compact(&self, trigger: Trigger) -> Result<CompactionReport> {
         let _running = self.compacting.lock();
         let started = Instant::now();
-        let Some((plan, old_merged, usage)) = self.seal_and_plan()? else {
+        let Some((plan, old_merged, usage)) = self.seal_and_plan(trigger)? else {
             return Ok(CompactionReport::default());
         };
         let tmp = self.dir.join(MERGED_TMP_NAME);
@@ -74,26 +79,26 @@ impl Shared {
 
         let installed = {
             let mut index = self.index.write();
-            for id in &plan.inputs {
+            for id in &plan.sources {
                 index.files.remove(id);
             }
-            index.files.insert(plan.output, file.clone());
-            index.merged = Some(plan.output);
-            for id in &plan.inputs {
+            index.files.insert(plan.merged, file.clone());
+            index.merged = Some(plan.merged);
+            for id in &plan.sources {
                 index.hinted.remove(id);
             }
             index.keydir.install_compaction(&plan, &merged)
         };
-        for id in plan.inputs.iter().filter(|&&id| Some(id) != old_merged) {
-            let path = self.dir.join(segment::sealed_name(*id));
+        for id in plan.sources.iter().filter(|&&id| Some(id) != old_merged) {
+            let path = self.dir.join(stratum_core::sealed_name(*id));
             if let Err(e) = self.fs.remove(&path) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove a compacted segment; recovery will");
             }
             let _ = self.fs.remove(&segment::hint_path(&path));
         }
-        match segment::write_snapshot(self.fs.as_ref(), &target, file.as_ref(), plan.output) {
+        match segment::write_snapshot(self.fs.as_ref(), &target, file.as_ref(), plan.merged) {
             Ok(()) => {
-                self.index.write().hinted.insert(plan.output);
+                self.index.write().hinted.insert(plan.merged);
             }
             Err(e) => tracing::warn!(error = %e, "cannot write the merged segment's hint file"),
         }
@@ -102,7 +107,7 @@ impl Shared {
         }
 
         let report = CompactionReport {
-            segments_in: plan.inputs.len() as u64,
+            segments_in: plan.sources.len() as u64,
             bytes_in: usage.total_bytes,
             bytes_out: merged.bytes,
             records_in: usage.records,
@@ -148,12 +153,17 @@ impl Shared {
         Ok(missing.len() as u64)
     }
 
-    /// Seals the active segment and snapshots the index, under the writer
-    /// lock, so the snapshot is exactly the content of the sealed segments.
-    /// `None` when the sealed segments hold no garbage.
-    fn seal_and_plan(&self) -> Result<Option<(CompactionPlan, Option<SegmentId>, SegmentUsage)>> {
+    /// Under the writer lock: asks the core whether to compact; if so,
+    /// seals the active segment and plans the merge, so the plan is exactly
+    /// the content of the sealed segments. `None` when there is nothing to
+    /// do.
+    fn seal_and_plan(&self, trigger: Trigger) -> Result<Option<(CompactionPlan, Option<SegmentId>, SegmentUsage)>> {
         let mut w = self.writer.lock();
         self.check_writable()?;
+        let choice = choose_compaction(self.index.read().keydir.segments().values(), trigger);
+        if choice == CompactionChoice::DoNothing {
+            return Ok(None);
+        }
         if w.len > SEGMENT_HEADER_LEN as u64 {
             self.rotate(&mut w)?;
         }
@@ -171,62 +181,28 @@ impl Shared {
         Ok(index.keydir.plan_compaction(sealed).map(|plan| (plan, index.merged, usage)))
     }
 
-    /// Writes and syncs the merged segment under `tmp`.
+    /// Writes and syncs the merged segment under `tmp`, laid out by the
+    /// core's [`MergeWriter`]: this only reads what it names and writes what
+    /// it produces.
     fn write_merged(&self, plan: &CompactionPlan, tmp: &Path) -> Result<(Arc<dyn FileHandle>, MergedSegment)> {
         segment::remove_if_present(self.fs.as_ref(), tmp)?;
         let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
-        let mut out = SegmentBuilder::new(file, tmp.to_path_buf(), plan.output);
-        let mut merged = MergedSegment::default();
-        let place = |out: &mut SegmentBuilder, offset: u64, merged: &mut MergedSegment| -> Result<Location> {
-            let len = out.len() - offset;
-            merged.bytes += len;
-            merged.records += 1;
-            Location::new(plan.output, offset, len as u32).ok_or_else(|| Error::Io {
-                context: "compacting".into(),
-                source: std::io::Error::other("the live data does not fit one merged segment (1 TiB)"),
-            })
-        };
-
-        let at = out.len();
-        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
-        encode_record(out.buffer(), plan.seq, 0, &checkpoint);
-        merged.checkpoint = Some(place(&mut out, at, &mut merged)?);
-
-        for doc in &plan.documents {
-            let file = self.index.read().file(doc.blob)?;
-            let bytes = self.read(doc.blob, &file)?;
-            let at = out.len();
-            match self.decode(&bytes, doc.blob, doc.id)? {
-                Body::CreateDocument { .. } if doc.columns_at == doc.blob => out.buffer().extend_from_slice(&bytes),
-                Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
-                    let columns = doc.columns();
-                    let rebuilt = Mutation::CreateDocument { columns: &columns, blob };
-                    encode_record(out.buffer(), plan.seq, doc.id, &rebuilt);
-                }
-                other => return Err(self.unexpected(doc.blob, &other)),
-            }
-            let to = place(&mut out, at, &mut merged)?;
-            merged.relocations.push(Relocation { target: Target::DocumentBlob(doc.id), from: doc.blob, to });
-            merged.relocations.push(Relocation { target: Target::DocumentColumns(doc.id), from: doc.columns_at, to });
-            for input in &doc.inputs {
-                let (document, id) = (doc.id, input.id);
-                let copies = [
-                    (Target::InputValue { document, input: id }, Some(input.value)),
-                    (Target::Output { document, input: id }, input.output),
-                ];
-                for (target, from) in copies {
-                    let Some(from) = from else { continue };
-                    let file = self.index.read().file(from)?;
-                    let bytes = self.read(from, &file)?;
-                    self.decode(&bytes, from, input.id)?;
-                    let at = out.len();
-                    out.buffer().extend_from_slice(&bytes);
-                    let to = place(&mut out, at, &mut merged)?;
-                    merged.relocations.push(Relocation { target, from, to });
-                }
-            }
+        let mut out = SegmentBuilder::new(file, tmp.to_path_buf());
+        let mut merge = MergeWriter::new(plan, out.buffer()).map_err(|e| self.merge_error(e))?;
+        while let Some(from) = merge.next_source() {
+            let file = self.index.read().file(from)?;
+            let bytes = self.read(from, &file)?;
+            merge.copy(&bytes, out.buffer()).map_err(|e| self.merge_error(e))?;
             out.maybe_flush()?;
         }
+        let merged = merge.finish();
         Ok((out.finish()?, merged))
+    }
+
+    fn merge_error(&self, error: MergeError) -> Error {
+        match error {
+            MergeError::Damaged { at, defect } => self.corrupt(at, defect),
+            MergeError::TooLarge => Error::MergedTooLarge,
+        }
     }
 }

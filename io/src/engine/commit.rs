@@ -1,0 +1,199 @@
+//! Durability: every fsync of segment data, and group commit.
+//!
+//! Concurrent writers share fsyncs: whoever finds no fsync running leads
+//! the next one; the others wait for it. Before it syncs, the leader gives
+//! other writers a moment to append (see `Shared::gather`: at most half the
+//! last fsync's time, never when it is the only writer), so that one fsync
+//! covers them all instead of half of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::Shared;
+use super::write::Writer;
+use crate::error::{Error, Result};
+#[derive(Debug, Default)]
+pub(super) struct Durability {
+    pub(super) state: Mutex<SyncState>,
+    /// Signalled when an fsync ends (or the engine is poisoned).
+    pub(super) synced: Condvar,
+    /// Signalled when a writer starts waiting for an fsync: the leader of
+    /// the next one may be gathering writers.
+    pub(super) waiting: Condvar,
+    /// Writers inside a write call under [`SyncPolicy::Always`] that have
+    /// not yet finished waiting for their fsync. Decreased only under
+    /// `state`, so a gathering leader cannot miss the end of its wait.
+    pub(super) writers: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Every byte appended before this log position is durable.
+    pub(super) durable: u64,
+    /// An fsync is running, or its leader is gathering writers.
+    pub(super) syncing: bool,
+    /// Threads waiting for an fsync.
+    pub(super) waiting: u64,
+    /// How long the last fsync took.
+    pub(super) last_sync: Duration,
+    /// How many threads the last fsync covered (gathered for).
+    pub(super) last_batch: u64,
+    /// An fsync failed. On Linux a later fsync can succeed although the
+    /// pages the failed one covered were dropped, so from now on nothing
+    /// is ever reported durable again (the engine is poisoned, too).
+    pub(super) failed: bool,
+}
+
+/// The longest a group commit leader waits for other writers to append.
+const MAX_COMMIT_DELAY: Duration = Duration::from_micros(500);
+
+/// A group commit leader stops gathering once no writer has arrived for
+/// this long.
+const GATHER_QUIET: Duration = Duration::from_micros(20);
+
+/// Counts a writer in [`Durability::writers`] from the start of its write
+/// call until it has waited for its fsync ([`Shared::wait_durable`] lets it
+/// go under the state lock) or, on an early return, until it is dropped.
+pub(super) struct ActiveWriter<'a>(Option<&'a Durability>);
+
+impl<'a> ActiveWriter<'a> {
+    pub(super) fn enter(durability: &'a Durability) -> Self {
+        // No lock needed: a leader that misses this writer only gathers
+        // fewer; it is the decrements that can end a leader's wait.
+        durability.writers.fetch_add(1, Ordering::Relaxed);
+        ActiveWriter(Some(durability))
+    }
+
+    /// Stops counting the writer; the caller holds the state lock.
+    fn leave(mut self, _state: &SyncState) {
+        if let Some(durability) = self.0.take() {
+            durability.writers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ActiveWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(durability) = self.0.take() {
+            let _state = durability.state.lock();
+            durability.writers.fetch_sub(1, Ordering::Relaxed);
+            // A leader may be gathering, waiting for this writer.
+            durability.waiting.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    /// Syncs the active segment under the writer lock (before it is sealed,
+    /// or after a `ReserveIds` record outside `always`): everything
+    /// appended is durable afterwards. A failure poisons the engine.
+    pub(super) fn sync_active(&self, w: &Writer) -> Result<()> {
+        if let Err(e) = w.file.sync_data() {
+            let e = Error::io(format!("syncing segment {}", w.segment))(e);
+            self.durability.state.lock().failed = true;
+            self.set_poison(&e);
+            return Err(e);
+        }
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.mark_durable(w.appended);
+        Ok(())
+    }
+
+    pub(super) fn mark_durable(&self, position: u64) {
+        let mut state = self.durability.state.lock();
+        if state.failed {
+            return;
+        }
+        state.durable = state.durable.max(position);
+        drop(state);
+        self.durability.synced.notify_all();
+    }
+
+    /// Returns once every byte before `position` is durable: by an fsync
+    /// this thread runs, or one another thread runs that covers it. A
+    /// writer passes itself in, and stops counting as one when it returns.
+    pub(super) fn wait_durable(&self, position: u64, writer: Option<ActiveWriter<'_>>) -> Result<()> {
+        let mut state = self.durability.state.lock();
+        let result = if state.durable >= position {
+            Ok(())
+        } else {
+            state.waiting += 1;
+            self.durability.waiting.notify_one();
+            let result = self.await_sync(&mut state, position);
+            state.waiting -= 1;
+            result
+        };
+        if let Some(writer) = writer {
+            writer.leave(&state);
+        }
+        result
+    }
+
+    pub(super) fn await_sync(&self, state: &mut MutexGuard<'_, SyncState>, position: u64) -> Result<()> {
+        loop {
+            if state.durable >= position {
+                return Ok(());
+            }
+            self.check_writable()?;
+            if state.syncing {
+                self.durability.synced.wait(state);
+                continue;
+            }
+            state.syncing = true;
+            self.gather(state);
+            let (result, target, took) = MutexGuard::unlocked(state, || {
+                let (file, target) = {
+                    let w = self.writer.lock();
+                    (w.file.clone(), w.appended)
+                };
+                let started = Instant::now();
+                (file.sync_data(), target, started.elapsed())
+            });
+            state.syncing = false;
+            state.last_sync = took;
+            match result {
+                Ok(()) if !state.failed => {
+                    self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    state.durable = state.durable.max(target);
+                    self.durability.synced.notify_all();
+                }
+                Ok(()) => self.check_writable()?,
+                Err(e) => {
+                    // Poisoned before the lock is let go: no thread can
+                    // start another fsync and count the lost bytes durable.
+                    state.failed = true;
+                    let e = Error::io("syncing the active segment")(e);
+                    self.set_poison(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Before an fsync: waits (briefly) for writers to append, so that the
+    /// fsync covers them. A lone writer never waits. Otherwise the leader
+    /// waits while writers inside a write call have not yet appended, and
+    /// then while more keep arriving (writers that write again as soon as
+    /// they are acknowledged arrive between two calls, when they are not
+    /// inside one): until none arrives for [`GATHER_QUIET`], at most half
+    /// the last fsync's time.
+    pub(super) fn gather(&self, state: &mut MutexGuard<'_, SyncState>) {
+        let inside = || self.durability.writers.load(Ordering::Relaxed);
+        if inside() <= 1 && state.last_batch <= 1 {
+            state.last_batch = state.waiting;
+            return;
+        }
+        let deadline = Instant::now() + (state.last_sync / 2).min(MAX_COMMIT_DELAY);
+        loop {
+            let until = if state.waiting < inside() { deadline } else { deadline.min(Instant::now() + GATHER_QUIET) };
+            let arrived = state.waiting;
+            let timed_out = self.durability.waiting.wait_until(state, until).timed_out();
+            if Instant::now() >= deadline || (timed_out && state.waiting == arrived && state.waiting >= inside()) {
+                break;
+            }
+        }
+        state.last_batch = state.waiting;
+    }
+}

@@ -1,0 +1,522 @@
+//! The engine: the core's decisions carried out on a [`FileSystem`].
+//!
+//! One job per file:
+//! - this file: the public API ([`Engine`]), opening, and the shared state
+//!   with its lock order;
+//! - `index.rs`: the index (key directory) and the table of open segment
+//!   files it points into;
+//! - `write.rs`: the write path: check, encode, append, rotate (seal the
+//!   active segment), id reservation, poisoning;
+//! - `commit.rs`: durability: every fsync of segment data and group commit;
+//! - `read.rs`: the read path: locate a record, read it, check it;
+//! - `recovery.rs`: carrying out the core's recovery plan at open;
+//! - `compaction.rs`: carrying out the core's compaction choice, and hints;
+//! - `ticker.rs`: the background threads (interval flusher, compactor).
+//!
+//! # Lock order
+//!
+//! A thread that holds several of these locks takes them in this order
+//! (and may skip any):
+//!
+//! 1. `Shared::compacting`: held for a whole compaction or hint write;
+//! 2. `Shared::writer`: serialises appends (check, encode, append, apply);
+//! 3. `Shared::index`: held only to look up or apply, never across IO, so
+//!    readers never wait for a write or an fsync;
+//! 4. `Durability::state` (`commit.rs`): who syncs and what is durable;
+//! 5. `Shared::poison`;
+//! 6. `Shared::last_compaction`;
+//! 7. the memory-map lock inside each open segment file (`fs.rs`), a leaf.
+//!
+//! Condition variables wait on `Durability::state` only. The group commit
+//! leader lets `state` go while it fsyncs, and takes `writer` only then.
+//!
+//! Acknowledgement: a write returns once its record is appended and indexed,
+//! and, under [`SyncPolicy::Always`], once an fsync covering it succeeded.
+//! A failed append or fsync poisons the engine: the caller gets the error,
+//! later writes get [`Error::Poisoned`], reads keep working.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value};
+
+use crate::error::{Error, Result};
+use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
+use crate::options::{Options, SyncPolicy};
+use stratum_core::LOCK_NAME;
+
+mod commit;
+mod compaction;
+mod index;
+mod read;
+mod recovery;
+mod ticker;
+mod write;
+
+use commit::Durability;
+pub use compaction::CompactionReport;
+use index::Index;
+use read::{Wait, answered, without_waiting};
+use recovery::Recovered;
+use ticker::Ticker;
+use write::Writer;
+
+/// A Stratum store: documents, their ordered inputs and one output per input.
+///
+/// `Engine` is `Send + Sync`; share it with an `Arc`. Every method is a
+/// single atomic change or a consistent read.
+///
+/// ```
+/// use stratum_io::{Engine, Options, Value};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(dir.path(), Options::default())?;
+///
+/// let columns = [("name".to_string(), "Two Sum".to_string())].into();
+/// let doc = engine.create_document(b"<h1>Two Sum</h1>", columns)?;
+/// let input = engine.add_input(doc, &Value::IntList(vec![2, 7, 11, 15]))?;
+/// engine.set_output(doc, input, &Value::IntList(vec![0, 1]))?;
+///
+/// assert_eq!(engine.output(doc, input)?, Value::IntList(vec![0, 1]));
+/// assert_eq!(engine.document_columns(doc)?["name"], "Two Sum");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    /// Background threads: the interval flusher and the compactor.
+    tasks: Vec<Ticker>,
+}
+
+#[derive(Debug)]
+/// What the engine's API, its background threads and its compactions
+/// share. The locks are numbered as in the module's lock order.
+struct Shared {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    options: Options,
+    /// Lock 3: the key directory and the open segment files.
+    index: RwLock<Index>,
+    /// Lock 2: the active segment's append state.
+    writer: Mutex<Writer>,
+    /// Holds lock 4 (`state`): group commit.
+    durability: Durability,
+    /// Lock 5: why writes are refused, once an IO failure made them unsafe.
+    poison: Mutex<Option<Arc<str>>>,
+    /// Successful fsyncs of segment data since open.
+    fsyncs: AtomicU64,
+    /// Lock 1: held for the whole of a compaction or hint write, so one
+    /// runs at a time.
+    compacting: Mutex<()>,
+    compactions: AtomicU64,
+    /// Lock 6.
+    last_compaction: Mutex<Option<CompactionReport>>,
+    _lock: LockGuard,
+}
+
+struct LockGuard(#[allow(dead_code)] DirLock);
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Counts and sizes, from the index (no disk reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub documents: u64,
+    pub inputs: u64,
+    pub outputs: u64,
+    /// Segment files, the active one included.
+    pub segments: u64,
+    pub active_segment: SegmentId,
+    /// The active segment's size in bytes, header included.
+    pub active_segment_bytes: u64,
+    /// Bytes of all records in all segments.
+    pub total_bytes: u64,
+    /// Bytes of the records the index points to.
+    pub live_bytes: u64,
+    /// `total_bytes - live_bytes`: what compaction can reclaim.
+    pub garbage_bytes: u64,
+    /// Records in all segments.
+    pub records: u64,
+    /// The id the next document or input will get.
+    pub next_id: Id,
+    /// Successful fsyncs of segment data since open.
+    pub fsyncs: u64,
+    /// Set when writes are refused after an IO failure.
+    pub poisoned: Option<String>,
+    /// Sealed segments with a hint file (read at open or written since).
+    pub hinted_segments: u64,
+    /// Compactions completed since open.
+    pub compactions: u64,
+    /// What the last compaction did.
+    pub last_compaction: Option<CompactionReport>,
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        Engine::open_with(Arc::new(OsFileSystem), dir, options)
+    }
+
+    /// Opens (or creates) the store in `dir` on `fs`, replaying every
+    /// segment to rebuild the index. A torn tail of the active segment is
+    /// cut off and logged; damage anywhere else is an [`Error::Corrupt`].
+    pub fn open_with(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let started = Instant::now();
+        fs.create_dir_all(&dir).map_err(Error::io(format!("creating data directory {}", dir.display())))?;
+        let lock_path = dir.join(LOCK_NAME);
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone(), lock: lock_path.clone() },
+            _ => Error::io(format!("locking {}", lock_path.display()))(e),
+        })?;
+
+        let Recovered { keydir, files, active, merged, hinted } = recovery::recover(fs.as_ref(), &dir)?;
+        let (segment, file, len) = active;
+        let reserved_ids = keydir.next_id();
+
+        tracing::info!(
+            dir = %dir.display(),
+            segments = files.len(),
+            from_hints = hinted.len(),
+            documents = keydir.document_count(),
+            inputs = keydir.input_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+
+        let sync = options.sync;
+        let shared = Arc::new(Shared {
+            fs,
+            dir,
+            options,
+            index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
+            writer: Mutex::new(Writer {
+                segment,
+                file,
+                len,
+                appended: 0,
+                reserved_ids,
+                buf: Vec::new(),
+                scratch: Vec::new(),
+            }),
+            durability: Durability::default(),
+            poison: Mutex::new(None),
+            fsyncs: AtomicU64::new(0),
+            compacting: Mutex::new(()),
+            compactions: AtomicU64::new(0),
+            last_compaction: Mutex::new(None),
+            _lock: LockGuard(lock),
+        });
+        let mut tasks = Vec::new();
+        if let SyncPolicy::Interval(every) = sync {
+            tasks.push(Ticker::start("stratum-flusher", Arc::downgrade(&shared), every, |shared| {
+                let position = shared.writer.lock().appended;
+                if let Err(e) = shared.wait_durable(position, None) {
+                    tracing::warn!(error = %e, "interval flush failed");
+                }
+            }));
+        }
+        if let Some(compaction) = shared.options.compaction {
+            tasks.push(Ticker::start(
+                "stratum-compactor",
+                Arc::downgrade(&shared),
+                compaction.interval,
+                move |shared| {
+                    if let Err(e) = shared.compact(Trigger::Policy(compaction.policy)) {
+                        tracing::warn!(error = %e, "background compaction failed");
+                    }
+                    if let Err(e) = shared.write_hints() {
+                        tracing::warn!(error = %e, "writing hint files failed");
+                    }
+                },
+            ));
+        }
+        Ok(Engine { shared, tasks })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    // ----- documents -------------------------------------------------------
+
+    /// Stores a new document and returns its id.
+    pub fn create_document(&self, blob: &[u8], columns: Columns) -> Result<Id> {
+        let limits = &self.shared.options.limits;
+        limits.check_blob(blob)?;
+        limits.check_columns(&columns)?;
+        self.shared.write(|keydir| Ok((keydir.next_id(), Mutation::CreateDocument { columns: &columns, blob })))
+    }
+
+    /// The document's blob: one index lookup and one read of its record
+    /// (a copy out of the segment's memory map, or a positioned read).
+    pub fn document_blob(&self, id: Id) -> Result<Vec<u8>> {
+        answered(self.shared.blob(id, Wait::Yes))
+    }
+
+    /// [`Engine::document_blob`] if it can be answered without waiting:
+    /// `None` if a writer holds the index, the record is not in memory, or
+    /// it is over 1 MiB. It takes no lock that it would wait for and reads
+    /// no byte that is not in memory, so an async task may call it and fall
+    /// back to a blocking thread when it gets `None`. (It may unmap a
+    /// segment's old map, if it held the last view of it.)
+    pub fn document_blob_now(&self, id: Id) -> Option<Result<Vec<u8>>> {
+        without_waiting(self.shared.blob(id, Wait::No))
+    }
+
+    /// The document's columns, from memory.
+    pub fn document_columns(&self, id: Id) -> Result<Columns> {
+        answered(self.shared.columns(id, Wait::Yes))
+    }
+
+    /// [`Engine::document_columns`] unless a writer holds the index.
+    pub fn document_columns_now(&self, id: Id) -> Option<Result<Columns>> {
+        without_waiting(self.shared.columns(id, Wait::No))
+    }
+
+    /// Replaces the document's blob.
+    pub fn update_blob(&self, id: Id, blob: &[u8]) -> Result<()> {
+        self.shared.options.limits.check_blob(blob)?;
+        self.shared.write(|keydir| {
+            keydir.document(id)?;
+            Ok((id, Mutation::SetBlob { blob }))
+        })?;
+        Ok(())
+    }
+
+    /// Sets (adds or replaces) one column of the document.
+    pub fn set_column(&self, id: Id, name: &str, value: &str) -> Result<()> {
+        let limits = &self.shared.options.limits;
+        limits.check_column(name, value)?;
+        let mut columns = Columns::new();
+        self.shared.write(|keydir| {
+            columns = keydir.document(id)?.columns();
+            columns.insert(name.to_owned(), value.to_owned());
+            limits.check_columns(&columns)?;
+            Ok((id, Mutation::SetColumns { columns: &columns }))
+        })?;
+        Ok(())
+    }
+
+    /// Deletes the document with its inputs and their outputs.
+    pub fn delete_document(&self, id: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.document(id)?;
+            Ok((id, Mutation::DeleteDocument))
+        })?;
+        Ok(())
+    }
+
+    /// Every live document id, ascending.
+    pub fn document_ids(&self) -> Vec<Id> {
+        self.shared.index.read().keydir.document_ids().collect()
+    }
+
+    /// Up to `limit` live document ids above `after`, ascending: one page
+    /// of a listing, in time proportional to the page.
+    pub fn document_ids_after(&self, after: Id, limit: usize) -> Vec<Id> {
+        self.shared.index.read().keydir.document_ids_after(after).take(limit).collect()
+    }
+
+    // ----- inputs ----------------------------------------------------------
+
+    /// Appends an input to the end of the document's chain; returns its id.
+    pub fn add_input(&self, document: Id, value: &Value) -> Result<Id> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.document(document)?;
+            Ok((keydir.next_id(), Mutation::PutInput { document, value }))
+        })
+    }
+
+    /// The value of one input.
+    pub fn input(&self, document: Id, input: Id) -> Result<Value> {
+        answered(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::Yes))
+    }
+
+    /// [`Engine::input`] if it can be answered without waiting (see
+    /// [`Engine::document_blob_now`]).
+    pub fn input_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
+        without_waiting(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::No))
+    }
+
+    /// Every input of the document, in chain order, with its value.
+    pub fn inputs(&self, document: Id) -> Result<Vec<(Id, Value)>> {
+        self.inputs_after(document, 0, usize::MAX)
+    }
+
+    /// Up to `limit` inputs of the document that come after input `after`
+    /// in the chain (0 for the start), in chain order, with their values.
+    pub fn inputs_after(&self, document: Id, after: Id, limit: usize) -> Result<Vec<(Id, Value)>> {
+        let located: Vec<(Id, Location, Arc<dyn FileHandle>)> = {
+            let index = self.shared.index.read();
+            let doc = index.keydir.document(document)?;
+            doc.inputs_after(after)
+                .iter()
+                .take(limit)
+                .map(|input| Ok((input.id, input.value, index.file(input.value)?)))
+                .collect::<Result<_>>()?
+        };
+        located.into_iter().map(|(id, location, file)| Ok((id, self.shared.read_value(location, &file, id)?))).collect()
+    }
+
+    /// Replaces an input's value.
+    pub fn update_input(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::PutInput { document, value }))
+        })?;
+        Ok(())
+    }
+
+    /// Deletes an input and its output; the chain keeps its order.
+    pub fn delete_input(&self, document: Id, input: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::DeleteInput { document }))
+        })?;
+        Ok(())
+    }
+
+    // ----- outputs ---------------------------------------------------------
+
+    /// Sets the output of an input, replacing any output it had.
+    pub fn set_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.input(document, input)?;
+            Ok((input, Mutation::PutOutput { document, value }))
+        })?;
+        Ok(())
+    }
+
+    /// The output of an input.
+    pub fn output(&self, document: Id, input: Id) -> Result<Value> {
+        answered(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::Yes))
+    }
+
+    /// [`Engine::output`] if it can be answered without waiting (see
+    /// [`Engine::document_blob_now`]).
+    pub fn output_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
+        without_waiting(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::No))
+    }
+
+    /// Replaces the output of an input that has one.
+    pub fn update_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
+        self.shared.options.limits.check_value(value)?;
+        self.shared.write(|keydir| {
+            keydir.output(document, input)?;
+            Ok((input, Mutation::PutOutput { document, value }))
+        })?;
+        Ok(())
+    }
+
+    /// Removes the output of an input.
+    pub fn delete_output(&self, document: Id, input: Id) -> Result<()> {
+        self.shared.write(|keydir| {
+            keydir.output(document, input)?;
+            Ok((input, Mutation::DeleteOutput { document }))
+        })?;
+        Ok(())
+    }
+
+    // ----- administration --------------------------------------------------
+
+    /// Makes every acknowledged write durable, whatever the sync policy.
+    pub fn flush(&self) -> Result<()> {
+        let position = self.shared.writer.lock().appended;
+        self.shared.wait_durable(position, None)
+    }
+
+    /// Counts and sizes, from memory.
+    pub fn stats(&self) -> Stats {
+        let (active_segment, active_segment_bytes) = {
+            let w = self.shared.writer.lock();
+            (w.segment, w.len)
+        };
+        let index = self.shared.index.read();
+        let k = &index.keydir;
+        let segments = k.segments();
+        let total_bytes = segments.values().map(|s| s.total_bytes).sum();
+        let live_bytes = segments.values().map(|s| s.live_bytes).sum();
+        Stats {
+            documents: k.document_count() as u64,
+            inputs: k.input_count(),
+            outputs: k.output_count(),
+            segments: index.files.len() as u64,
+            active_segment,
+            active_segment_bytes,
+            total_bytes,
+            live_bytes,
+            garbage_bytes: total_bytes - live_bytes,
+            records: segments.values().map(|s| s.records).sum(),
+            next_id: k.next_id(),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+            poisoned: self.shared.poison.lock().as_deref().map(str::to_owned),
+            hinted_segments: index.hinted.len() as u64,
+            compactions: self.shared.compactions.load(Ordering::Relaxed),
+            last_compaction: *self.shared.last_compaction.lock(),
+        }
+    }
+
+    /// Merges every sealed segment (sealing the active one first) into
+    /// `merged.seg`, keeping the newest version of each live record and
+    /// dropping old versions, tombstones and everything deleted. Returns
+    /// when the old segments are gone. Reads and writes go on meanwhile.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.shared.compact(Trigger::Now)
+    }
+
+    /// Writes the hint file of every sealed segment that lacks one, so the
+    /// next open reads hints instead of whole segments. The background
+    /// compactor calls this on every tick. Returns how many were written.
+    pub fn write_hints(&self) -> Result<u64> {
+        self.shared.write_hints()
+    }
+
+    /// Flushes and closes the engine, reporting a failed final sync.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_tasks();
+        self.flush()
+    }
+
+    fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.stop();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_tasks();
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "final flush on close failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The engine is shared across threads behind an `Arc`.
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Engine>();
+    }
+}

@@ -1,0 +1,141 @@
+//! The read path: locate a record in the index, read its bytes (from the
+//! segment's memory map or with a positioned read), and have the core check
+//! and decode them (`record_blob`, `record_value`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stratum_core::{Columns, Defect, Id, KeyDir, Location, SegmentId, Value, record_blob, record_value};
+
+use super::Shared;
+use super::index::Index;
+use crate::error::{Error, Result};
+use crate::fs::{FileBytes, FileHandle};
+
+impl Shared {
+    /// The blob of document `id`; `None` only if `wait` is `No` and
+    /// answering would wait.
+    pub(super) fn blob(&self, id: Id, wait: Wait) -> Result<Option<Vec<u8>>> {
+        let Some((location, file)) = self.locate(wait, |k| Ok(k.document(id)?.blob))? else { return Ok(None) };
+        let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
+        self.damaged_if_err(record_blob(&bytes, id).map(<[u8]>::to_vec), location, wait)
+    }
+
+    pub(super) fn columns(&self, id: Id, wait: Wait) -> Result<Option<Columns>> {
+        let Some(index) = self.index_for(wait) else { return Ok(None) };
+        Ok(Some(index.keydir.document(id)?.columns()))
+    }
+
+    /// The value in the input or output record that `find` locates.
+    pub(super) fn value(
+        &self,
+        id: Id,
+        find: impl FnOnce(&KeyDir) -> Result<Location>,
+        wait: Wait,
+    ) -> Result<Option<Value>> {
+        let Some((location, file)) = self.locate(wait, find)? else { return Ok(None) };
+        let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
+        self.damaged_if_err(record_value(&bytes, id), location, wait)
+    }
+
+    /// A read's outcome, given what was wrong with the record if anything:
+    /// the error when the caller may wait; when it may not, `None`, so that
+    /// it retries on a thread that may (building the error takes the index
+    /// lock, to name the file).
+    pub(super) fn damaged_if_err<T>(
+        &self,
+        read: std::result::Result<T, Defect>,
+        location: Location,
+        wait: Wait,
+    ) -> Result<Option<T>> {
+        match (read, wait) {
+            (Ok(found), _) => Ok(Some(found)),
+            (Err(defect), Wait::Yes) => Err(self.corrupt(location, defect)),
+            (Err(_), Wait::No) => Ok(None),
+        }
+    }
+
+    pub(super) fn index_for(&self, wait: Wait) -> Option<parking_lot::RwLockReadGuard<'_, Index>> {
+        match wait {
+            Wait::Yes => Some(self.index.read()),
+            Wait::No => self.index.try_read(),
+        }
+    }
+
+    /// Looks up a location and the file it is in, under one read lock;
+    /// `None` if `wait` is `No` and a writer holds the lock.
+    pub(super) fn locate(
+        &self,
+        wait: Wait,
+        find: impl FnOnce(&KeyDir) -> Result<Location>,
+    ) -> Result<Option<(Location, Arc<dyn FileHandle>)>> {
+        let Some(index) = self.index_for(wait) else { return Ok(None) };
+        let location = find(&index.keydir)?;
+        Ok(Some((location, index.file(location)?)))
+    }
+
+    /// The bytes of the record at `location`; `None` if `wait` is `No` and
+    /// they are not all in memory, or too many to check and copy on an
+    /// async worker.
+    pub(super) fn read_record(
+        &self,
+        location: Location,
+        file: &Arc<dyn FileHandle>,
+        wait: Wait,
+    ) -> Result<Option<FileBytes>> {
+        let (offset, len) = (location.offset(), location.len() as usize);
+        match wait {
+            Wait::No if len > MAX_READ_WITHOUT_WAITING => Ok(None),
+            Wait::No => Ok(file.mapped(offset, len, true).map(FileBytes::Mapped)),
+            Wait::Yes => file
+                .read_bytes(offset, len, true)
+                .map(Some)
+                .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e)),
+        }
+    }
+
+    pub(super) fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<FileBytes> {
+        answered(self.read_record(location, file, Wait::Yes))
+    }
+
+    /// The error for damage at `location`, naming its file.
+    pub(super) fn corrupt(&self, location: Location, defect: Defect) -> Error {
+        Error::Corrupt { file: self.path_of(location.segment()), offset: location.offset(), defect }
+    }
+
+    pub(super) fn read_value(&self, location: Location, file: &Arc<dyn FileHandle>, id: Id) -> Result<Value> {
+        record_value(&self.read(location, file)?, id).map_err(|defect| self.corrupt(location, defect))
+    }
+
+    pub(super) fn path_of(&self, segment: SegmentId) -> PathBuf {
+        self.index.read().path_of(&self.dir, segment)
+    }
+}
+
+/// The largest record a read that may not wait answers: checking and
+/// copying it takes about 100 µs of CPU; larger ones go to a thread that
+/// may block.
+const MAX_READ_WITHOUT_WAITING: usize = 1 << 20;
+
+/// Whether a read may wait for the disk or for the index lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    Yes,
+    No,
+}
+
+/// The answer of a read that was allowed to wait.
+pub(super) fn answered<T>(read: Result<Option<T>>) -> Result<T> {
+    read.map(|found| found.expect("a read that may wait always answers"))
+}
+
+/// The answer of a read that was not allowed to wait, if it has one. Only
+/// a missing id is reported from here; any other error is found again,
+/// and reported, by the caller's retry that may wait.
+pub(super) fn without_waiting<T>(read: Result<Option<T>>) -> Option<Result<T>> {
+    match read {
+        Ok(found) => found.map(Ok),
+        Err(e @ Error::NotFound(_)) => Some(Err(e)),
+        Err(_) => None,
+    }
+}

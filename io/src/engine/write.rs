@@ -1,0 +1,160 @@
+//! The write path: check a write against the index, encode its record,
+//! append it to the active segment (sealing the segment first when it is
+//! full), apply it to the index. Also id reservations and poisoning.
+
+use std::sync::Arc;
+
+use stratum_core::{Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, encode_record};
+
+use super::Shared;
+use super::commit::ActiveWriter;
+use crate::error::{Error, Result};
+use crate::fs::FileHandle;
+use crate::options::SyncPolicy;
+use stratum_core::ACTIVE_NAME;
+
+use crate::segment;
+
+/// How many ids one `ReserveIds` record covers. Large, so that under `none`
+/// its fsync is rare; ids are plentiful, so the jump after a restart is
+/// harmless.
+const ID_RESERVATION: Id = 1 << 16;
+
+/// The active segment's append state (lock 2 of the engine's lock order).
+#[derive(Debug)]
+pub(super) struct Writer {
+    pub(super) segment: SegmentId,
+    pub(super) file: Arc<dyn FileHandle>,
+    /// Length of the active segment: where the next record goes.
+    pub(super) len: u64,
+    /// Bytes appended since open, across segments: the log position that
+    /// group commit counts in.
+    pub(super) appended: u64,
+    /// Ids below this are covered by a durable `ReserveIds` record.
+    pub(super) reserved_ids: Id,
+    /// The record being appended.
+    pub(super) buf: Vec<u8>,
+    /// Encoded columns for the index (see [`Mutation::effect`]).
+    pub(super) scratch: Vec<u8>,
+}
+
+impl Shared {
+    /// Checks a write against the index, appends its record and applies it.
+    ///
+    /// `plan` sees the index as it is under the writer lock and returns the
+    /// record's id and the mutation, or why the write is refused.
+    pub(super) fn write<'m>(&self, plan: impl FnOnce(&KeyDir) -> Result<(Id, Mutation<'m>)>) -> Result<Id> {
+        let always = self.options.sync == SyncPolicy::Always;
+        let active = always.then(|| ActiveWriter::enter(&self.durability));
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let (id, mutation) = plan(&self.index.read().keydir)?;
+        if id >= w.reserved_ids {
+            self.reserve_ids(&mut w, id)?;
+        }
+        self.append(&mut w, id, &mutation)?;
+        let position = w.appended;
+        drop(w);
+        if let Some(active) = active {
+            self.wait_durable(position, Some(active))?;
+        }
+        Ok(id)
+    }
+
+    /// Makes a block of ids from `first` on durable as handed out before
+    /// the first of them is, so that ids stay unique across a crash that
+    /// loses writes (under `none`, a create can be acknowledged and lost).
+    pub(super) fn reserve_ids(&self, w: &mut Writer, first: Id) -> Result<()> {
+        let below = first.saturating_add(ID_RESERVATION);
+        self.append(w, 0, &Mutation::ReserveIds { below })?;
+        if self.options.sync != SyncPolicy::Always {
+            // Under `always` the fsync of the write that needs the ids covers
+            // this record too; otherwise sync it now.
+            self.sync_active(w)?;
+        }
+        w.reserved_ids = below;
+        Ok(())
+    }
+
+    /// Appends one record to the active segment (sealing it first if the
+    /// record would take it past `segment_bytes`) and applies it to the
+    /// index. A failed append poisons the engine.
+    pub(super) fn append(&self, w: &mut Writer, id: Id, mutation: &Mutation<'_>) -> Result<()> {
+        let seq = self.index.read().keydir.next_seq();
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let len = encode_record(&mut buf, seq, id, mutation) as u64;
+        if w.len > SEGMENT_HEADER_LEN as u64
+            && w.len + len > self.options.segment_bytes
+            && let Err(e) = self.rotate(w)
+        {
+            w.buf = buf;
+            return Err(e);
+        }
+        let offset = w.len;
+        let appended = w.file.write_all_at(&buf, offset);
+        w.buf = buf;
+        if let Err(e) = appended {
+            // A partial record must not stay behind: a full disk is an error
+            // for this writer, never a torn record for the next one.
+            let _ = w.file.set_len(offset);
+            let e = Error::io(format!("appending to segment {}", w.segment))(e);
+            self.set_poison(&e);
+            return Err(e);
+        }
+        w.len += len;
+        w.appended += len;
+        let location =
+            Location::new(w.segment, offset, len as u32).expect("active segments stay far below the largest offset");
+        let effect = mutation.effect(&mut w.scratch);
+        let applied = self.index.write().keydir.apply(RecordMeta { seq, id, location }, effect);
+        debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
+        Ok(())
+    }
+
+    /// Seals the active segment and opens the next one. Runs under the
+    /// writer lock; any failure poisons the engine.
+    pub(super) fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let result = (|| {
+            let sealed_path = self.dir.join(stratum_core::sealed_name(w.segment));
+            let active_path = self.dir.join(ACTIVE_NAME);
+            let next = w.segment.next().ok_or(Error::SegmentIdsExhausted)?;
+            self.sync_active(w)?;
+            let rename = format!("sealing {} as {}", active_path.display(), sealed_path.display());
+            self.fs.rename(&active_path, &sealed_path).map_err(Error::io(rename))?;
+            self.fs.sync_dir(&self.dir).map_err(Error::io(format!("syncing directory {}", self.dir.display())))?;
+            let file = segment::create_active(self.fs.as_ref(), &self.dir, next)?;
+            {
+                let mut index = self.index.write();
+                index.files.insert(next, file.clone());
+                index.active = next;
+            }
+            tracing::debug!(sealed = w.segment.get(), bytes = w.len, "sealed segment");
+            w.segment = next;
+            w.file = file;
+            w.len = SEGMENT_HEADER_LEN as u64;
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            self.set_poison(e);
+        }
+        result
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        match &*self.poison.lock() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn set_poison(&self, cause: &Error) {
+        let mut poison = self.poison.lock();
+        if poison.is_none() {
+            tracing::error!(error = %cause, "refusing further writes");
+            *poison = Some(cause.to_string().into());
+        }
+        drop(poison);
+        self.durability.synced.notify_all();
+    }
+}
