@@ -189,46 +189,6 @@ impl KeyDir {
             .collect();
         Some(CompactionPlan { sources, merged, next_id: self.reserved_ids(), seq: self.next_seq(), documents })
     }
-
-    /// Moves the index onto a merged segment that replaces `plan.sources`.
-    ///
-    /// Each relocation applies only if its pointer still holds `from`; the
-    /// input segments' usage is dropped and the merged segment's counted.
-    pub fn install_compaction(&mut self, plan: &CompactionPlan, merged: &MergedSegment) -> Installed {
-        let mut installed = Installed::default();
-        for r in &merged.relocations {
-            let slot = match r.target {
-                Target::DocumentBlob(id) => self.documents.get_mut(&id).map(|d| &mut d.blob),
-                Target::DocumentColumns(id) => self.documents.get_mut(&id).map(|d| &mut d.columns_at),
-                Target::InputValue { document, input } => {
-                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).map(|i| &mut i.value)
-                }
-                Target::Output { document, input } => {
-                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).and_then(|i| i.output.as_mut())
-                }
-            };
-            match slot {
-                Some(at) if *at == r.from => {
-                    *at = r.to;
-                    installed.relocated += 1;
-                }
-                _ => installed.stale += 1,
-            }
-        }
-        self.next_seq = self.next_seq.max(plan.seq.saturating_add(1));
-        self.checkpoint = merged.checkpoint;
-        // A reservation in a replaced segment lives on in the checkpoint.
-        if self.reservation.is_some_and(|r| plan.sources.contains(&r.segment())) {
-            self.reservation = None;
-        }
-        for source in &plan.sources {
-            self.segments.remove(source);
-        }
-        self.segments
-            .insert(plan.merged, SegmentUsage { total_bytes: merged.bytes, live_bytes: 0, records: merged.records });
-        self.recount_live_bytes();
-        installed
-    }
 }
 
 /// Why a merged segment could not be written.

@@ -13,11 +13,19 @@
 //! no second hash table of inputs, whose empty buckets alone would cost
 //! more than the entries.
 //!
-//! Invariants:
-//! - a document's `inputs` list is sorted by id: ids only grow, and an input
-//!   is only ever appended, so id order is chain order;
+//! Only this module writes the directory's fields: live writes, replay,
+//! compaction installs and snapshot loads all go through its methods.
+//! Invariants, checked by [`KeyDir::check_invariants`] (in debug builds at
+//! open and after every compaction install, and by the crash tests after
+//! every step):
+//! - a document's `inputs` list is sorted by id, strictly: ids only grow,
+//!   and an input is only ever appended, so id order is chain order;
+//! - the ordered id set holds exactly the documents' ids;
+//! - the input and output counts are the number of inputs and outputs;
+//! - the id counter is above every document and input id;
 //! - `SegmentUsage::live_bytes` is the sum of the lengths of the distinct
-//!   records the directory points into that segment.
+//!   records the directory points into that segment, and at most its
+//!   `total_bytes`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -25,9 +33,15 @@ use std::ops::Bound;
 use rustc_hash::FxHashMap;
 
 use crate::codec::Reader;
+use crate::compaction::{CompactionPlan, Installed, MergedSegment, Target};
 use crate::record::Effect;
 use crate::value::{EncodedColumns, decode_string_map};
 use crate::{Columns, Id, Location, SegmentId};
+
+/// How many ids one `ReserveIds` record covers. Large, so that under `none`
+/// its fsync is rare; ids are plentiful, so the jump after a restart is
+/// harmless.
+pub const ID_RESERVATION: Id = 1 << 16;
 
 /// What the index keeps for a document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,21 +178,21 @@ pub enum Applied {
 /// The in-memory index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyDir {
-    pub(crate) documents: FxHashMap<Id, DocumentEntry>,
+    documents: FxHashMap<Id, DocumentEntry>,
     /// The ids of `documents` in ascending order, so that a page of a
     /// listing costs its own length, not a pass over every document.
-    pub(crate) order: BTreeSet<Id>,
-    pub(crate) inputs: u64,
-    pub(crate) outputs: u64,
-    pub(crate) segments: BTreeMap<SegmentId, SegmentUsage>,
+    order: BTreeSet<Id>,
+    inputs: u64,
+    outputs: u64,
+    segments: BTreeMap<SegmentId, SegmentUsage>,
     /// The checkpoint record of the merged segment, if there is one.
-    pub(crate) checkpoint: Option<Location>,
-    pub(crate) next_id: Id,
+    checkpoint: Option<Location>,
+    next_id: Id,
     /// Ids below this may have been handed out (see `ReserveIds`).
-    pub(crate) reserved_ids: Id,
+    reserved_ids: Id,
     /// The newest `ReserveIds` record, if its segment has not been compacted.
-    pub(crate) reservation: Option<Location>,
-    pub(crate) next_seq: u64,
+    reservation: Option<Location>,
+    next_seq: u64,
 }
 
 impl KeyDir {
@@ -196,6 +210,14 @@ impl KeyDir {
     /// or checkpoint seen, or the id counter if larger.
     pub fn reserved_ids(&self) -> Id {
         self.reserved_ids.max(self.next_id)
+    }
+
+    /// The `ReserveIds` record to write before id `id` is handed out, if
+    /// `id` is not covered yet: it reserves the next [`ID_RESERVATION`]
+    /// ids, so that ids stay unique across a crash that loses writes (under
+    /// `none`, a create can be acknowledged and lost).
+    pub fn reservation_needed(&self, id: Id) -> Option<Id> {
+        (id >= self.reserved_ids).then(|| id.saturating_add(ID_RESERVATION))
     }
 
     /// After recovery: hands out ids only above every reservation, since
@@ -394,6 +416,198 @@ impl KeyDir {
 
     fn remove_live(&mut self, at: Location) {
         let usage = self.segments.entry(at.segment()).or_default();
-        usage.live_bytes = usage.live_bytes.saturating_sub(u64::from(at.len()));
+        usage.live_bytes = usage
+            .live_bytes
+            .checked_sub(u64::from(at.len()))
+            .expect("a record stops being live only after it was counted live");
     }
+}
+
+impl KeyDir {
+    /// Moves the index onto a merged segment that replaces `plan.sources`.
+    ///
+    /// Each relocation applies only if its pointer still holds `from`; the
+    /// input segments' usage is dropped and the merged segment's counted.
+    pub fn install_compaction(&mut self, plan: &CompactionPlan, merged: &MergedSegment) -> Installed {
+        let mut installed = Installed::default();
+        for r in &merged.relocations {
+            let slot = match r.target {
+                Target::DocumentBlob(id) => self.documents.get_mut(&id).map(|d| &mut d.blob),
+                Target::DocumentColumns(id) => self.documents.get_mut(&id).map(|d| &mut d.columns_at),
+                Target::InputValue { document, input } => {
+                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).map(|i| &mut i.value)
+                }
+                Target::Output { document, input } => {
+                    self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).and_then(|i| i.output.as_mut())
+                }
+            };
+            match slot {
+                Some(at) if *at == r.from => {
+                    *at = r.to;
+                    installed.relocated += 1;
+                }
+                _ => installed.stale += 1,
+            }
+        }
+        self.next_seq = self.next_seq.max(plan.seq.saturating_add(1));
+        self.checkpoint = merged.checkpoint;
+        // A reservation in a replaced segment lives on in the checkpoint.
+        if self.reservation.is_some_and(|r| plan.sources.contains(&r.segment())) {
+            self.reservation = None;
+        }
+        for source in &plan.sources {
+            self.segments.remove(source);
+        }
+        self.segments
+            .insert(plan.merged, SegmentUsage { total_bytes: merged.bytes, live_bytes: 0, records: merged.records });
+        self.recount_live_bytes();
+        installed
+    }
+
+    /// The documents in ascending id order, for writing a snapshot.
+    pub(crate) fn documents_in_order(&self) -> impl Iterator<Item = (Id, &DocumentEntry)> + '_ {
+        self.order.iter().map(|id| (*id, &self.documents[id]))
+    }
+
+    /// The merged segment's checkpoint record, if there is one.
+    pub(crate) fn checkpoint(&self) -> Option<Location> {
+        self.checkpoint
+    }
+
+    /// The newest `ReserveIds` record, if its segment was not compacted.
+    pub(crate) fn reservation(&self) -> Option<Location> {
+        self.reservation
+    }
+
+    /// The largest reservation seen (without the id counter).
+    pub(crate) fn reserved_below(&self) -> Id {
+        self.reserved_ids
+    }
+
+    /// The index a snapshot describes, built from its parts; `Err` with the
+    /// first document id that appears twice.
+    pub(crate) fn from_parts(parts: SnapshotParts) -> Result<KeyDir, Id> {
+        let SnapshotParts { next_seq, next_id, reserved_ids, checkpoint, segment, usage, documents } = parts;
+        let mut kd = KeyDir { next_seq, next_id, reserved_ids, checkpoint: Some(checkpoint), ..KeyDir::new() };
+        kd.segments.insert(segment, usage);
+        kd.documents.reserve(documents.len());
+        let mut ids = Vec::with_capacity(documents.len());
+        for (id, doc) in documents {
+            kd.inputs += doc.inputs.len() as u64;
+            kd.outputs += doc.inputs.iter().filter(|input| input.output.is_some()).count() as u64;
+            if kd.documents.insert(id, doc).is_some() {
+                return Err(id);
+            }
+            ids.push(id);
+        }
+        // Built from a sorted run: densely packed nodes.
+        ids.sort_unstable();
+        kd.order = ids.into_iter().collect();
+        Ok(kd)
+    }
+
+    /// Checks every invariant the module documents, recounting from
+    /// scratch: O(index). The first violation found, if any.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        if self.order.len() != self.documents.len() || self.order.iter().any(|id| !self.documents.contains_key(id)) {
+            return Err(Violation::OrderedIds);
+        }
+        let (mut inputs, mut outputs) = (0u64, 0u64);
+        let mut live: BTreeMap<SegmentId, u64> = BTreeMap::new();
+        let mut count = |at: Location| *live.entry(at.segment()).or_default() += u64::from(at.len());
+        for at in self.checkpoint.into_iter().chain(self.reservation) {
+            count(at);
+        }
+        for (&id, doc) in &self.documents {
+            if id >= self.next_id {
+                return Err(Violation::IdCounterBehind { id, next_id: self.next_id });
+            }
+            if doc.inputs.windows(2).any(|w| w[0].id >= w[1].id) {
+                return Err(Violation::UnorderedChain(id));
+            }
+            if let Some(last) = doc.inputs.last()
+                && last.id >= self.next_id
+            {
+                return Err(Violation::IdCounterBehind { id: last.id, next_id: self.next_id });
+            }
+            count(doc.blob);
+            if doc.columns_at != doc.blob {
+                count(doc.columns_at);
+            }
+            for input in &doc.inputs {
+                inputs += 1;
+                count(input.value);
+                if let Some(output) = input.output {
+                    outputs += 1;
+                    count(output);
+                }
+            }
+        }
+        if inputs != self.inputs || outputs != self.outputs {
+            return Err(Violation::Counts { inputs, outputs, stored: (self.inputs, self.outputs) });
+        }
+        for (&segment, usage) in &self.segments {
+            let counted = live.remove(&segment).unwrap_or(0);
+            if counted != usage.live_bytes || usage.live_bytes > usage.total_bytes {
+                return Err(Violation::LiveBytes { segment, counted, usage: *usage });
+            }
+        }
+        match live.into_keys().next() {
+            Some(segment) => Err(Violation::NoUsage(segment)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a snapshot holds, for [`KeyDir::from_parts`].
+pub(crate) struct SnapshotParts {
+    pub next_seq: u64,
+    pub next_id: Id,
+    pub reserved_ids: Id,
+    pub checkpoint: Location,
+    pub segment: SegmentId,
+    pub usage: SegmentUsage,
+    pub documents: Vec<(Id, DocumentEntry)>,
+}
+
+/// An invariant of the [`KeyDir`] that does not hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// The ordered id set and the documents disagree.
+    #[error("the ordered id set does not hold exactly the documents' ids")]
+    OrderedIds,
+    /// An id at or above the id counter.
+    #[error("id {id} is not below the id counter {next_id}")]
+    IdCounterBehind {
+        /// The id.
+        id: Id,
+        /// The counter.
+        next_id: Id,
+    },
+    /// A chain out of ascending id order.
+    #[error("the chain of document {0} is not in ascending id order")]
+    UnorderedChain(Id),
+    /// The input or output count is off.
+    #[error("{inputs} inputs and {outputs} outputs counted, {stored:?} stored")]
+    Counts {
+        /// Inputs counted.
+        inputs: u64,
+        /// Outputs counted.
+        outputs: u64,
+        /// What the directory's counters say.
+        stored: (u64, u64),
+    },
+    /// A segment's live bytes are not what the directory points at.
+    #[error("segment {segment}: {counted} live bytes counted, usage says {usage:?}")]
+    LiveBytes {
+        /// The segment.
+        segment: SegmentId,
+        /// Live bytes counted from the entries.
+        counted: u64,
+        /// What the usage says.
+        usage: SegmentUsage,
+    },
+    /// A live record in a segment that has no usage entry.
+    #[error("the index points into segment {0}, which has no usage entry")]
+    NoUsage(SegmentId),
 }

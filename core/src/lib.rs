@@ -38,7 +38,10 @@ pub use compaction::{
 };
 pub use defect::Defect;
 pub use hint::{HINT_MAGIC, HintBuilder, HintError, replay_hints};
-pub use keydir::{Applied, DocumentEntry, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage};
+pub use keydir::{
+    Applied, DocumentEntry, ID_RESERVATION, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage,
+    Violation,
+};
 pub use limits::{Invalid, Limits};
 pub use record::{
     Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,

@@ -28,7 +28,7 @@
 
 use crate::codec::{DecodeError, Reader};
 use crate::hint::{HintError, frame_header, frame_trailer, record_location, unframe};
-use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage};
+use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage, SnapshotParts, Violation};
 use crate::record::SEGMENT_HEADER_LEN;
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
@@ -42,29 +42,26 @@ impl KeyDir {
     /// replaying a merged segment alone); `None` otherwise.
     pub fn snapshot(&self, segment: SegmentId, segment_len: u64) -> Option<Vec<u8>> {
         let only_here = |at: Location| at.segment() == segment;
-        let documents_here = self.documents.values().all(|doc| {
+        let documents_here = self.documents_in_order().all(|(_, doc)| {
             only_here(doc.blob)
                 && only_here(doc.columns_at)
                 && doc.inputs.iter().all(|input| only_here(input.value) && input.output.is_none_or(only_here))
         });
-        let others = self.segments.keys().any(|&s| s != segment);
-        if !documents_here || others || self.reservation.is_some() || !self.checkpoint.is_none_or(only_here) {
+        let others = self.segments().keys().any(|&s| s != segment);
+        if !documents_here || others || self.reservation().is_some() || !self.checkpoint().is_none_or(only_here) {
             return None;
         }
 
         let mut buf = frame_header(SNAPSHOT_MAGIC, segment);
-        let usage = self.segments.get(&segment).copied().unwrap_or_default();
-        for n in [self.next_seq, self.next_id, self.reserved_ids] {
+        let usage = self.segments().get(&segment).copied().unwrap_or_default();
+        for n in [self.next_seq(), self.next_id(), self.reserved_below()] {
             buf.extend_from_slice(&n.to_le_bytes());
         }
-        put_location(&mut buf, self.checkpoint);
+        put_location(&mut buf, self.checkpoint());
         for n in [usage.total_bytes, usage.live_bytes, usage.records] {
             buf.extend_from_slice(&n.to_le_bytes());
         }
-        let mut ids: Vec<_> = self.documents.keys().copied().collect();
-        ids.sort_unstable();
-        for id in &ids {
-            let doc = &self.documents[id];
+        for (id, doc) in self.documents_in_order() {
             buf.extend_from_slice(&id.to_le_bytes());
             put_location(&mut buf, Some(doc.blob));
             put_location(&mut buf, Some(doc.columns_at));
@@ -77,7 +74,7 @@ impl KeyDir {
                 put_location(&mut buf, input.output);
             }
         }
-        frame_trailer(&mut buf, segment_len, ids.len() as u64);
+        frame_trailer(&mut buf, segment_len, self.document_count() as u64);
         Some(buf)
     }
 
@@ -111,26 +108,25 @@ pub enum SnapshotDefect {
     WrongUsage,
     #[error("no checkpoint: a merged segment always starts with one")]
     NoCheckpoint,
+    #[error("the index it describes is inconsistent: {0}")]
+    Inconsistent(Violation),
 }
 
 fn load(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64, announced: u64) -> Result<KeyDir, SnapshotDefect> {
     let location = |r: &mut Reader<'_>| location(r, segment, segment_len);
-    let mut kd = KeyDir::new();
-    kd.next_seq = r.u64()?;
-    kd.next_id = r.u64()?;
-    kd.reserved_ids = r.u64()?;
-    kd.checkpoint = Some(location(r)?.ok_or(SnapshotDefect::NoCheckpoint)?);
+    let next_seq = r.u64()?;
+    let next_id = r.u64()?;
+    let reserved_ids = r.u64()?;
+    let checkpoint = location(r)?.ok_or(SnapshotDefect::NoCheckpoint)?;
     let usage = SegmentUsage { total_bytes: r.u64()?, live_bytes: r.u64()?, records: r.u64()? };
     let records_bytes = segment_len.checked_sub(SEGMENT_HEADER_LEN as u64);
     if usage.live_bytes > usage.total_bytes || Some(usage.total_bytes) != records_bytes || usage.records == 0 {
         return Err(SnapshotDefect::WrongUsage);
     }
-    kd.segments.insert(segment, usage);
     // The largest id seen: the id counter must be above it.
     let mut largest = 0;
     // A document takes at least 40 bytes: never trust the count for an allocation.
-    kd.documents.reserve((announced as usize).min(r.remaining().len() / 40));
-    let mut ids = Vec::with_capacity(kd.documents.capacity());
+    let mut documents = Vec::with_capacity((announced as usize).min(r.remaining().len() / 40));
     while !r.is_empty() {
         let id = r.u64()?;
         let blob = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
@@ -148,25 +144,23 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64, announced: u64
             inputs.push(InputEntry { id: input, value, output });
         }
         largest = largest.max(id).max(inputs.last().map_or(0, |input: &InputEntry| input.id));
-        kd.inputs += inputs.len() as u64;
-        kd.outputs += inputs.iter().filter(|input| input.output.is_some()).count() as u64;
         let mut doc = DocumentEntry::new(blob, columns);
         doc.columns_at = columns_at;
         doc.inputs = inputs;
-        if kd.documents.insert(id, doc).is_some() {
-            return Err(SnapshotDefect::DuplicateDocument(id));
-        }
-        ids.push(id);
+        documents.push((id, doc));
     }
-    if kd.next_id <= largest {
-        return Err(SnapshotDefect::IdCounterBehind { next_id: kd.next_id, id: largest });
+    if next_id <= largest {
+        return Err(SnapshotDefect::IdCounterBehind { next_id, id: largest });
     }
-    let found = ids.len() as u64;
+    let found = documents.len() as u64;
     if found != announced {
         return Err(SnapshotDefect::WrongCount { announced, found });
     }
-    // Built from a sorted run: densely packed nodes.
-    kd.order = ids.into_iter().collect();
+    let parts = SnapshotParts { next_seq, next_id, reserved_ids, checkpoint, segment, usage, documents };
+    let kd = KeyDir::from_parts(parts).map_err(SnapshotDefect::DuplicateDocument)?;
+    // A snapshot whose checksum holds but whose counts do not (written by a
+    // buggy build, or by hand) must not become the index.
+    kd.check_invariants().map_err(SnapshotDefect::Inconsistent)?;
     Ok(kd)
 }
 

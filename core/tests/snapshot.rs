@@ -10,6 +10,7 @@ use common::{Log, seg};
 use proptest::prelude::*;
 use stratum_core::{
     Effect, EncodedColumns, HintError, KeyDir, Location, RecordMeta, SNAPSHOT_MAGIC, SegmentId, SnapshotDefect,
+    Violation,
 };
 
 /// One record of a random log: what it is about and what it does.
@@ -243,4 +244,22 @@ fn an_inconsistent_snapshot_is_refused() {
     no_checkpoint[16 + 24 + 8..16 + 24 + 12].copy_from_slice(&0u32.to_le_bytes());
     fix_crc(&mut no_checkpoint);
     assert_eq!(load(&no_checkpoint), defect(SnapshotDefect::NoCheckpoint));
+}
+
+/// Live bytes that are within the segment but not what the documents point
+/// at fail the index's own invariant check: the snapshot is refused rather
+/// than becoming an index whose accounting is wrong.
+#[test]
+fn a_snapshot_whose_live_bytes_disagree_with_its_documents_is_refused() {
+    let (kd, len) = two_documents();
+    assert_eq!(kd.check_invariants(), Ok(()));
+    let bytes = kd.snapshot(seg(2), len).unwrap();
+    let live = kd.segments()[&seg(2)].live_bytes;
+    let loaded = KeyDir::from_snapshot(&with_u64(&bytes, LIVE_BYTES, live - 1), seg(2), len);
+    match loaded {
+        Err(HintError::Snapshot(SnapshotDefect::Inconsistent(Violation::LiveBytes { counted, .. }))) => {
+            assert_eq!(counted, live)
+        }
+        other => panic!("expected an inconsistent-live-bytes refusal, got {other:?}"),
+    }
 }

@@ -87,7 +87,9 @@ impl Shared {
             for id in &plan.sources {
                 index.hinted.remove(id);
             }
-            index.keydir.install_compaction(&plan, &merged)
+            let installed = index.keydir.install_compaction(&plan, &merged);
+            debug_assert_eq!(index.keydir.check_invariants(), Ok(()), "a compaction install broke the index");
+            installed
         };
         for id in plan.sources.iter().filter(|&&id| Some(id) != old_merged) {
             let path = self.dir.join(stratum_core::sealed_name(*id));

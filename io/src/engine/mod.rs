@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
-use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value};
+use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value, Violation};
 
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
@@ -180,7 +180,7 @@ impl Engine {
 
         let Recovered { keydir, files, active, merged, hinted } = recovery::recover(fs.as_ref(), &dir)?;
         let (segment, file, len) = active;
-        let reserved_ids = keydir.next_id();
+        debug_assert_eq!(keydir.check_invariants(), Ok(()), "the index recovery built is inconsistent");
 
         tracing::info!(
             dir = %dir.display(),
@@ -198,15 +198,7 @@ impl Engine {
             dir,
             options,
             index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
-            writer: Mutex::new(Writer {
-                segment,
-                file,
-                len,
-                appended: 0,
-                reserved_ids,
-                buf: Vec::new(),
-                scratch: Vec::new(),
-            }),
+            writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new(), scratch: Vec::new() }),
             durability: Durability::default(),
             poison: Mutex::new(None),
             fsyncs: AtomicU64::new(0),
@@ -487,6 +479,14 @@ impl Engine {
     /// compactor calls this on every tick. Returns how many were written.
     pub fn write_hints(&self) -> Result<u64> {
         self.shared.write_hints()
+    }
+
+    /// Checks every invariant of the in-memory index (see
+    /// [`stratum_core::KeyDir::check_invariants`]), recounting it from
+    /// scratch: O(index), for tests and diagnostics. Debug builds also check
+    /// at open and after every compaction.
+    pub fn check_invariants(&self) -> std::result::Result<(), Violation> {
+        self.shared.index.read().keydir.check_invariants()
     }
 
     /// Flushes and closes the engine, reporting a failed final sync.

@@ -15,11 +15,6 @@ use stratum_core::ACTIVE_NAME;
 
 use crate::segment;
 
-/// How many ids one `ReserveIds` record covers. Large, so that under `none`
-/// its fsync is rare; ids are plentiful, so the jump after a restart is
-/// harmless.
-const ID_RESERVATION: Id = 1 << 16;
-
 /// The active segment's append state (lock 2 of the engine's lock order).
 #[derive(Debug)]
 pub(super) struct Writer {
@@ -30,8 +25,6 @@ pub(super) struct Writer {
     /// Bytes appended since open, across segments: the log position that
     /// group commit counts in.
     pub(super) appended: u64,
-    /// Ids below this are covered by a durable `ReserveIds` record.
-    pub(super) reserved_ids: Id,
     /// The record being appended.
     pub(super) buf: Vec<u8>,
     /// Encoded columns for the index (see [`Mutation::effect`]).
@@ -48,9 +41,13 @@ impl Shared {
         let active = always.then(|| ActiveWriter::enter(&self.durability));
         let mut w = self.writer.lock();
         self.check_writable()?;
-        let (id, mutation) = plan(&self.index.read().keydir)?;
-        if id >= w.reserved_ids {
-            self.reserve_ids(&mut w, id)?;
+        let (id, mutation, reservation) = {
+            let index = self.index.read();
+            let (id, mutation) = plan(&index.keydir)?;
+            (id, mutation, index.keydir.reservation_needed(id))
+        };
+        if let Some(below) = reservation {
+            self.reserve_ids(&mut w, below)?;
         }
         self.append(&mut w, id, &mutation)?;
         let position = w.appended;
@@ -64,15 +61,13 @@ impl Shared {
     /// Makes a block of ids from `first` on durable as handed out before
     /// the first of them is, so that ids stay unique across a crash that
     /// loses writes (under `none`, a create can be acknowledged and lost).
-    pub(super) fn reserve_ids(&self, w: &mut Writer, first: Id) -> Result<()> {
-        let below = first.saturating_add(ID_RESERVATION);
+    pub(super) fn reserve_ids(&self, w: &mut Writer, below: Id) -> Result<()> {
         self.append(w, 0, &Mutation::ReserveIds { below })?;
         if self.options.sync != SyncPolicy::Always {
             // Under `always` the fsync of the write that needs the ids covers
             // this record too; otherwise sync it now.
             self.sync_active(w)?;
         }
-        w.reserved_ids = below;
         Ok(())
     }
 

@@ -211,9 +211,18 @@ pub fn run_model(model: &mut Model, issued: &Issued, op: &Op) -> Answer {
     }
 }
 
-/// Applies `op` to the engine. `Err` is an error other than "not found"
-/// (an IO failure, a poisoned engine, corruption).
+/// Applies `op` to the engine, then checks the index's invariants (a
+/// violation panics, naming the operation). `Err` is an error other than
+/// "not found" (an IO failure, a poisoned engine, corruption).
 pub fn run_engine(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, Error> {
+    let answer = apply(engine, issued, op);
+    if let Err(violation) = engine.check_invariants() {
+        panic!("the index's invariants broke after {op:?}: {violation}");
+    }
+    answer
+}
+
+fn apply(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, Error> {
     let doc = |p: &Pick| p.resolve(&issued.documents);
     let input = |p: &Pick| p.resolve(&issued.inputs);
     fn lift<T>(r: Result<T, Error>, wrap: impl FnOnce(T) -> Answer) -> Result<Answer, Error> {
@@ -250,6 +259,9 @@ pub fn run_engine(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, E
 /// Reads the engine's whole visible state into a model, through the public
 /// API only: every document, blob, column, input, value and output.
 pub fn read_back(engine: &Engine) -> Result<Model, Error> {
+    if let Err(violation) = engine.check_invariants() {
+        panic!("the index's invariants do not hold: {violation}");
+    }
     let mut model = Model::new();
     for id in engine.document_ids() {
         let mut inputs = BTreeMap::new();
