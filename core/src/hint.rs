@@ -17,7 +17,7 @@
 
 use crate::codec::{DecodeError, Reader, put_len};
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Effect, FORMAT_VERSION, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN};
+use crate::record::{Effect, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN};
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
@@ -25,6 +25,20 @@ use crate::{Location, SegmentId};
 pub const HINT_MAGIC: [u8; 8] = *b"STRATHNT";
 
 const HEADER_LEN: usize = 16;
+
+/// The format version of hint files this build writes and reads. It
+/// changes when the entry layout does, apart from the segment format.
+pub const HINT_VERSION: u16 = 2;
+
+/// What tells one kind of framed file from another: its magic and the
+/// version of its layout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    pub magic: [u8; 8],
+    pub version: u16,
+}
+
+const HINT_FRAME: Frame = Frame { magic: HINT_MAGIC, version: HINT_VERSION };
 const TRAILER_LEN: usize = 20;
 
 /// Why a hint file cannot be used.
@@ -60,7 +74,7 @@ pub struct HintBuilder {
 
 impl HintBuilder {
     pub fn new(segment: SegmentId) -> Self {
-        HintBuilder { segment, buf: frame_header(HINT_MAGIC, segment), entries: 0 }
+        HintBuilder { segment, buf: frame_header(HINT_FRAME, segment), entries: 0 }
     }
 
     /// Adds the record at `meta.location`, which must be in this segment.
@@ -115,7 +129,7 @@ pub fn replay_hints(
     segment_len: u64,
     sink: &mut impl RecordSink,
 ) -> Result<u64, HintError> {
-    let (entries, count) = unframe(bytes, HINT_MAGIC, segment, segment_len)?;
+    let (entries, count) = unframe(bytes, HINT_FRAME, segment, segment_len)?;
 
     // Check every entry before applying any (a hint is all or nothing),
     // then parse them again to apply them: no list of entries in between.
@@ -138,10 +152,10 @@ pub fn replay_hints(
 
 /// The header of a hint file or index snapshot: `magic`, the format
 /// version, two reserved bytes and the segment id.
-pub(crate) fn frame_header(magic: [u8; 8], segment: SegmentId) -> Vec<u8> {
+pub(crate) fn frame_header(frame: Frame, segment: SegmentId) -> Vec<u8> {
     let mut buf = Vec::with_capacity(4096);
-    buf.extend_from_slice(&magic);
-    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&frame.magic);
+    buf.extend_from_slice(&frame.version.to_le_bytes());
     buf.extend_from_slice(&[0; 2]);
     buf.extend_from_slice(&segment.get().to_le_bytes());
     buf
@@ -162,7 +176,7 @@ pub(crate) fn frame_trailer(buf: &mut Vec<u8>, segment_len: u64, entries: u64) {
 /// entries the trailer announces.
 pub(crate) fn unframe(
     bytes: &[u8],
-    magic: [u8; 8],
+    frame: Frame,
     segment: SegmentId,
     segment_len: u64,
 ) -> Result<(&[u8], u64), HintError> {
@@ -173,11 +187,11 @@ pub(crate) fn unframe(
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(HintError::ChecksumMismatch);
     }
-    if body[0..8] != magic {
+    if body[0..8] != frame.magic {
         return Err(HintError::BadMagic);
     }
     let version = u16::from_le_bytes(body[8..10].try_into().expect("2 bytes"));
-    if version != FORMAT_VERSION {
+    if version != frame.version {
         return Err(HintError::UnsupportedVersion(version));
     }
     let found = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));

@@ -37,7 +37,7 @@ pub use compaction::{
     PlannedDocument, Relocation, Target, Trigger, choose_compaction,
 };
 pub use defect::Defect;
-pub use hint::{HINT_MAGIC, HintBuilder, HintError, replay_hints};
+pub use hint::{HINT_MAGIC, HINT_VERSION, HintBuilder, HintError, replay_hints};
 pub use keydir::{
     Applied, DocumentEntry, ID_RESERVATION, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage,
     Violation,
@@ -53,7 +53,7 @@ pub use recovery::{
     sealed_name,
 };
 pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
-pub use snapshot::{SNAPSHOT_MAGIC, SnapshotDefect};
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotDefect};
 pub use value::{EncodedColumns, Value};
 
 /// A document or input id. Ids are assigned by the engine, start at 1 and

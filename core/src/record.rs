@@ -371,13 +371,12 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
     if buf.len() < RECORD_HEADER_LEN {
         return Scan::Incomplete { needed: RECORD_HEADER_LEN };
     }
-    let header = &buf[..RECORD_HEADER_LEN];
-    if header.iter().all(|&b| b == 0) {
+    let bytes: &[u8; RECORD_HEADER_LEN] = buf[..RECORD_HEADER_LEN].try_into().expect("a header's bytes");
+    if bytes.iter().all(|&b| b == 0) {
         return Scan::Invalid(Corruption::ZeroHeader);
     }
-    let stored = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-    let payload_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    let kind_byte = header[8];
+    let header = RecordHeader::parse(bytes);
+    let (stored, payload_len, kind_byte) = (header.crc, header.payload_len, header.kind);
     let Some(kind) = RecordKind::from_byte(kind_byte) else {
         return Scan::Invalid(Corruption::UnknownKind(kind_byte));
     };
@@ -392,12 +391,27 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
     if computed != stored {
         return Scan::Invalid(Corruption::ChecksumMismatch { stored, computed });
     }
-    Scan::Record(RecordRef {
-        kind,
-        seq: u64::from_le_bytes(header[9..17].try_into().expect("8 bytes")),
-        id: u64::from_le_bytes(header[17..25].try_into().expect("8 bytes")),
-        payload: &buf[RECORD_HEADER_LEN..total],
-    })
+    Scan::Record(RecordRef { kind, seq: header.seq, id: header.id, payload: &buf[RECORD_HEADER_LEN..total] })
+}
+
+/// The fields of a record header as stored, not yet checked: the one place
+/// that knows their offsets (see the module's table).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordHeader {
+    pub crc: u32,
+    pub payload_len: u32,
+    /// The kind byte, not yet known to be a kind.
+    pub kind: u8,
+    pub seq: u64,
+    pub id: u64,
+}
+
+impl RecordHeader {
+    pub(crate) fn parse(h: &[u8; RECORD_HEADER_LEN]) -> Self {
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+        RecordHeader { crc: u32_at(0), payload_len: u32_at(4), kind: h[8], seq: u64_at(9), id: u64_at(17) }
+    }
 }
 
 /// Decodes exactly one record spanning all of `bytes`, as a read does after
@@ -417,7 +431,8 @@ pub const SEGMENT_HEADER_LEN: usize = 20;
 /// The magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
 
-/// The format version this build writes and reads.
+/// The segment format version this build writes and reads (hint files and
+/// index snapshots have their own: `HINT_VERSION`, `SNAPSHOT_VERSION`).
 pub const FORMAT_VERSION: u16 = 2;
 
 /// The header at the start of every segment file:

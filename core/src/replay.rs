@@ -10,7 +10,9 @@
 //! sealed, so damage there is corruption.
 
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Corruption, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN, Scan, scan};
+use crate::record::{
+    Corruption, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, Scan, scan,
+};
 use crate::{Location, SegmentId};
 
 /// What may be done with a bad tail.
@@ -142,15 +144,15 @@ impl SegmentReplay {
 pub fn find_record_after_damage(bytes: &[u8], min_seq: u64) -> Option<usize> {
     // Skip offset 0: that is the bad record itself.
     (1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(|&at| {
-        let header = &bytes[at..at + RECORD_HEADER_LEN];
-        if RecordKind::from_byte(header[8]).is_none() {
+        let header = RecordHeader::parse(bytes[at..at + RECORD_HEADER_LEN].try_into().expect("a header's bytes"));
+        if RecordKind::from_byte(header.kind).is_none() {
             return false;
         }
-        let seq = u64::from_le_bytes(header[9..17].try_into().expect("8 bytes"));
+        let seq = header.seq;
         if seq < min_seq || seq - min_seq > 1 << 32 {
             return false;
         }
-        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let len = header.payload_len;
         if len > MAX_PAYLOAD_LEN || RECORD_HEADER_LEN + len as usize > bytes.len() - at {
             return false;
         }

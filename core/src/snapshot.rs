@@ -27,7 +27,7 @@
 //! addressed through its document.)
 
 use crate::codec::{DecodeError, Reader};
-use crate::hint::{HintError, frame_header, frame_trailer, record_location, unframe};
+use crate::hint::{Frame, HintError, frame_header, frame_trailer, record_location, unframe};
 use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage, SnapshotParts, Violation};
 use crate::record::SEGMENT_HEADER_LEN;
 use crate::value::EncodedColumns;
@@ -35,6 +35,11 @@ use crate::{Location, SegmentId};
 
 /// The magic at the start of every index snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STRATSNP";
+
+/// The format version of index snapshots this build writes and reads.
+pub const SNAPSHOT_VERSION: u16 = 2;
+
+const SNAPSHOT_FRAME: Frame = Frame { magic: SNAPSHOT_MAGIC, version: SNAPSHOT_VERSION };
 
 impl KeyDir {
     /// The snapshot of this index for a segment file of `segment_len`
@@ -52,7 +57,7 @@ impl KeyDir {
             return None;
         }
 
-        let mut buf = frame_header(SNAPSHOT_MAGIC, segment);
+        let mut buf = frame_header(SNAPSHOT_FRAME, segment);
         let usage = self.segments().get(&segment).copied().unwrap_or_default();
         for n in [self.next_seq(), self.next_id(), self.reserved_below()] {
             buf.extend_from_slice(&n.to_le_bytes());
@@ -81,7 +86,7 @@ impl KeyDir {
     /// The index a snapshot holds, for `segment` whose file is
     /// `segment_len` bytes. All or nothing: any defect is an error.
     pub fn from_snapshot(bytes: &[u8], segment: SegmentId, segment_len: u64) -> Result<KeyDir, HintError> {
-        let (body, count) = unframe(bytes, SNAPSHOT_MAGIC, segment, segment_len)?;
+        let (body, count) = unframe(bytes, SNAPSHOT_FRAME, segment, segment_len)?;
         let mut r = Reader::new(body);
         load(&mut r, segment, segment_len, count).map_err(HintError::Snapshot)
     }
