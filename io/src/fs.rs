@@ -1,7 +1,7 @@
 //! The file-system seam: the few operations the engine needs from a disk.
 //!
-//! [`OsFileSystem`] is the real one (positioned writes, reads through a
-//! read-only memory map, `fdatasync`, directory fsync, advisory locks).
+//! [`OsFileSystem`] is the real one (positioned writes and reads, read-only
+//! memory maps, `fdatasync`, directory fsync, advisory locks).
 //! [`crate::SimFileSystem`] is a simulated one for tests that can lose
 //! unsynced bytes, tear the last write and fail on demand. The engine only
 //! ever talks to these traits.
@@ -14,11 +14,9 @@ use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::RwLock;
 
 /// An open file the engine reads and appends to.
 pub trait FileHandle: Send + Sync + Debug {
@@ -42,35 +40,40 @@ pub trait FileHandle: Send + Sync + Debug {
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
 
-    /// The `len` bytes at `offset` straight from the file's memory map,
-    /// without a copy, if the file has one that covers them. With
-    /// `resident_only`, the call itself never waits (no lock, no new map)
-    /// and answers `None` unless every page of the bytes is in memory now,
-    /// so that reading them does not wait for the disk either.
-    ///
-    /// The bytes must have been written (a view never reaches past the end
-    /// of the file). Files without a map return `None` and are read with
-    /// [`FileHandle::read_exact_at`].
-    fn mapped(&self, offset: u64, len: usize, resident_only: bool) -> Option<Mapped> {
-        let _ = (offset, len, resident_only);
-        None
+    /// A read-only map of the file's first `len` bytes (it may reach past
+    /// the end of the file; only bytes that exist may be read through it).
+    /// Files that cannot be mapped say [`io::ErrorKind::Unsupported`] and
+    /// are read with [`FileHandle::read_exact_at`]. Only a
+    /// [`crate::segment::SegmentFile`] maps files: it never lets one shrink
+    /// below bytes a reader may have been given.
+    fn map(&self, len: usize) -> io::Result<Arc<dyn MapRegion>> {
+        let _ = len;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// A read-only memory map of a file.
+pub trait MapRegion: Send + Sync + Debug {
+    /// The mapped bytes: a read through the map may reach this far.
+    fn len(&self) -> usize;
+
+    /// Whether the map is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
-    /// The `len` bytes at `offset`: a view of the file's memory map if
-    /// `map` is asked for and the file has one, otherwise read into a
-    /// buffer. May wait for the disk.
-    fn read_bytes(&self, offset: u64, len: usize, map: bool) -> io::Result<FileBytes> {
-        if map && let Some(mapped) = self.mapped(offset, len, false) {
-            return Ok(FileBytes::Mapped(mapped));
-        }
-        let mut bytes = vec![0; len];
-        self.read_exact_at(&mut bytes, offset)?;
-        Ok(FileBytes::Read(bytes))
-    }
+    /// `len` bytes from `start`; the caller checked that the file holds
+    /// them.
+    fn slice(&self, start: usize, len: usize) -> &[u8];
+
+    /// Whether every page of those bytes is in memory now, so reading them
+    /// does not wait for the disk.
+    fn resident(&self, start: usize, len: usize) -> bool;
 }
 
 /// Bytes of a file: a view of its memory map, or a buffer they were read
 /// into.
+#[derive(Debug)]
 pub enum FileBytes {
     Mapped(Mapped),
     Read(Vec<u8>),
@@ -89,16 +92,23 @@ impl Deref for FileBytes {
 
 /// Bytes of a file seen through its memory map.
 pub struct Mapped {
-    map: Arc<Mmap>,
+    map: Arc<dyn MapRegion>,
     start: usize,
     len: usize,
+}
+
+impl Mapped {
+    /// The `len` bytes at `start` of `map`, which the file holds.
+    pub(crate) fn new(map: Arc<dyn MapRegion>, start: usize, len: usize) -> Mapped {
+        Mapped { map, start, len }
+    }
 }
 
 impl Deref for Mapped {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
+        self.map.slice(self.start, self.len)
     }
 }
 
@@ -144,70 +154,38 @@ pub trait FileSystem: Send + Sync + Debug {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsFileSystem;
 
-/// A file of the [`OsFileSystem`]: written with `pwrite`, read through a
-/// shared read-only memory map (`pread` where mapping fails).
-///
-/// Segment files only grow while open (the one exception, cutting a failed
-/// append back off, cuts bytes no reader has been given), so a map made
-/// for the file's first `n` bytes stays valid; the map is remade, at least
-/// twice as large, when a read needs bytes beyond it. Its length may run
-/// past the end of the file: only the bytes of whole, written records are
-/// ever read from it.
+/// A file of the [`OsFileSystem`]: `pwrite`, `pread`, and read-only shared
+/// memory maps.
 pub struct OsFile {
     file: File,
-    map: RwLock<Option<Arc<Mmap>>>,
-    /// Mapping failed once (address space, `vm.max_map_count`): the file
-    /// is read with `pread` from then on.
-    unmappable: AtomicBool,
 }
-
-/// The smallest map made: a fresh active segment is remapped only a few
-/// times as it grows to its full size.
-const MIN_MAP_LEN: u64 = 4 << 20;
 
 impl OsFile {
     fn new(file: File) -> Self {
-        OsFile { file, map: RwLock::new(None), unmappable: AtomicBool::new(false) }
+        OsFile { file }
+    }
+}
+
+/// A memory map of an [`OsFile`].
+struct OsMap(Mmap);
+
+impl Debug for OsMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OsMap").field("len", &self.0.len()).finish()
+    }
+}
+
+impl MapRegion for OsMap {
+    fn len(&self) -> usize {
+        self.0.len()
     }
 
-    /// The current map, if it covers the first `end` bytes of the file and
-    /// can be had without waiting for the lock.
-    fn current_map(&self, end: u64) -> Option<Arc<Mmap>> {
-        self.map.try_read()?.as_ref().filter(|map| map.len() as u64 >= end).cloned()
+    fn slice(&self, start: usize, len: usize) -> &[u8] {
+        &self.0[start..start + len]
     }
 
-    /// A map covering the first `end` bytes of the file, made if needed.
-    fn map_covering(&self, end: u64) -> Option<Arc<Mmap>> {
-        if let Some(map) = &*self.map.read()
-            && map.len() as u64 >= end
-        {
-            return Some(map.clone());
-        }
-        if self.unmappable.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut slot = self.map.write();
-        if let Some(map) = &*slot
-            && map.len() as u64 >= end
-        {
-            return Some(map.clone());
-        }
-        let current = slot.as_ref().map_or(0, |map| map.len() as u64);
-        let len = usize::try_from(end.max(current * 2).max(MIN_MAP_LEN).next_power_of_two()).ok()?;
-        // SAFETY: the map is read-only and shared. Segment files are never
-        // cut below bytes a reader is given (see the type's doc), and no
-        // other process writes them while the data directory's lock is
-        // held, so the bytes behind a view do not change or vanish.
-        let map = match unsafe { MmapOptions::new().len(len).map(&self.file) } {
-            Ok(map) => Arc::new(map),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot map a segment file; reading it with pread from now on");
-                self.unmappable.store(true, Ordering::Relaxed);
-                return None;
-            }
-        };
-        *slot = Some(map.clone());
-        Some(map)
+    fn resident(&self, start: usize, len: usize) -> bool {
+        resident(&self.0, start, len)
     }
 }
 
@@ -238,19 +216,14 @@ impl FileHandle for OsFile {
         self.file.sync_data()
     }
 
-    fn mapped(&self, offset: u64, len: usize, resident_only: bool) -> Option<Mapped> {
-        let end = offset.checked_add(len as u64)?;
-        let start = usize::try_from(offset).ok()?;
-        let map = if resident_only {
-            let map = self.current_map(end)?;
-            if !resident(&map, start, len) {
-                return None;
-            }
-            map
-        } else {
-            self.map_covering(end)?
-        };
-        Some(Mapped { map, start, len })
+    fn map(&self, len: usize) -> io::Result<Arc<dyn MapRegion>> {
+        // SAFETY: the map is read-only and shared. Only a `SegmentFile`
+        // maps files, and it reads only bytes that were written and never
+        // cuts the file below them; no other process writes segment files
+        // while the data directory's lock is held. So the bytes behind a
+        // view do not change or vanish while it is alive.
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
+        Ok(Arc::new(OsMap(map)))
     }
 }
 

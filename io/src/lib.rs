@@ -22,7 +22,7 @@ mod sim;
 
 pub use engine::{CompactionReport, Engine, Stats};
 pub use error::{Error, Invalid, Missing, Result};
-pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, Mapped, OsFile, OsFileSystem};
+pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, MapRegion, Mapped, OsFile, OsFileSystem};
 pub use options::{CompactionSettings, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Options, SyncPolicy};
 #[cfg(feature = "sim")]
 pub use sim::{Faults, SimFileSystem, SyncHold};

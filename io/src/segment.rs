@@ -6,8 +6,12 @@
 //! under `merged.seg.tmp`; each is synced whole before it is renamed into
 //! place, so a file under its final name is never partial.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
 
 use stratum_core::{
     ACTIVE_NAME, ACTIVE_TMP_NAME, Body, Corruption, Defect, Feed, HeaderError, HintBuilder, HintError, KeyDir,
@@ -16,14 +20,154 @@ use stratum_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::fs::{FileBytes, FileHandle, FileSystem};
+use crate::fs::{FileBytes, FileHandle, FileSystem, MapRegion, Mapped};
+
+/// An open segment file as the engine reads and appends to it: the one
+/// type that memory-maps files.
+///
+/// It knows how many of the file's bytes are written and may be read (its
+/// `readable` length), and it can only grow: appends go at the end, and the
+/// one cut it makes, after a failed append, goes back to `readable`, never
+/// below it. So a map made for the file stays valid for every byte a reader
+/// is given, and a location past `readable` is refused as an error before
+/// any byte of it is touched (a read past the end of a mapped file would be
+/// `SIGBUS`). Hint files and files recovery truncates are never mapped: they
+/// are read with `pread`, and recovery cuts a torn tail before it wraps the
+/// file in a `SegmentFile`.
+///
+/// The map is remade, at least twice as large, when a read needs bytes
+/// beyond it; its length may run past the end of the file.
+#[derive(Debug)]
+pub struct SegmentFile {
+    file: Arc<dyn FileHandle>,
+    /// Bytes written whole: every record a reader may be given ends here
+    /// or before.
+    readable: AtomicU64,
+    /// The memory-map lock: a leaf of the engine's lock order.
+    map: RwLock<Option<Arc<dyn MapRegion>>>,
+    /// Mapping failed once (address space, `vm.max_map_count`, a file
+    /// system without maps): the file is read with `pread` from then on.
+    unmappable: AtomicBool,
+}
+
+/// The smallest map made: a fresh active segment is remapped only a few
+/// times as it grows to its full size.
+const MIN_MAP_LEN: u64 = 4 << 20;
+
+impl SegmentFile {
+    /// A segment file whose first `readable` bytes are written whole.
+    pub fn new(file: Arc<dyn FileHandle>, readable: u64) -> Arc<SegmentFile> {
+        Arc::new(SegmentFile {
+            file,
+            readable: AtomicU64::new(readable),
+            map: RwLock::new(None),
+            unmappable: AtomicBool::new(false),
+        })
+    }
+
+    /// The file, for reads and syncs that do not go through the map.
+    pub fn handle(&self) -> &dyn FileHandle {
+        self.file.as_ref()
+    }
+
+    /// How many bytes are written whole.
+    pub fn readable(&self) -> u64 {
+        self.readable.load(Ordering::Acquire)
+    }
+
+    /// Makes the file's data durable.
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Appends `bytes` at the end (the caller serialises appends). A failed
+    /// append cuts what it may have written back off, so a full disk never
+    /// leaves a partial record behind, and is an error.
+    pub fn append(&self, bytes: &[u8]) -> io::Result<u64> {
+        let offset = self.readable();
+        if let Err(e) = self.file.write_all_at(bytes, offset) {
+            let _ = self.file.set_len(offset);
+            return Err(e);
+        }
+        self.readable.store(offset + bytes.len() as u64, Ordering::Release);
+        Ok(offset)
+    }
+
+    /// Whether the `len` bytes at `offset` are written, so they may be
+    /// read; what is wrong otherwise.
+    pub fn check(&self, offset: u64, len: usize) -> std::result::Result<(), Defect> {
+        let end = offset.saturating_add(len as u64);
+        let readable = self.readable();
+        if end > readable { Err(Defect::OutsideSegment { end, len: readable }) } else { Ok(()) }
+    }
+
+    /// The `len` bytes at `offset`, which [`SegmentFile::check`] passed:
+    /// a view of the map (made or grown if needed) or, if the file cannot
+    /// be mapped, read into a buffer. May wait for the disk.
+    pub fn read(&self, offset: u64, len: usize) -> io::Result<FileBytes> {
+        self.check(offset, len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if let Some(map) = self.map_covering(offset + len as u64) {
+            return Ok(FileBytes::Mapped(Mapped::new(map, offset as usize, len)));
+        }
+        let mut bytes = vec![0; len];
+        self.file.read_exact_at(&mut bytes, offset)?;
+        Ok(FileBytes::Read(bytes))
+    }
+
+    /// The `len` bytes at `offset` if they can be had without waiting: no
+    /// lock waited for, no new map, and every page in memory now. `None`
+    /// otherwise, and for bytes that are not written.
+    pub fn read_now(&self, offset: u64, len: usize) -> Option<Mapped> {
+        self.check(offset, len).ok()?;
+        let end = offset + len as u64;
+        let map = self.map.try_read()?.as_ref().filter(|map| map.len() as u64 >= end).cloned()?;
+        let start = usize::try_from(offset).ok()?;
+        map.resident(start, len).then(|| Mapped::new(map, start, len))
+    }
+
+    /// A map covering the first `end` bytes of the file, made if needed.
+    fn map_covering(&self, end: u64) -> Option<Arc<dyn MapRegion>> {
+        if let Some(map) = &*self.map.read()
+            && map.len() as u64 >= end
+        {
+            return Some(map.clone());
+        }
+        if self.unmappable.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut slot = self.map.write();
+        if let Some(map) = &*slot
+            && map.len() as u64 >= end
+        {
+            return Some(map.clone());
+        }
+        let current = slot.as_ref().map_or(0, |map| map.len() as u64);
+        let len = usize::try_from(end.max(current * 2).max(MIN_MAP_LEN).next_power_of_two()).ok()?;
+        match self.file.map(len) {
+            Ok(map) if map.len() as u64 >= end => {
+                *slot = Some(map.clone());
+                Some(map)
+            }
+            // A map of fewer bytes than asked for (the simulated file
+            // system maps what the file holds now): read with pread.
+            Ok(_) => None,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Unsupported {
+                    tracing::warn!(error = %e, "cannot map a segment file; reading it with pread from now on");
+                }
+                self.unmappable.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
 
 /// How many bytes recovery reads at a time.
 const READ_CHUNK: usize = 1 << 20;
 
 /// Creates `dir/active.seg` for segment `id`: header written and synced
 /// under a temporary name, then renamed into place and the directory synced.
-pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<Arc<dyn FileHandle>> {
+pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<Arc<SegmentFile>> {
     let tmp = dir.join(ACTIVE_TMP_NAME);
     let context = |what: &str| format!("{what} {}", tmp.display());
     remove_if_present(fs, &tmp)?;
@@ -33,7 +177,7 @@ pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<A
     let active = dir.join(ACTIVE_NAME);
     fs.rename(&tmp, &active).map_err(Error::io(format!("renaming {} to {}", tmp.display(), active.display())))?;
     fs.sync_dir(dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
-    Ok(file)
+    Ok(SegmentFile::new(file, SEGMENT_HEADER_LEN as u64))
 }
 
 /// Reads a segment file's header: an IO error, or the header or what is
@@ -110,9 +254,7 @@ pub fn load_hints(
     segment: SegmentId,
     sink: &mut impl RecordSink,
 ) -> Option<u64> {
-    // Read into memory: a hint is parsed twice (checked whole, then
-    // applied), so its bytes must not change between the passes.
-    read_hint(fs, segment_path, file, false, |bytes, segment_len| replay_hints(bytes, segment, segment_len, sink))
+    read_hint(fs, segment_path, file, |bytes, segment_len| replay_hints(bytes, segment, segment_len, sink))
 }
 
 /// The index a merged segment's snapshot (its hint file) holds. `None`
@@ -124,26 +266,25 @@ pub fn load_snapshot(
     file: &dyn FileHandle,
     segment: SegmentId,
 ) -> Option<KeyDir> {
-    // Parsed once, into a fresh index, so it can be read through a map
-    // (much faster than a read into a fresh buffer). Bytes changed under
-    // the map by another program could at worst make the index point at
-    // the wrong records, which every read checks (checksum and id).
-    read_hint(fs, segment_path, file, true, |bytes, segment_len| KeyDir::from_snapshot(bytes, segment, segment_len))
+    read_hint(fs, segment_path, file, |bytes, segment_len| KeyDir::from_snapshot(bytes, segment, segment_len))
 }
 
-/// Reads the hint file beside `segment_path` (through its memory map if
-/// `map`) and hands its bytes, with the segment file's length, to `parse`.
+/// Reads the hint file beside `segment_path` into memory (never through a
+/// map: a hint may be replaced or cut while the engine runs, and a hint is
+/// parsed twice, checked whole and then applied, so its bytes must not
+/// change between the passes) and hands its bytes, with the segment file's
+/// length, to `parse`.
 fn read_hint<T>(
     fs: &dyn FileSystem,
     segment_path: &Path,
     file: &dyn FileHandle,
-    map: bool,
     parse: impl FnOnce(&[u8], u64) -> std::result::Result<T, HintError>,
 ) -> Option<T> {
     let path = hint_path(segment_path);
     let hint = fs.open(&path).ok()?;
-    let read = || -> std::io::Result<(FileBytes, u64)> {
-        let bytes = hint.read_bytes(0, hint.len()? as usize, map)?;
+    let read = || -> io::Result<(Vec<u8>, u64)> {
+        let mut bytes = vec![0; usize::try_from(hint.len()?).map_err(io::Error::other)?];
+        hint.read_exact_at(&mut bytes, 0)?;
         Ok((bytes, file.len()?))
     };
     let (bytes, segment_len) = match read() {
@@ -204,7 +345,7 @@ fn write_hint_file(fs: &dyn FileSystem, segment_path: &Path, bytes: &[u8]) -> Re
 pub fn remove_if_present(fs: &dyn FileSystem, path: &Path) -> Result<()> {
     match fs.remove(path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("removing {}", path.display()))(e)),
     }
 }
@@ -255,6 +396,11 @@ impl SegmentBuilder {
         &mut self.buf
     }
 
+    /// The file's length so far (written and buffered).
+    pub fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
     /// Writes the buffer out once it is large.
     pub fn maybe_flush(&mut self) -> Result<()> {
         if self.buf.len() >= BUILDER_FLUSH_AT { self.flush() } else { Ok(()) }
@@ -274,5 +420,72 @@ impl SegmentBuilder {
         self.flush()?;
         self.file.sync_data().map_err(Error::io(format!("syncing {}", self.path.display())))?;
         Ok(self.file)
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{Faults, SimFileSystem};
+
+    fn segment_on(fs: &SimFileSystem) -> Arc<SegmentFile> {
+        fs.create_dir_all(Path::new("/d")).expect("a directory in memory");
+        create_active(fs, Path::new("/d"), SegmentId::FIRST).expect("a segment in memory")
+    }
+
+    #[test]
+    fn reads_of_a_simulated_segment_go_through_its_map() {
+        let fs = SimFileSystem::new();
+        let file = segment_on(&fs);
+        let at = file.append(b"hello").unwrap();
+        assert_eq!(at, SEGMENT_HEADER_LEN as u64);
+        match file.read(at, 5).unwrap() {
+            FileBytes::Mapped(view) => assert_eq!(&*view, b"hello"),
+            FileBytes::Read(_) => panic!("the read did not go through the map"),
+        }
+        // Bytes appended after the map was made are read through a new one.
+        let next = file.append(b"world").unwrap();
+        assert_eq!(&*file.read(next, 5).unwrap(), b"world");
+        assert_eq!(file.read_now(next, 5).as_deref(), Some(&b"world"[..]));
+    }
+
+    #[test]
+    fn a_location_past_the_written_bytes_is_an_error_before_any_byte_is_read() {
+        let fs = SimFileSystem::new();
+        let file = segment_on(&fs);
+        file.append(b"abc").unwrap();
+        let end = file.readable();
+        assert_eq!(file.check(end - 3, 3), Ok(()));
+        assert_eq!(file.check(end - 3, 4), Err(Defect::OutsideSegment { end: end + 1, len: end }));
+        assert_eq!(file.read(end, 1).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(file.read_now(end, 1).is_none());
+    }
+
+    #[test]
+    fn a_failed_append_cuts_back_to_the_written_end_and_earlier_views_stay_valid() {
+        let fs = SimFileSystem::new();
+        let file = segment_on(&fs);
+        let at = file.append(b"kept").unwrap();
+        let view = file.read(at, 4).unwrap();
+        let end = file.readable();
+        fs.faults(|f: &mut Faults| f.capacity = Some(end + 2));
+        assert_eq!(file.append(b"too long").unwrap_err().kind(), io::ErrorKind::StorageFull);
+        assert_eq!(file.readable(), end);
+        assert_eq!(file.handle().len().unwrap(), end, "the partial append was cut off");
+        assert_eq!(&*view, b"kept");
+    }
+
+    #[test]
+    #[should_panic(expected = "simulated SIGBUS")]
+    fn the_simulated_map_faults_like_sigbus_when_its_file_is_cut_under_it() {
+        let fs = SimFileSystem::new();
+        let file = segment_on(&fs);
+        let at = file.append(b"gone").unwrap();
+        let view = file.read(at, 4).unwrap();
+        // What `SegmentFile` never does, and another program might.
+        file.handle().set_len(at).unwrap();
+        let _ = view.to_vec();
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::fs::{DirLock, FileHandle, FileSystem};
+use crate::fs::{DirLock, FileHandle, FileSystem, MapRegion};
 
 /// Faults to inject. Each `fail_next_*` fires once.
 #[derive(Clone, Debug, Default)]
@@ -231,6 +231,34 @@ struct SimFile {
     inode: usize,
 }
 
+/// A map of a simulated file: the bytes it held when it was mapped.
+#[derive(Debug)]
+struct SimMap {
+    shared: Arc<Shared>,
+    inode: usize,
+    bytes: Vec<u8>,
+}
+
+impl MapRegion for SimMap {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn slice(&self, start: usize, len: usize) -> &[u8] {
+        let now = self.shared.state.lock().inodes[self.inode].data.len();
+        assert!(
+            start + len <= now,
+            "simulated SIGBUS: a read through a map reaches byte {}, past the file's {now} bytes",
+            start + len
+        );
+        &self.bytes[start..start + len]
+    }
+
+    fn resident(&self, _start: usize, _len: usize) -> bool {
+        true
+    }
+}
+
 impl FileHandle for SimFile {
     fn len(&self) -> io::Result<u64> {
         let state = self.shared.state.lock();
@@ -246,6 +274,19 @@ impl FileHandle for SimFile {
         let src = data.get(start..start + buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+
+    /// A copy of the file's bytes as they are now, read through the same
+    /// map path as a real file's map. Like a real map it goes stale for
+    /// nothing the engine reads (segment files only grow), and a view of
+    /// bytes the file no longer holds panics as a real one would die of
+    /// `SIGBUS`, so the crash and fault tests catch any such read.
+    fn map(&self, len: usize) -> io::Result<Arc<dyn MapRegion>> {
+        let state = self.shared.state.lock();
+        state.check_power()?;
+        let data = &state.inodes[self.inode].data;
+        let bytes = data[..len.min(data.len())].to_vec();
+        Ok(Arc::new(SimMap { shared: self.shared.clone(), inode: self.inode, bytes }))
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

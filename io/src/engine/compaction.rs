@@ -16,10 +16,9 @@ use stratum_core::{
 
 use super::Shared;
 use crate::error::{Error, Result};
-use crate::fs::FileHandle;
 use stratum_core::{MERGED_NAME, MERGED_TMP_NAME};
 
-use crate::segment::{self, SegmentBuilder};
+use crate::segment::{self, SegmentBuilder, SegmentFile};
 
 /// What one compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,7 +97,7 @@ impl Shared {
             }
             let _ = self.fs.remove(&segment::hint_path(&path));
         }
-        match segment::write_snapshot(self.fs.as_ref(), &target, file.as_ref(), plan.merged) {
+        match segment::write_snapshot(self.fs.as_ref(), &target, file.handle(), plan.merged) {
             Ok(()) => {
                 self.index.write().hinted.insert(plan.merged);
             }
@@ -135,7 +134,7 @@ impl Shared {
     /// See [`Engine::write_hints`].
     pub(super) fn write_hints(&self) -> Result<u64> {
         let _running = self.compacting.lock();
-        let missing: Vec<(SegmentId, PathBuf, Arc<dyn FileHandle>, bool)> = {
+        let missing: Vec<(SegmentId, PathBuf, Arc<SegmentFile>, bool)> = {
             let index = self.index.read();
             index
                 .files
@@ -146,9 +145,9 @@ impl Shared {
         };
         for (id, path, file, merged) in &missing {
             if *merged {
-                segment::write_snapshot(self.fs.as_ref(), path, file.as_ref(), *id)?;
+                segment::write_snapshot(self.fs.as_ref(), path, file.handle(), *id)?;
             } else {
-                segment::write_hint(self.fs.as_ref(), path, file.as_ref(), *id)?;
+                segment::write_hint(self.fs.as_ref(), path, file.handle(), *id)?;
             }
             self.index.write().hinted.insert(*id);
         }
@@ -186,7 +185,7 @@ impl Shared {
     /// Writes and syncs the merged segment under `tmp`, laid out by the
     /// core's [`MergeWriter`]: this only reads what it names and writes what
     /// it produces.
-    fn write_merged(&self, plan: &CompactionPlan, tmp: &Path) -> Result<(Arc<dyn FileHandle>, MergedSegment)> {
+    fn write_merged(&self, plan: &CompactionPlan, tmp: &Path) -> Result<(Arc<SegmentFile>, MergedSegment)> {
         segment::remove_if_present(self.fs.as_ref(), tmp)?;
         let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
         let mut out = SegmentBuilder::new(file, tmp.to_path_buf());
@@ -198,7 +197,8 @@ impl Shared {
             out.maybe_flush()?;
         }
         let merged = merge.finish();
-        Ok((out.finish()?, merged))
+        let written = out.len();
+        Ok((SegmentFile::new(out.finish()?, written), merged))
     }
 
     fn merge_error(&self, error: MergeError) -> Error {

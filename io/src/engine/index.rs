@@ -8,7 +8,7 @@ use std::sync::Arc;
 use stratum_core::{Defect, KeyDir, Location, SegmentId};
 
 use crate::error::{Error, Result};
-use crate::fs::FileHandle;
+use crate::segment::SegmentFile;
 use stratum_core::{ACTIVE_NAME, MERGED_NAME};
 
 /// The key directory and the open segment files, behind one lock (lock 3
@@ -17,7 +17,7 @@ use stratum_core::{ACTIVE_NAME, MERGED_NAME};
 #[derive(Debug)]
 pub(super) struct Index {
     pub(super) keydir: KeyDir,
-    pub(super) files: HashMap<SegmentId, Arc<dyn FileHandle>>,
+    pub(super) files: HashMap<SegmentId, Arc<SegmentFile>>,
     /// The segment behind `active.seg`.
     pub(super) active: SegmentId,
     /// The segment behind `merged.seg`, if a compaction wrote one.
@@ -37,7 +37,7 @@ impl Index {
         }
     }
 
-    pub(super) fn file(&self, location: Location) -> Result<Arc<dyn FileHandle>> {
+    pub(super) fn file(&self, location: Location) -> Result<Arc<SegmentFile>> {
         self.files.get(&location.segment()).cloned().ok_or_else(|| Error::Corrupt {
             file: PathBuf::from(stratum_core::sealed_name(location.segment())),
             offset: location.offset(),

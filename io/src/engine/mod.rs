@@ -44,8 +44,9 @@ use parking_lot::{Mutex, RwLock};
 use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value, Violation};
 
 use crate::error::{Error, Result};
-use crate::fs::{DirLock, FileHandle, FileSystem, OsFileSystem};
+use crate::fs::{DirLock, FileSystem, OsFileSystem};
 use crate::options::{Options, SyncPolicy};
+use crate::segment::SegmentFile;
 use stratum_core::LOCK_NAME;
 
 mod commit;
@@ -354,7 +355,7 @@ impl Engine {
     /// Up to `limit` inputs of the document that come after input `after`
     /// in the chain (0 for the start), in chain order, with their values.
     pub fn inputs_after(&self, document: Id, after: Id, limit: usize) -> Result<Vec<(Id, Value)>> {
-        let located: Vec<(Id, Location, Arc<dyn FileHandle>)> = {
+        let located: Vec<(Id, Location, Arc<SegmentFile>)> = {
             let index = self.shared.index.read();
             let doc = index.keydir.document(document)?;
             doc.inputs_after(after)

@@ -10,7 +10,8 @@ use stratum_core::{Columns, Defect, Id, KeyDir, Location, SegmentId, Value, reco
 use super::Shared;
 use super::index::Index;
 use crate::error::{Error, Result};
-use crate::fs::{FileBytes, FileHandle};
+use crate::fs::FileBytes;
+use crate::segment::SegmentFile;
 
 impl Shared {
     /// The blob of document `id`; `None` only if `wait` is `No` and
@@ -68,7 +69,7 @@ impl Shared {
         &self,
         wait: Wait,
         find: impl FnOnce(&KeyDir) -> Result<Location>,
-    ) -> Result<Option<(Location, Arc<dyn FileHandle>)>> {
+    ) -> Result<Option<(Location, Arc<SegmentFile>)>> {
         let Some(index) = self.index_for(wait) else { return Ok(None) };
         let location = find(&index.keydir)?;
         Ok(Some((location, index.file(location)?)))
@@ -77,24 +78,27 @@ impl Shared {
     /// The bytes of the record at `location`; `None` if `wait` is `No` and
     /// they are not all in memory, or too many to check and copy on an
     /// async worker.
-    pub(super) fn read_record(
-        &self,
-        location: Location,
-        file: &Arc<dyn FileHandle>,
-        wait: Wait,
-    ) -> Result<Option<FileBytes>> {
+    pub(super) fn read_record(&self, location: Location, file: &SegmentFile, wait: Wait) -> Result<Option<FileBytes>> {
         let (offset, len) = (location.offset(), location.len() as usize);
+        // Never touch a byte the file does not hold: through a map that
+        // would be SIGBUS, not an error.
+        if let Err(defect) = file.check(offset, len) {
+            return match wait {
+                Wait::Yes => Err(self.corrupt(location, defect)),
+                Wait::No => Ok(None),
+            };
+        }
         match wait {
             Wait::No if len > MAX_READ_WITHOUT_WAITING => Ok(None),
-            Wait::No => Ok(file.mapped(offset, len, true).map(FileBytes::Mapped)),
+            Wait::No => Ok(file.read_now(offset, len).map(FileBytes::Mapped)),
             Wait::Yes => file
-                .read_bytes(offset, len, true)
+                .read(offset, len)
                 .map(Some)
                 .map_err(|e| Error::io(format!("reading {}", self.path_of(location.segment()).display()))(e)),
         }
     }
 
-    pub(super) fn read(&self, location: Location, file: &Arc<dyn FileHandle>) -> Result<FileBytes> {
+    pub(super) fn read(&self, location: Location, file: &SegmentFile) -> Result<FileBytes> {
         answered(self.read_record(location, file, Wait::Yes))
     }
 
@@ -103,7 +107,7 @@ impl Shared {
         Error::Corrupt { file: self.path_of(location.segment()), offset: location.offset(), defect }
     }
 
-    pub(super) fn read_value(&self, location: Location, file: &Arc<dyn FileHandle>, id: Id) -> Result<Value> {
+    pub(super) fn read_value(&self, location: Location, file: &SegmentFile, id: Id) -> Result<Value> {
         record_value(&self.read(location, file)?, id).map_err(|defect| self.corrupt(location, defect))
     }
 

@@ -14,14 +14,14 @@ use stratum_core::{
 
 use crate::error::{Error, Result};
 use crate::fs::{FileHandle, FileSystem};
-use crate::segment;
+use crate::segment::{self, SegmentFile};
 
 /// What recovery found.
 pub(super) struct Recovered {
     pub keydir: KeyDir,
-    pub files: HashMap<SegmentId, Arc<dyn FileHandle>>,
+    pub files: HashMap<SegmentId, Arc<SegmentFile>>,
     /// The active segment: id, file and length.
-    pub active: (SegmentId, Arc<dyn FileHandle>, u64),
+    pub active: (SegmentId, Arc<SegmentFile>, u64),
     pub merged: Option<SegmentId>,
     pub hinted: HashSet<SegmentId>,
 }
@@ -65,7 +65,7 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
 
     let mut keydir = KeyDir::new();
     let mut hinted = HashSet::new();
-    let mut files: HashMap<SegmentId, Arc<dyn FileHandle>> = HashMap::new();
+    let mut files: HashMap<SegmentId, Arc<SegmentFile>> = HashMap::new();
     let mut merged = None;
     let mut active = None;
     for step in plan.steps {
@@ -79,30 +79,40 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
             }
             RecoveryStep::Replay { name, segment: id, kind } => {
                 let (file, path) = (open(&name)?, dir.join(&name));
-                match kind {
+                let whole_file = || file.len().map_err(Error::io(format!("reading length of {}", path.display())));
+                let scan = |keydir: &mut KeyDir| -> Result<u64> {
+                    match segment::replay(file.as_ref(), &path, id, keydir, kind.tail_policy())? {
+                        Replayed::Clean { len } => Ok(len),
+                        Replayed::TornTail { valid_len, .. } => Ok(valid_len),
+                    }
+                };
+                let readable = match kind {
                     // The merged segment replays first, into the empty index:
                     // its hint is a snapshot of the index it builds.
                     ReplayKind::Merged => match segment::load_snapshot(fs, &path, file.as_ref(), id) {
                         Some(snapshot) => {
                             keydir = snapshot;
                             hinted.insert(id);
+                            whole_file()?
                         }
-                        None => segment::replay(file.as_ref(), &path, id, &mut keydir, kind.tail_policy()).map(drop)?,
+                        None => scan(&mut keydir)?,
                     },
                     ReplayKind::Sealed => {
                         if segment::load_hints(fs, &path, file.as_ref(), id, &mut keydir).is_some() {
                             hinted.insert(id);
+                            whole_file()?
                         } else {
-                            segment::replay(file.as_ref(), &path, id, &mut keydir, kind.tail_policy())?;
+                            scan(&mut keydir)?
                         }
                     }
-                    ReplayKind::Active => {
-                        let len = replay_active(file.as_ref(), &path, id, &mut keydir)?;
-                        active = Some((id, file.clone(), len));
-                    }
-                }
-                if kind == ReplayKind::Merged {
-                    merged = Some(id);
+                    ReplayKind::Active => replay_active(file.as_ref(), &path, id, &mut keydir)?,
+                };
+                // Mapped only now, after any torn tail is cut off.
+                let file = SegmentFile::new(file, readable);
+                match kind {
+                    ReplayKind::Merged => merged = Some(id),
+                    ReplayKind::Active => active = Some((id, file.clone(), readable)),
+                    ReplayKind::Sealed => {}
                 }
                 files.insert(id, file);
             }

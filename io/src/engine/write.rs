@@ -9,8 +9,8 @@ use stratum_core::{Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LE
 use super::Shared;
 use super::commit::ActiveWriter;
 use crate::error::{Error, Result};
-use crate::fs::FileHandle;
 use crate::options::SyncPolicy;
+use crate::segment::SegmentFile;
 use stratum_core::ACTIVE_NAME;
 
 use crate::segment;
@@ -19,7 +19,7 @@ use crate::segment;
 #[derive(Debug)]
 pub(super) struct Writer {
     pub(super) segment: SegmentId,
-    pub(super) file: Arc<dyn FileHandle>,
+    pub(super) file: Arc<SegmentFile>,
     /// Length of the active segment: where the next record goes.
     pub(super) len: u64,
     /// Bytes appended since open, across segments: the log position that
@@ -86,17 +86,19 @@ impl Shared {
             w.buf = buf;
             return Err(e);
         }
-        let offset = w.len;
-        let appended = w.file.write_all_at(&buf, offset);
+        debug_assert_eq!(w.len, w.file.readable(), "the writer and its segment agree on the end");
+        // A failed append cuts off what it wrote: a full disk is an error
+        // for this writer, never a torn record for the next one.
+        let appended = w.file.append(&buf);
         w.buf = buf;
-        if let Err(e) = appended {
-            // A partial record must not stay behind: a full disk is an error
-            // for this writer, never a torn record for the next one.
-            let _ = w.file.set_len(offset);
-            let e = Error::io(format!("appending to segment {}", w.segment))(e);
-            self.set_poison(&e);
-            return Err(e);
-        }
+        let offset = match appended {
+            Ok(offset) => offset,
+            Err(e) => {
+                let e = Error::io(format!("appending to segment {}", w.segment))(e);
+                self.set_poison(&e);
+                return Err(e);
+            }
+        };
         w.len += len;
         w.appended += len;
         let location =
