@@ -7,18 +7,28 @@
 /// Why a byte string is not a valid encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The data ends inside a field, or a count promises more items than
+    /// the bytes left could hold.
     #[error("unexpected end of data")]
     Truncated,
+    /// Data that must span a whole buffer (a value, a payload, a record
+    /// read at its location) ends this many bytes before the buffer does.
     #[error("{0} trailing bytes after the end of the data")]
     TrailingBytes(usize),
+    /// A value's tag byte is none of the six value types.
     #[error("unknown value tag {0}")]
     UnknownValueTag(u8),
+    /// A hint entry's kind byte is no [`crate::RecordKind`].
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
+    /// A string's bytes are not UTF-8.
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
+    /// A column map or map value whose keys are not strictly increasing:
+    /// the encoder never writes one, so it is corruption.
     #[error("map keys are not in strictly increasing order")]
     UnorderedMap,
+    /// A checkpoint names segment 0 or one above [`crate::MAX_SEGMENT_ID`].
     #[error("segment id is 0 or above the largest segment id")]
     ZeroSegmentId,
 }

@@ -89,10 +89,14 @@ fn totals<'a>(usage: impl IntoIterator<Item = &'a SegmentUsage>) -> (u64, u64) {
 /// A live document as the plan copies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedDocument {
+    /// The document's id.
     pub id: Id,
     /// The column map, encoded as the index keeps it.
     columns: Box<[u8]>,
+    /// The record holding the current blob.
     pub blob: Location,
+    /// The record holding the current column map (the same as `blob` when
+    /// one create wrote both).
     pub columns_at: Location,
     /// The inputs in chain order, as the index had them.
     pub inputs: Vec<InputEntry>,
@@ -132,15 +136,30 @@ impl CompactionPlan {
 /// Which index pointer a copied record should take over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// The blob pointer of the document.
     DocumentBlob(Id),
+    /// The column map pointer of the document.
     DocumentColumns(Id),
-    InputValue { document: Id, input: Id },
-    Output { document: Id, input: Id },
+    /// The value pointer of an input.
+    InputValue {
+        /// The input's document.
+        document: Id,
+        /// The input.
+        input: Id,
+    },
+    /// The output pointer of an input.
+    Output {
+        /// The input's document.
+        document: Id,
+        /// The input whose output it is.
+        input: Id,
+    },
 }
 
 /// One record copied into the merged segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Relocation {
+    /// The pointer that moves.
     pub target: Target,
     /// Where the index pointed when the plan was made.
     pub from: Location,
@@ -153,9 +172,12 @@ pub struct Relocation {
 pub struct MergedSegment {
     /// Where the checkpoint record went.
     pub checkpoint: Option<Location>,
+    /// The pointers that move, in the order their records were written; a
+    /// document's `CreateDocument` moves two (its blob and its columns).
     pub relocations: Vec<Relocation>,
     /// Bytes of records written (header excluded).
     pub bytes: u64,
+    /// Records written, the checkpoint included.
     pub records: u64,
 }
 

@@ -44,22 +44,50 @@ const TRAILER_LEN: usize = 20;
 /// Why a hint file cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HintError {
+    /// The file is shorter than a header and trailer, or holds fewer
+    /// entries than its trailer announces.
     #[error("hint file is truncated")]
     Truncated,
+    /// The file does not start with the magic of its kind (`STRATHNT`, or
+    /// `STRATSNP` for an index snapshot).
     #[error("not a hint file (bad magic)")]
     BadMagic,
+    /// The file's format version is not the one this build reads
+    /// ([`HINT_VERSION`], or [`crate::SNAPSHOT_VERSION`] for a snapshot).
     #[error("hint format version {0} is not supported")]
     UnsupportedVersion(u16),
+    /// The CRC-32 in the trailer does not match the bytes before it.
     #[error("hint checksum mismatch")]
     ChecksumMismatch,
+    /// The file describes another segment than the one beside it.
     #[error("hint describes segment {found}, not {expected}")]
-    WrongSegment { expected: u32, found: u32 },
+    WrongSegment {
+        /// The segment the hint was read for.
+        expected: u32,
+        /// The segment id in the hint's header.
+        found: u32,
+    },
+    /// The segment file has changed length since the hint was written.
     #[error("hint describes {hinted} bytes of segment, the file has {actual}")]
-    StaleLength { hinted: u64, actual: u64 },
+    StaleLength {
+        /// The segment length in the hint's trailer.
+        hinted: u64,
+        /// The segment file's length.
+        actual: u64,
+    },
+    /// An entry does not decode.
     #[error("malformed hint entry: {0}")]
     Entry(DecodeError),
+    /// An entry names a location that cannot hold a record: inside the
+    /// segment header, shorter than a record header or past the file's end.
     #[error("hint names {len} bytes at offset {offset}, outside the segment's records")]
-    OutOfRange { offset: u64, len: u32 },
+    OutOfRange {
+        /// The entry's offset.
+        offset: u64,
+        /// The entry's record length.
+        len: u32,
+    },
+    /// An index snapshot whose frame is intact holds an unusable index.
     #[error("malformed index snapshot: {0}")]
     Snapshot(crate::snapshot::SnapshotDefect),
 }
@@ -73,6 +101,7 @@ pub struct HintBuilder {
 }
 
 impl HintBuilder {
+    /// A hint file for `segment`, with its header and no entries yet.
     pub fn new(segment: SegmentId) -> Self {
         HintBuilder { segment, buf: frame_header(HINT_FRAME, segment), entries: 0 }
     }

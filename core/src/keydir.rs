@@ -110,20 +110,36 @@ pub(crate) fn decode_columns(bytes: &[u8]) -> Columns {
 /// What the index keeps for an input node and its output: 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputEntry {
+    /// The input's id.
     pub id: Id,
+    /// The record holding the input's current value.
     pub value: Location,
+    /// The record holding its output, if it has one.
     pub output: Option<Location>,
 }
 
 /// Something a request named that does not exist (or no longer exists).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Missing {
+    /// No document has this id.
     #[error("document {0} not found")]
     Document(Id),
+    /// The document exists but has no input with this id.
     #[error("input {input} not found in document {document}")]
-    Input { document: Id, input: Id },
+    Input {
+        /// The document named.
+        document: Id,
+        /// The input named.
+        input: Id,
+    },
+    /// The input exists but has no output.
     #[error("input {input} of document {document} has no output")]
-    Output { document: Id, input: Id },
+    Output {
+        /// The input's document.
+        document: Id,
+        /// The input.
+        input: Id,
+    },
 }
 
 /// Bytes and records per segment, for stats and compaction decisions.
@@ -138,6 +154,8 @@ pub struct SegmentUsage {
 }
 
 impl SegmentUsage {
+    /// Bytes of records the index no longer points to: what compacting the
+    /// segment reclaims.
     pub fn garbage_bytes(&self) -> u64 {
         self.total_bytes - self.live_bytes
     }
@@ -146,14 +164,20 @@ impl SegmentUsage {
 /// Where a record sits and where it comes in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
+    /// The record's sequence number.
     pub seq: u64,
+    /// The document or input the record is about (0 for a `Checkpoint` or
+    /// `ReserveIds`).
     pub id: Id,
+    /// Where the record is in its segment.
     pub location: Location,
 }
 
 /// Something that consumes records in log order: the [`KeyDir`] during
 /// recovery, or a [`crate::HintBuilder`] writing a hint file.
 pub trait RecordSink {
+    /// Takes the next record in log order: [`Applied::Ignored`] if it
+    /// refers to something that does not exist.
     fn record(&mut self, meta: RecordMeta, effect: Effect<'_>) -> Applied;
 }
 
@@ -196,6 +220,7 @@ pub struct KeyDir {
 }
 
 impl KeyDir {
+    /// An empty index: no documents, ids and sequence numbers from 1.
     pub fn new() -> Self {
         KeyDir { next_id: 1, reserved_ids: 1, next_seq: 1, ..Default::default() }
     }
@@ -231,6 +256,7 @@ impl KeyDir {
         self.next_seq
     }
 
+    /// The document `id`.
     pub fn document(&self, id: Id) -> Result<&DocumentEntry, Missing> {
         self.documents.get(&id).ok_or(Missing::Document(id))
     }
@@ -245,14 +271,17 @@ impl KeyDir {
         self.input(document, input)?.output.ok_or(Missing::Output { document, input })
     }
 
+    /// How many documents are live.
     pub fn document_count(&self) -> usize {
         self.documents.len()
     }
 
+    /// How many inputs the live documents hold.
     pub fn input_count(&self) -> u64 {
         self.inputs
     }
 
+    /// How many of those inputs have an output.
     pub fn output_count(&self) -> u64 {
         self.outputs
     }

@@ -11,6 +11,7 @@
 //! slices and values, so tests can feed it any bytes at all. The
 //! `stratum-io` crate binds it to real files.
 
+#![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod check;
@@ -76,6 +77,7 @@ pub const MAX_SEGMENT_ID: u32 = (1 << 24) - 1;
 pub const MAX_OFFSET: u64 = (1 << 40) - 1;
 
 impl SegmentId {
+    /// Segment 1: the active segment of a new data directory.
     pub const FIRST: SegmentId = SegmentId(NonZeroU32::MIN);
 
     /// The segment numbered `n`, if `n` is a valid segment id.
@@ -83,6 +85,7 @@ impl SegmentId {
         NonZeroU32::new(n).filter(|n| n.get() <= MAX_SEGMENT_ID).map(SegmentId)
     }
 
+    /// The segment's number, from 1 to [`MAX_SEGMENT_ID`].
     pub fn get(self) -> u32 {
         self.0.get()
     }
@@ -122,14 +125,18 @@ impl Location {
         Some(Location { head, offset_low: offset as u32, len })
     }
 
+    /// The segment file the record is in.
     pub fn segment(self) -> SegmentId {
         SegmentId(NonZeroU32::new(self.head.get() >> 8).expect("a location's segment id is never 0"))
     }
 
+    /// Where the record starts in its segment file, in bytes from the start
+    /// of the file (segment header included).
     pub fn offset(self) -> u64 {
         u64::from(self.head.get() & 0xff) << 32 | u64::from(self.offset_low)
     }
 
+    /// The record's length in bytes, header included.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> u32 {
         self.len

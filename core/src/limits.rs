@@ -37,20 +37,63 @@ impl Default for Limits {
 /// A request that breaks a limit or is malformed. Nothing is written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
+    /// A document blob over [`Limits::max_blob_bytes`].
     #[error("blob is {len} bytes, above the limit of {limit}")]
-    BlobTooLarge { len: usize, limit: usize },
+    BlobTooLarge {
+        /// The blob's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A node value whose encoding is over [`Limits::max_value_bytes`].
     #[error("value is {len} bytes encoded, above the limit of {limit}")]
-    ValueTooLarge { len: usize, limit: usize },
+    ValueTooLarge {
+        /// The value's encoded length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A column with an empty name.
     #[error("column name is empty")]
     EmptyColumnName,
+    /// A column name over [`Limits::max_column_name_bytes`].
     #[error("column name is {len} bytes, above the limit of {limit}")]
-    ColumnNameTooLong { len: usize, limit: usize },
+    ColumnNameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A column value over [`Limits::max_column_value_bytes`].
     #[error("value of column {name:?} is {len} bytes, above the limit of {limit}")]
-    ColumnValueTooLong { name: String, len: usize, limit: usize },
+    ColumnValueTooLong {
+        /// The column's name.
+        name: String,
+        /// The value's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More columns than [`Limits::max_columns`].
     #[error("{count} columns, above the limit of {limit} per document")]
-    TooManyColumns { count: usize, limit: usize },
+    TooManyColumns {
+        /// The number of columns.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A limit so high that a record within it would not fit the format
+    /// (from [`Limits::validate`]).
     #[error("limit {name} = {value} is above what the format can store ({max})")]
-    LimitTooLarge { name: &'static str, value: usize, max: usize },
+    LimitTooLarge {
+        /// The limit's field name.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The bound it was checked against (for `max_columns`, the bytes
+        /// a whole column map may take).
+        max: usize,
+    },
 }
 
 /// Headroom for column maps inside a record that also holds a blob.
@@ -75,6 +118,7 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a document blob's length.
     pub fn check_blob(&self, blob: &[u8]) -> Result<(), Invalid> {
         if blob.len() > self.max_blob_bytes {
             return Err(Invalid::BlobTooLarge { len: blob.len(), limit: self.max_blob_bytes });
@@ -82,6 +126,7 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a node value's encoded length.
     pub fn check_value(&self, value: &Value) -> Result<(), Invalid> {
         let len = value.encoded_len();
         if len > self.max_value_bytes {
@@ -90,6 +135,8 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks one column: a name that is not empty, and the lengths of name
+    /// and value.
     pub fn check_column(&self, name: &str, value: &str) -> Result<(), Invalid> {
         if name.is_empty() {
             return Err(Invalid::EmptyColumnName);
@@ -107,6 +154,8 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a whole column map: the number of columns, then each column
+    /// as [`Limits::check_column`] does.
     pub fn check_columns(&self, columns: &Columns) -> Result<(), Invalid> {
         if columns.len() > self.max_columns {
             return Err(Invalid::TooManyColumns { count: columns.len(), limit: self.max_columns });

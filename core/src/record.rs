@@ -32,19 +32,32 @@ pub const MAX_PAYLOAD_LEN: u32 = 1 << 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RecordKind {
+    /// A new document: its column map and blob.
     CreateDocument = 1,
+    /// A document's new blob.
     SetBlob = 2,
+    /// A document's new column map, replacing the whole old one.
     SetColumns = 3,
+    /// A document deleted, with its inputs and their outputs (a tombstone).
     DeleteDocument = 4,
+    /// An input appended to a document's chain, or its new value.
     PutInput = 5,
+    /// An input deleted, with its output (a tombstone).
     DeleteInput = 6,
+    /// An input's output, new or replaced.
     PutOutput = 7,
+    /// An input's output deleted (a tombstone).
     DeleteOutput = 8,
+    /// The first record of a merged segment: what it replaces and the id
+    /// counter.
     Checkpoint = 9,
+    /// A bound below which ids may have been handed out.
     ReserveIds = 10,
 }
 
 impl RecordKind {
+    /// The kind stored as `b`; `None` for a byte that is no kind (0 among
+    /// them).
     pub fn from_byte(b: u8) -> Option<RecordKind> {
         use RecordKind::*;
         Some(match b {
@@ -79,19 +92,67 @@ impl RecordKind {
 /// any of them is, so a restart never hands them out again.
 #[derive(Clone, Copy, Debug)]
 pub enum Mutation<'a> {
-    CreateDocument { columns: &'a Columns, blob: &'a [u8] },
-    SetBlob { blob: &'a [u8] },
-    SetColumns { columns: &'a Columns },
+    /// Creates the document the record is about.
+    CreateDocument {
+        /// The document's column map.
+        columns: &'a Columns,
+        /// The document's blob.
+        blob: &'a [u8],
+    },
+    /// Replaces the document's blob.
+    SetBlob {
+        /// The new blob.
+        blob: &'a [u8],
+    },
+    /// Replaces the document's whole column map.
+    SetColumns {
+        /// The new column map.
+        columns: &'a Columns,
+    },
+    /// Deletes the document with its inputs and outputs.
     DeleteDocument,
-    PutInput { document: Id, value: &'a Value },
-    DeleteInput { document: Id },
-    PutOutput { document: Id, value: &'a Value },
-    DeleteOutput { document: Id },
-    Checkpoint { covers_from: SegmentId, next_id: Id },
-    ReserveIds { below: Id },
+    /// Appends the input the record is about to `document`'s chain, or
+    /// replaces its value.
+    PutInput {
+        /// The document whose chain holds the input.
+        document: Id,
+        /// The input's value.
+        value: &'a Value,
+    },
+    /// Deletes the input the record is about, with its output.
+    DeleteInput {
+        /// The input's document.
+        document: Id,
+    },
+    /// Sets the output of the input the record is about.
+    PutOutput {
+        /// The input's document.
+        document: Id,
+        /// The output's value.
+        value: &'a Value,
+    },
+    /// Deletes the output of the input the record is about.
+    DeleteOutput {
+        /// The input's document.
+        document: Id,
+    },
+    /// Opens a merged segment (record id 0).
+    Checkpoint {
+        /// The oldest segment the merged segment replaces.
+        covers_from: SegmentId,
+        /// The id counter at the merge: ids below it may have been handed
+        /// out.
+        next_id: Id,
+    },
+    /// Reserves ids (record id 0); synced before any of them is handed out.
+    ReserveIds {
+        /// Ids below this may have been handed out.
+        below: Id,
+    },
 }
 
 impl Mutation<'_> {
+    /// The kind of record this mutation encodes to.
     pub fn kind(&self) -> RecordKind {
         match self {
             Mutation::CreateDocument { .. } => RecordKind::CreateDocument,
@@ -192,16 +253,50 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
 /// on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect<'a> {
-    CreateDocument { columns: EncodedColumns<'a> },
+    /// A document created, with this column map.
+    CreateDocument {
+        /// The column map.
+        columns: EncodedColumns<'a>,
+    },
+    /// A document's blob replaced.
     SetBlob,
-    SetColumns { columns: EncodedColumns<'a> },
+    /// A document's column map replaced.
+    SetColumns {
+        /// The new column map.
+        columns: EncodedColumns<'a>,
+    },
+    /// A document deleted.
     DeleteDocument,
-    PutInput { document: Id },
-    DeleteInput { document: Id },
-    PutOutput { document: Id },
-    DeleteOutput { document: Id },
-    Checkpoint { next_id: Id },
-    ReserveIds { below: Id },
+    /// An input appended or its value replaced.
+    PutInput {
+        /// The input's document.
+        document: Id,
+    },
+    /// An input deleted.
+    DeleteInput {
+        /// The input's document.
+        document: Id,
+    },
+    /// An input's output set.
+    PutOutput {
+        /// The input's document.
+        document: Id,
+    },
+    /// An input's output deleted.
+    DeleteOutput {
+        /// The input's document.
+        document: Id,
+    },
+    /// A merged segment's checkpoint.
+    Checkpoint {
+        /// The id counter it carries.
+        next_id: Id,
+    },
+    /// An id reservation.
+    ReserveIds {
+        /// Ids below this may have been handed out.
+        below: Id,
+    },
 }
 
 impl Effect<'_> {
@@ -226,19 +321,65 @@ impl Effect<'_> {
 /// record's bytes. Values are decoded only when read ([`Value::decode`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
-    CreateDocument { columns: EncodedColumns<'a>, blob: &'a [u8] },
-    SetBlob { blob: &'a [u8] },
-    SetColumns { columns: EncodedColumns<'a> },
+    /// A `CreateDocument` payload.
+    CreateDocument {
+        /// The document's column map.
+        columns: EncodedColumns<'a>,
+        /// The document's blob.
+        blob: &'a [u8],
+    },
+    /// A `SetBlob` payload.
+    SetBlob {
+        /// The new blob.
+        blob: &'a [u8],
+    },
+    /// A `SetColumns` payload.
+    SetColumns {
+        /// The new column map.
+        columns: EncodedColumns<'a>,
+    },
+    /// A `DeleteDocument` record (no payload).
     DeleteDocument,
-    PutInput { document: Id, value: &'a [u8] },
-    DeleteInput { document: Id },
-    PutOutput { document: Id, value: &'a [u8] },
-    DeleteOutput { document: Id },
-    Checkpoint { covers_from: SegmentId, next_id: Id },
-    ReserveIds { below: Id },
+    /// A `PutInput` payload.
+    PutInput {
+        /// The input's document.
+        document: Id,
+        /// The input's value, encoded.
+        value: &'a [u8],
+    },
+    /// A `DeleteInput` payload.
+    DeleteInput {
+        /// The input's document.
+        document: Id,
+    },
+    /// A `PutOutput` payload.
+    PutOutput {
+        /// The input's document.
+        document: Id,
+        /// The output's value, encoded.
+        value: &'a [u8],
+    },
+    /// A `DeleteOutput` payload.
+    DeleteOutput {
+        /// The input's document.
+        document: Id,
+    },
+    /// A `Checkpoint` payload.
+    Checkpoint {
+        /// The oldest segment the merged segment replaces.
+        covers_from: SegmentId,
+        /// The id counter at the merge.
+        next_id: Id,
+    },
+    /// A `ReserveIds` payload.
+    ReserveIds {
+        /// Ids below this may have been handed out.
+        below: Id,
+    },
 }
 
 impl<'a> Body<'a> {
+    /// The kind of the record this payload was parsed from.
     pub fn kind(&self) -> RecordKind {
         match self {
             Body::CreateDocument { .. } => RecordKind::CreateDocument,
@@ -254,6 +395,8 @@ impl<'a> Body<'a> {
         }
     }
 
+    /// What the record does to the key directory: the body without the
+    /// blob and value bytes the index does not keep.
     pub fn into_effect(self) -> Effect<'a> {
         match self {
             Body::CreateDocument { columns, .. } => Effect::CreateDocument { columns },
@@ -273,9 +416,14 @@ impl<'a> Body<'a> {
 /// A record whose checksum has been verified, borrowing its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordRef<'a> {
+    /// The record's kind.
     pub kind: RecordKind,
+    /// The record's sequence number.
     pub seq: u64,
+    /// The document or input the record is about (0 for a `Checkpoint` or
+    /// `ReserveIds`).
     pub id: Id,
+    /// The payload, not yet parsed ([`RecordRef::body`]).
     pub payload: &'a [u8],
 }
 
@@ -334,18 +482,38 @@ impl<'a> RecordRef<'a> {
 /// Why bytes at a position are not a valid record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
+    /// The header is all zeros: a zero-filled tail (torn or preallocated),
+    /// never a record.
     #[error("record header is all zeros (a torn or preallocated tail)")]
     ZeroHeader,
+    /// The kind byte is no [`RecordKind`].
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
+    /// The length field claims more than [`MAX_PAYLOAD_LEN`] bytes (refused
+    /// before anything is allocated).
     #[error("record claims a {0}-byte payload, above the {MAX_PAYLOAD_LEN}-byte maximum")]
     TooLarge(u32),
+    /// The CRC-32 does not match the bytes it covers.
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch { stored: u32, computed: u32 },
+    ChecksumMismatch {
+        /// The CRC in the record.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// The record runs past the end of the data (at the end of a file: a
+    /// torn write).
     #[error("record ends {missing} bytes past the end of the data")]
-    Truncated { missing: usize },
+    Truncated {
+        /// How many bytes the record needs beyond the data (0 if unknown).
+        missing: usize,
+    },
+    /// The checksum holds but the payload does not decode for its kind, or
+    /// bytes follow a record that must span them.
     #[error("malformed payload: {0}")]
     Payload(DecodeError),
+    /// The record starts past [`crate::MAX_OFFSET`], which a
+    /// [`crate::Location`] cannot hold.
     #[error("record starts beyond the largest offset a segment may have")]
     BeyondMaxOffset,
 }
@@ -357,7 +525,11 @@ pub enum Scan<'a> {
     Record(RecordRef<'a>),
     /// The buffer holds the start of what may be a record; at least `needed`
     /// bytes in total are required to decide.
-    Incomplete { needed: usize },
+    Incomplete {
+        /// Bytes from the start of the buffer: a header's worth, or the
+        /// whole record once its header is there.
+        needed: usize,
+    },
     /// The bytes cannot be a record.
     Invalid(Corruption),
 }
@@ -447,25 +619,37 @@ pub const FORMAT_VERSION: u16 = 2;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The segment's id: a sealed segment's is in its file name, the
+    /// active segment's is the one it gets when sealed, a merged segment's
+    /// is the newest segment it replaced.
     pub segment: SegmentId,
 }
 
 /// Why a segment header cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
+    /// The file is shorter than [`SEGMENT_HEADER_LEN`].
     #[error("file is shorter than a segment header")]
     Truncated,
+    /// The file does not start with [`SEGMENT_MAGIC`].
     #[error("not a Stratum segment (bad magic)")]
     BadMagic,
+    /// The header's format version is not [`FORMAT_VERSION`].
     #[error("segment format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
-    UnsupportedVersion { found: u16 },
+    UnsupportedVersion {
+        /// The version in the header.
+        found: u16,
+    },
+    /// The header's CRC-32 does not match its first 16 bytes.
     #[error("segment header checksum mismatch")]
     ChecksumMismatch,
+    /// The header's segment id is 0 or above [`crate::MAX_SEGMENT_ID`].
     #[error("segment id is 0 or above the largest segment id")]
     ZeroSegmentId,
 }
 
 impl SegmentHeader {
+    /// The header's bytes, checksum included.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut h = [0; SEGMENT_HEADER_LEN];
         h[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -476,6 +660,8 @@ impl SegmentHeader {
         h
     }
 
+    /// Checks and reads the header at the start of `bytes` (which may go on
+    /// past it): magic, checksum, version, then segment id.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
         let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
         if h[0..8] != SEGMENT_MAGIC {

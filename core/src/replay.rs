@@ -30,26 +30,49 @@ pub enum TailPolicy {
 pub enum Feed {
     /// `consumed` bytes held whole records, now applied. The rest of the
     /// buffer is the start of a record that needs `needed` bytes in all.
-    NeedMore { consumed: usize, needed: usize },
+    NeedMore {
+        /// Bytes applied, from the start of the buffer.
+        consumed: usize,
+        /// Bytes from `consumed` on that the next record needs.
+        needed: usize,
+    },
     /// `consumed` bytes were applied, then the bytes stopped being records.
-    Stopped { consumed: usize, corruption: Corruption },
+    Stopped {
+        /// Bytes applied, from the start of the buffer: where the bad bytes
+        /// start.
+        consumed: usize,
+        /// What is wrong with them.
+        corruption: Corruption,
+    },
 }
 
 /// How a segment's replay ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Replayed {
     /// Every byte belonged to a valid record.
-    Clean { len: u64 },
+    Clean {
+        /// The segment file's length.
+        len: u64,
+    },
     /// The segment must be cut to `valid_len` bytes; `dropped` bytes after
     /// it were not records.
-    TornTail { valid_len: u64, dropped: u64, reason: Corruption },
+    TornTail {
+        /// The length of the valid prefix, segment header included.
+        valid_len: u64,
+        /// Bytes after the valid prefix.
+        dropped: u64,
+        /// What is wrong at the end of the valid prefix.
+        reason: Corruption,
+    },
 }
 
 /// Damage that may not be cut off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt record at offset {offset}: {reason}")]
 pub struct CorruptSegment {
+    /// The file offset of the bad record: the end of the valid prefix.
     pub offset: u64,
+    /// What is wrong with it.
     pub reason: Corruption,
 }
 

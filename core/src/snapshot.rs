@@ -95,24 +95,48 @@ impl KeyDir {
 /// What is wrong with a snapshot whose frame is intact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotDefect {
+    /// A field does not decode (the body ends early, or a column map is
+    /// malformed).
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A location cannot hold a record of the segment: inside its header,
+    /// shorter than a record header or past the file's end.
     #[error("a location is outside the segment's records")]
     BadLocation,
+    /// A blob, columns or value location is none (length 0).
     #[error("a required location is missing")]
     MissingLocation,
+    /// A document id appears twice.
     #[error("document {0} appears twice")]
     DuplicateDocument(u64),
+    /// A document's inputs are not in strictly ascending id order.
     #[error("the chain of document {0} is not in ascending id order")]
     UnorderedChain(u64),
+    /// The trailer's document count disagrees with the body.
     #[error("the trailer announces {announced} documents, the body holds {found}")]
-    WrongCount { announced: u64, found: u64 },
+    WrongCount {
+        /// Documents the trailer announces.
+        announced: u64,
+        /// Documents the body holds.
+        found: u64,
+    },
+    /// The id counter is not above every document and input id.
     #[error("the id counter {next_id} is not above id {id}")]
-    IdCounterBehind { next_id: u64, id: u64 },
+    IdCounterBehind {
+        /// The snapshot's id counter.
+        next_id: u64,
+        /// The largest id in the snapshot.
+        id: u64,
+    },
+    /// The segment's usage is impossible: total bytes other than the
+    /// file's records, more live bytes than total, or no records.
     #[error("the byte counts do not add up to the segment")]
     WrongUsage,
+    /// No checkpoint location.
     #[error("no checkpoint: a merged segment always starts with one")]
     NoCheckpoint,
+    /// The index built from the snapshot breaks one of the
+    /// [`crate::KeyDir`]'s invariants.
     #[error("the index it describes is inconsistent: {0}")]
     Inconsistent(Violation),
 }

@@ -13,11 +13,17 @@ use crate::codec::{DecodeError, Reader, put_bytes, put_len};
 /// The value of an input or output node.
 #[derive(Clone, Debug)]
 pub enum Value {
+    /// An int64 (tag 1).
     Int(i64),
+    /// A double (tag 2), stored as its IEEE 754 bits.
     Double(f64),
+    /// A UTF-8 string (tag 3).
     Str(String),
+    /// A list of int64 (tag 4).
     IntList(Vec<i64>),
+    /// A list of strings (tag 5).
     StrList(Vec<String>),
+    /// A map of string to string (tag 6), encoded like a column map.
     Map(BTreeMap<String, String>),
 }
 
@@ -163,7 +169,7 @@ pub(crate) fn string_map_encoded_len(map: &BTreeMap<String, String>) -> usize {
     4 + map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
 }
 
-/// A column map in its record encoding ([`encode_string_map`]), checked to
+/// A column map in its record encoding (`encode_string_map`), checked to
 /// decode. Records, hint entries and the index pass columns along in this
 /// form; they are decoded only when read.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,6 +205,7 @@ impl<'a> EncodedColumns<'a> {
         self.0
     }
 
+    /// The column map, decoded.
     pub fn decode(self) -> Columns {
         decode_string_map(&mut Reader::new(self.0)).expect("encoded columns were checked when taken")
     }
@@ -211,7 +218,7 @@ impl fmt::Debug for EncodedColumns<'_> {
 }
 
 /// Decodes a string map. Keys must be strictly increasing: that is the only
-/// encoding [`encode_string_map`] produces, so anything else is corruption.
+/// encoding `encode_string_map` produces, so anything else is corruption.
 pub(crate) fn decode_string_map(r: &mut Reader<'_>) -> Result<BTreeMap<String, String>, DecodeError> {
     let n = r.count(8)?;
     let mut map = BTreeMap::new();

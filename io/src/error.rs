@@ -49,11 +49,19 @@ pub enum Error {
     /// reached the disk; it refuses writes until it is reopened. Reads
     /// still work.
     #[error("writes are refused after an IO failure ({reason}); reopen the engine to recover")]
-    Poisoned { reason: Arc<str> },
+    Poisoned {
+        /// The error that poisoned the engine, as text.
+        reason: Arc<str>,
+    },
 
     /// The data directory is locked by another open engine.
     #[error("data directory {dir} is in use by another process (lock file {lock} is held)")]
-    Locked { dir: PathBuf, lock: PathBuf },
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file, held by the other engine.
+        lock: PathBuf,
+    },
 
     /// The options passed to [`crate::Engine::open`] are unusable.
     #[error("invalid options: {0}")]
@@ -62,7 +70,9 @@ pub enum Error {
     /// An operating-system error, with what the engine was doing.
     #[error("{context}: {source}")]
     Io {
+        /// What the engine was doing, and to which file or segment.
         context: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

@@ -2,7 +2,7 @@
 //!
 //! [`OsFileSystem`] is the real one (positioned writes and reads, read-only
 //! memory maps, `fdatasync`, directory fsync, advisory locks).
-//! [`crate::SimFileSystem`] is a simulated one for tests that can lose
+//! `SimFileSystem` (`sim.rs`, behind the `sim` feature) is a simulated one for tests that can lose
 //! unsynced bytes, tear the last write and fail on demand. The engine only
 //! ever talks to these traits.
 
@@ -44,7 +44,7 @@ pub trait FileHandle: Send + Sync + Debug {
     /// the end of the file; only bytes that exist may be read through it).
     /// Files that cannot be mapped say [`io::ErrorKind::Unsupported`] and
     /// are read with [`FileHandle::read_exact_at`]. Only a
-    /// [`crate::segment::SegmentFile`] maps files: it never lets one shrink
+    /// `SegmentFile` (`segment.rs`) maps files: it never lets one shrink
     /// below bytes a reader may have been given.
     fn map(&self, len: usize) -> io::Result<Arc<dyn MapRegion>> {
         let _ = len;
@@ -75,7 +75,9 @@ pub trait MapRegion: Send + Sync + Debug {
 /// into.
 #[derive(Debug)]
 pub enum FileBytes {
+    /// A view of the file's memory map.
     Mapped(Mapped),
+    /// A copy read with `pread`, from a file that is not mapped.
     Read(Vec<u8>),
 }
 

@@ -7,9 +7,10 @@
 //! segments into `merged.seg` (on demand or in the background), and on open
 //! replays every segment to rebuild the in-memory index, cutting a torn tail
 //! off the active segment. All file access goes through the [`FileSystem`] trait:
-//! [`OsFileSystem`] in production, [`SimFileSystem`] in crash and fault
+//! [`OsFileSystem`] in production, `SimFileSystem` (the `sim` feature) in crash and fault
 //! tests.
 
+#![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod engine;

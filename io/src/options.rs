@@ -73,10 +73,12 @@ impl Default for CompactionSettings {
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Options {
+    /// When appended records are fsynced.
     pub sync: SyncPolicy,
     /// The active segment is sealed once a record would take it past this
     /// many bytes.
     pub segment_bytes: u64,
+    /// The sizes a request may not exceed.
     pub limits: Limits,
     /// The background compactor; `None` leaves compaction to
     /// [`crate::Engine::compact`].
@@ -102,6 +104,10 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Checks that the options are usable: `segment_bytes` within
+    /// [`MIN_SEGMENT_BYTES`]..=[`MAX_SEGMENT_BYTES`], a compaction interval
+    /// above zero and a garbage ratio within 0.0..=1.0, and limits the
+    /// format can store. [`crate::Engine::open`] calls it.
     pub fn validate(&self) -> Result<()> {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::Options(format!(

@@ -29,12 +29,16 @@ pub struct CompactionReport {
     pub bytes_in: u64,
     /// Bytes of the merged segment's records.
     pub bytes_out: u64,
+    /// Records in the segments merged.
     pub records_in: u64,
+    /// Records in the merged segment, its checkpoint included.
     pub records_out: u64,
     /// Old versions, tombstones and deleted records left behind.
     pub records_dropped: u64,
     /// Records overwritten while the compaction ran (their copies are garbage).
     pub stale: u64,
+    /// Wall-clock time from the decision to compact to the old segments'
+    /// removal.
     pub elapsed: Duration,
 }
 

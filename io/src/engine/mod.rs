@@ -25,7 +25,8 @@
 //! 4. `Durability::state` (`commit.rs`): who syncs and what is durable;
 //! 5. `Shared::poison`;
 //! 6. `Shared::last_compaction`;
-//! 7. the memory-map lock inside each open segment file (`fs.rs`), a leaf.
+//! 7. `SegmentFile::map` (`segment.rs`), the memory-map lock inside each
+//!    open segment file, a leaf.
 //!
 //! Condition variables wait on `Durability::state` only. The group commit
 //! leader lets `state` go while it fsyncs, and takes `writer` only then.
@@ -129,11 +130,15 @@ impl std::fmt::Debug for LockGuard {
 /// Counts and sizes, from the index (no disk reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
+    /// Live documents.
     pub documents: u64,
+    /// Inputs of the live documents.
     pub inputs: u64,
+    /// Inputs that have an output.
     pub outputs: u64,
     /// Segment files, the active one included.
     pub segments: u64,
+    /// The id of the segment taking appends.
     pub active_segment: SegmentId,
     /// The active segment's size in bytes, header included.
     pub active_segment_bytes: u64,
