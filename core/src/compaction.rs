@@ -191,6 +191,16 @@ pub struct Installed {
 }
 
 impl KeyDir {
+    /// [`KeyDir::plan_compaction`] for a compaction that starts now: the
+    /// plan's sequence number is taken, so records appended while the merge
+    /// is written get later ones (sequence numbers stay strictly increasing
+    /// through the log: the merged segment replays before them).
+    pub fn begin_compaction(&mut self, sources: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {
+        let plan = self.plan_compaction(sources)?;
+        self.take_seq(plan.seq);
+        Some(plan)
+    }
+
     /// Captures the index for a compaction of `sources` (all sealed
     /// segments). Returns `None` when there is nothing to compact.
     pub fn plan_compaction(&self, sources: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {

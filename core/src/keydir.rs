@@ -493,6 +493,11 @@ impl KeyDir {
         installed
     }
 
+    /// Counts `seq` as used: the next record gets a later one.
+    pub(crate) fn take_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+    }
+
     /// The documents in ascending id order, for writing a snapshot.
     pub(crate) fn documents_in_order(&self) -> impl Iterator<Item = (Id, &DocumentEntry)> + '_ {
         self.order.iter().map(|id| (*id, &self.documents[id]))

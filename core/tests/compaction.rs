@@ -5,8 +5,8 @@ mod common;
 
 use common::{Log, columns, seg};
 use stratum_core::{
-    CompactionPolicy, Effect, EncodedColumns, Id, InputEntry, Installed, Location, MergedSegment, Relocation,
-    SegmentUsage, Target,
+    CompactionPlan, CompactionPolicy, Effect, EncodedColumns, Id, InputEntry, Installed, Location, MergedSegment,
+    Relocation, SegmentUsage, Target,
 };
 
 /// Test helpers: every record 50 bytes, every record taking effect.
@@ -34,6 +34,21 @@ fn sample() -> Log {
     log.apply(5, Effect::PutInput { document: 1 });
     log.apply(1, Effect::SetBlob);
     log
+}
+
+/// The merged segment's records carry the plan's sequence number, and it
+/// replays before anything written while the merge runs: a compaction that
+/// begins takes that number, so later records get later ones.
+#[test]
+fn a_compaction_that_begins_takes_its_sequence_number() {
+    let mut log = sample();
+    let before = log.kd.next_seq();
+    let plan = log.kd.begin_compaction([seg(1), seg(2)]).unwrap();
+    assert_eq!(plan.seq, before);
+    assert_eq!(log.kd.next_seq(), before + 1, "the next record would reuse the merged segment's number");
+    assert_eq!(Some(plan.clone()), {
+        log.kd.plan_compaction([seg(1), seg(2)]).map(|p| CompactionPlan { seq: before, ..p })
+    });
 }
 
 #[test]

@@ -172,7 +172,9 @@ impl Shared {
         if w.len > SEGMENT_HEADER_LEN as u64 {
             self.rotate(&mut w)?;
         }
-        let index = self.index.read();
+        // Every segment but the (now empty) active one is a source: the
+        // choice above was made over all of them.
+        let mut index = self.index.write();
         let sealed: Vec<SegmentId> = index.files.keys().copied().filter(|&id| id != index.active).collect();
         let mut usage = SegmentUsage::default();
         for u in sealed.iter().filter_map(|id| index.keydir.segments().get(id)) {
@@ -180,10 +182,8 @@ impl Shared {
             usage.live_bytes += u.live_bytes;
             usage.records += u.records;
         }
-        if usage.garbage_bytes() == 0 {
-            return Ok(None);
-        }
-        Ok(index.keydir.plan_compaction(sealed).map(|plan| (plan, index.merged, usage)))
+        let merged = index.merged;
+        Ok(index.keydir.begin_compaction(sealed).map(|plan| (plan, merged, usage)))
     }
 
     /// Writes and syncs the merged segment under `tmp`, laid out by the
