@@ -81,7 +81,7 @@ fn nothing_to_compact_gives_no_plan() {
 
 /// The relocations a merged segment writing `plan` in order reports, the
 /// way the io layer writes it: each document, then its inputs and outputs.
-fn merge(plan: &stratum_core::CompactionPlan) -> MergedSegment {
+fn merge(plan: &CompactionPlan) -> MergedSegment {
     let mut merged = MergedSegment::default();
     let mut offset = 20;
     let mut place = |merged: &mut MergedSegment| {
