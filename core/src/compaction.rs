@@ -319,10 +319,14 @@ impl<'p> MergeWriter<'p> {
             }
             Some(input) => {
                 let record = checked_record(bytes, input.id).map_err(damaged)?;
-                match record.body().map_err(|e| damaged(e.into()))? {
-                    Body::PutInput { .. } if !output => {}
-                    Body::PutOutput { .. } if output => {}
+                let owner = match record.body().map_err(|e| damaged(e.into()))? {
+                    Body::PutInput { document, .. } if !output => document,
+                    Body::PutOutput { document, .. } if output => document,
                     other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
+                };
+                // Copied as it is, the record names its document on replay.
+                if owner != document.id {
+                    return Err(damaged(Defect::WrongDocument { found: owner, expected: document.id }));
                 }
                 out.extend_from_slice(bytes);
                 let (document, input) = (document.id, input.id);

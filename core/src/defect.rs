@@ -24,6 +24,15 @@ pub enum Defect {
         /// The id the index looked it up for.
         expected: Id,
     },
+    /// An input or output record that names another document than the
+    /// one whose chain points at it.
+    #[error("record belongs to document {found}, expected {expected}")]
+    WrongDocument {
+        /// The document the record names.
+        found: Id,
+        /// The document whose chain points at it.
+        expected: Id,
+    },
     /// A valid record of a kind the index never points at there.
     #[error("the index points at a {0:?} record")]
     UnexpectedKind(RecordKind),

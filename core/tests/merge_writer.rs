@@ -349,6 +349,15 @@ fn with_id(record: &[u8], id: Id) -> Vec<u8> {
     record
 }
 
+/// Replaces the owning document an input or output record names (the
+/// first eight bytes of its payload), keeping its checksum valid.
+fn with_document(record: &[u8], document: Id) -> Vec<u8> {
+    let mut record = record.to_vec();
+    record[25..33].copy_from_slice(&document.to_le_bytes());
+    fix_record_crc(&mut record);
+    record
+}
+
 fn record_id(record: &[u8]) -> Id {
     u64::from_le_bytes(record[17..25].try_into().unwrap())
 }
@@ -463,6 +472,26 @@ proptest! {
         prop_assert_eq!(
             result.err(),
             Some(MergeError::Damaged { at: sources[k], defect: Defect::WrongId { found, expected } })
+        );
+    }
+
+    /// An input's record about the right input but naming another document
+    /// is refused: copied as it is, it would join that document's chain on
+    /// replay.
+    #[test]
+    fn a_record_naming_another_document_is_refused(steps in arb_steps(), other in 1u64..1000) {
+        let mut store = Store::new();
+        store.run(&steps);
+        let plan = store.plan();
+        let Some(document) = plan.documents.iter().find(|d| !d.inputs.is_empty()) else { return Ok(()) };
+        let victim = document.inputs[0].value;
+        let found = document.id + other;
+        let result = write_merged(&plan, |_, from| {
+            if from == victim { with_document(store.at(from), found) } else { store.at(from).to_vec() }
+        });
+        prop_assert_eq!(
+            result.err(),
+            Some(MergeError::Damaged { at: victim, defect: Defect::WrongDocument { found, expected: document.id } })
         );
     }
 
