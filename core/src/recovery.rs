@@ -174,7 +174,16 @@ pub fn plan_recovery(listing: &Listing) -> Result<RecoveryPlan, PlanError> {
             return Err(PlanError::Damaged { file: sealed_name(older), defect });
         }
         let (replaced, newer): (Vec<SegmentId>, Vec<SegmentId>) = sealed.iter().partition(|&&s| s <= merged.segment);
-        steps.extend(replaced.iter().map(|&s| RecoveryStep::Delete(sealed_name(s))));
+        for &s in &replaced {
+            let name = sealed_name(s);
+            let hint = hint_name(&name);
+            steps.push(RecoveryStep::Delete(name));
+            // Its hint goes with it (it was no orphan when the directory
+            // was listed).
+            if has(&hint) {
+                steps.push(RecoveryStep::Delete(hint));
+            }
+        }
         if !replaced.is_empty() {
             steps.push(RecoveryStep::SyncDir);
         }
