@@ -197,8 +197,14 @@ impl KeyDir {
     /// through the log: the merged segment replays before them).
     pub fn begin_compaction(&mut self, sources: impl IntoIterator<Item = SegmentId>) -> Option<CompactionPlan> {
         let plan = self.plan_compaction(sources)?;
-        self.take_seq(plan.seq);
+        self.start_compaction(&plan);
         Some(plan)
+    }
+
+    /// Takes a plan's sequence number, for a plan made with
+    /// [`KeyDir::plan_compaction`] (under a read lock) that starts now.
+    pub fn start_compaction(&mut self, plan: &CompactionPlan) {
+        self.take_seq(plan.seq);
     }
 
     /// Captures the index for a compaction of `sources` (all sealed

@@ -242,7 +242,7 @@ impl KeyDir {
     /// ids, so that ids stay unique across a crash that loses writes (under
     /// `none`, a create can be acknowledged and lost).
     pub fn reservation_needed(&self, id: Id) -> Option<Id> {
-        (id >= self.reserved_ids).then(|| id.saturating_add(ID_RESERVATION))
+        (id >= self.reserved_ids()).then(|| id.saturating_add(ID_RESERVATION))
     }
 
     /// After recovery: hands out ids only above every reservation, since

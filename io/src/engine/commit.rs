@@ -153,6 +153,10 @@ impl Shared {
             });
             state.syncing = false;
             state.last_sync = took;
+            // Whatever happened, the waiters must look again: a poison set
+            // meanwhile (by a rotation's failed fsync, say) notified without
+            // this lock, and that wakeup may have been missed.
+            self.durability.synced.notify_all();
             match result {
                 Ok(()) if !state.failed => {
                     self.fsyncs.fetch_add(1, Ordering::Relaxed);

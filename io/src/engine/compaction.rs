@@ -174,7 +174,7 @@ impl Shared {
         }
         // Every segment but the (now empty) active one is a source: the
         // choice above was made over all of them.
-        let mut index = self.index.write();
+        let index = self.index.read();
         let sealed: Vec<SegmentId> = index.files.keys().copied().filter(|&id| id != index.active).collect();
         let mut usage = SegmentUsage::default();
         for u in sealed.iter().filter_map(|id| index.keydir.segments().get(id)) {
@@ -183,7 +183,11 @@ impl Shared {
             usage.records += u.records;
         }
         let merged = index.merged;
-        Ok(index.keydir.begin_compaction(sealed).map(|plan| (plan, merged, usage)))
+        // Planning copies the index: under the read lock, so readers go on.
+        let Some(plan) = index.keydir.plan_compaction(sealed) else { return Ok(None) };
+        drop(index);
+        self.index.write().keydir.start_compaction(&plan);
+        Ok(Some((plan, merged, usage)))
     }
 
     /// Writes and syncs the merged segment under `tmp`, laid out by the
