@@ -26,6 +26,7 @@ pub fn status(error: Error) -> Status {
         Error::Invalid(_) => Status::invalid_argument(message),
         Error::Corrupt { .. } => Status::data_loss(message),
         Error::Poisoned { .. } => Status::unavailable(message),
+        Error::OutcomeUnknown { .. } => Status::unknown(message),
         Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
         Error::SegmentIdsExhausted | Error::MergedTooLarge => Status::resource_exhausted(message),
         Error::Io { .. } => Status::internal(message),

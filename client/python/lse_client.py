@@ -78,6 +78,7 @@ UNAVAILABLE           Unavailable         (server down, or refusing writes)
 DATA_LOSS             DataLoss
 FAILED_PRECONDITION   FailedPrecondition
 DEADLINE_EXCEEDED     DeadlineExceeded    TimeoutError
+UNKNOWN               OutcomeUnknown      (a write whose fsync failed)
 CANCELLED             Cancelled
 INTERNAL              Internal
 UNIMPLEMENTED         Unimplemented
@@ -138,6 +139,7 @@ __all__ = [
     "ResourceExhausted",
     "Unavailable",
     "DataLoss",
+    "OutcomeUnknown",
     "FailedPrecondition",
     "DeadlineExceeded",
     "Cancelled",
@@ -239,6 +241,14 @@ class Unavailable(LseError):
     disk failure (reads still work; restarting the server recovers)."""
 
 
+class OutcomeUnknown(LseError):
+    """UNKNOWN: the write reached the server's log, but the fsync that was to
+    make it durable failed. It is visible now and may or may not survive a
+    restart; the server refuses further writes until it is restarted. Read
+    the value back after the restart to learn what happened. (Every other
+    error means the write changed nothing.)"""
+
+
 class DataLoss(LseError):
     """DATA_LOSS: stored bytes failed their checksum."""
 
@@ -274,6 +284,7 @@ _ERRORS: Dict[grpc.StatusCode, type] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNKNOWN: OutcomeUnknown,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,

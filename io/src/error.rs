@@ -54,6 +54,21 @@ pub enum Error {
         reason: Arc<str>,
     },
 
+    /// The write's record reached the log and the index, but the fsync
+    /// that was to make it durable failed: it is visible now, and may or
+    /// may not survive a restart (after a failed fsync Linux may have
+    /// dropped the pages it covered). The engine is poisoned, as for
+    /// [`Error::Poisoned`]. The only error a write returns after its record
+    /// was appended; every other error means the write changed nothing.
+    #[error(
+        "outcome unknown: the write reached the log, but the fsync that was to make it durable failed ({reason}); \
+         it is visible now and may or may not survive a restart; writes are refused until the engine is reopened"
+    )]
+    OutcomeUnknown {
+        /// The failed fsync, as text.
+        reason: Arc<str>,
+    },
+
     /// The data directory is locked by another open engine.
     #[error("data directory {dir} is in use by another process (lock file {lock} is held)")]
     Locked {

@@ -113,11 +113,24 @@ impl Harness {
                 self.issued.note(op, &expected);
                 self.acknowledged(op);
             }
-            Err(Error::Io { .. } | Error::Poisoned { .. }) => {
-                // Not acknowledged: it may or may not have reached the disk.
+            Err(Error::OutcomeUnknown { .. }) => {
+                // Appended, then its fsync failed: it may or may not have
+                // reached the disk.
                 if op.writes() {
                     self.candidates.push(model);
                 }
+                self.issued.note_possible(op, &expected);
+            }
+            Err(Error::Io { .. } | Error::Poisoned { .. }) => {
+                // Any other error changed nothing: not now, and (since it
+                // is no candidate) not after the crash either.
+                // (Read with the power back: the simulated disk refuses
+                // reads too once it is cut; reading changes nothing.)
+                let cut = self.fs.faults(|f| std::mem::replace(&mut f.power_is_cut, false));
+                let now = read_back(self.engine());
+                self.fs.faults(|f| f.power_is_cut = cut);
+                let now = now.map_err(|e| TestCaseError::fail(format!("reading back after a failed {op:?}: {e}")))?;
+                prop_assert_eq!(&now, &self.model, "{:?} failed, yet changed what is visible", op);
                 self.issued.note_possible(op, &expected);
             }
             Err(e) => return Err(TestCaseError::fail(format!("{op:?} failed unexpectedly: {e}"))),

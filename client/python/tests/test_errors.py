@@ -265,3 +265,20 @@ def test_server_side_timeout_is_deadline_exceeded(address: str, monkeypatch):
 def test_no_deadline_at_all(address: str):
     with LseClient(address, timeout=None) as c:
         assert c.get_stats()["sync_policy"]
+
+
+def test_outcome_unknown_is_its_own_error(address: str, monkeypatch):
+    """UNKNOWN is the server's answer for a write whose fsync failed after
+    its record reached the log: the client says so with OutcomeUnknown, not
+    as a plain failure (which would mean the write changed nothing)."""
+    from test_values import FakeRpcError
+
+    with LseClient(address, timeout=5) as c:
+        def unknown(request, timeout=None):
+            raise FakeRpcError(grpc.StatusCode.UNKNOWN, "outcome unknown: the write reached the log")
+
+        monkeypatch.setattr(c._stub, "AddTestCase", unknown)
+        with pytest.raises(lse_client.OutcomeUnknown, match="outcome unknown") as e:
+            c.add_test_case(1, 5)
+        assert e.value.code == grpc.StatusCode.UNKNOWN
+        assert not isinstance(e.value, lse_client.Unavailable)

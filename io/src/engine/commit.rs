@@ -6,6 +6,7 @@
 //! last fsync's time, never when it is the only writer), so that one fsync
 //! covers them all instead of half of them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,10 +41,12 @@ pub(super) struct SyncState {
     pub(super) last_sync: Duration,
     /// How many threads the last fsync covered (gathered for).
     pub(super) last_batch: u64,
-    /// An fsync failed. On Linux a later fsync can succeed although the
-    /// pages the failed one covered were dropped, so from now on nothing
-    /// is ever reported durable again (the engine is poisoned, too).
-    pub(super) failed: bool,
+    /// Why an fsync failed, once one has. On Linux a later fsync can
+    /// succeed although the pages the failed one covered were dropped, so
+    /// from now on nothing is ever reported durable again (the engine is
+    /// poisoned, too), and a writer still waiting is told its outcome is
+    /// unknown.
+    pub(super) failed: Option<Arc<str>>,
 }
 
 /// The longest a group commit leader waits for other writers to append.
@@ -92,7 +95,7 @@ impl Shared {
     pub(super) fn sync_active(&self, w: &Writer) -> Result<()> {
         if let Err(e) = w.file.sync_data() {
             let e = Error::io(format!("syncing segment {}", w.segment))(e);
-            self.durability.state.lock().failed = true;
+            self.durability.state.lock().failed = Some(e.to_string().into());
             self.set_poison(&e);
             return Err(e);
         }
@@ -103,7 +106,7 @@ impl Shared {
 
     pub(super) fn mark_durable(&self, position: u64) {
         let mut state = self.durability.state.lock();
-        if state.failed {
+        if state.failed.is_some() {
             return;
         }
         state.durable = state.durable.max(position);
@@ -131,12 +134,25 @@ impl Shared {
         result
     }
 
+    /// Waits until every byte before `position` is durable, leading an
+    /// fsync when none runs.
+    ///
+    /// The answer is honest about what happened to the caller's bytes:
+    /// `Ok` once an fsync covered them; [`Error::OutcomeUnknown`] once an
+    /// fsync failed before one did (the bytes reached the file, and may or
+    /// may not survive a restart). A poison set by another writer's failed
+    /// append or rotation does not stop the fsync: every byte before
+    /// `position` reached the file whole before that failure, so syncing
+    /// them is still right, and a write that is in fact applied is never
+    /// answered with an error.
     pub(super) fn await_sync(&self, state: &mut MutexGuard<'_, SyncState>, position: u64) -> Result<()> {
         loop {
             if state.durable >= position {
                 return Ok(());
             }
-            self.check_writable()?;
+            if let Some(reason) = &state.failed {
+                return Err(Error::OutcomeUnknown { reason: reason.clone() });
+            }
             if state.syncing {
                 self.durability.synced.wait(state);
                 continue;
@@ -153,24 +169,23 @@ impl Shared {
             });
             state.syncing = false;
             state.last_sync = took;
-            // Whatever happened, the waiters must look again: a poison set
+            // Whatever happened, the waiters must look again: a failure set
             // meanwhile (by a rotation's failed fsync, say) notified without
             // this lock, and that wakeup may have been missed.
             self.durability.synced.notify_all();
             match result {
-                Ok(()) if !state.failed => {
+                // A rotation's fsync failed meanwhile: the loop answers.
+                Ok(()) if state.failed.is_some() => {}
+                Ok(()) => {
                     self.fsyncs.fetch_add(1, Ordering::Relaxed);
                     state.durable = state.durable.max(target);
-                    self.durability.synced.notify_all();
                 }
-                Ok(()) => self.check_writable()?,
                 Err(e) => {
-                    // Poisoned before the lock is let go: no thread can
+                    // Marked failed before the lock is let go: no thread can
                     // start another fsync and count the lost bytes durable.
-                    state.failed = true;
                     let e = Error::io("syncing the active segment")(e);
+                    state.failed = Some(e.to_string().into());
                     self.set_poison(&e);
-                    return Err(e);
                 }
             }
         }

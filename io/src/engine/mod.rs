@@ -33,8 +33,12 @@
 //!
 //! Acknowledgement: a write returns once its record is appended and indexed,
 //! and, under [`SyncPolicy::Always`], once an fsync covering it succeeded.
-//! A failed append or fsync poisons the engine: the caller gets the error,
-//! later writes get [`Error::Poisoned`], reads keep working.
+//! A failed append or fsync poisons the engine: later writes get
+//! [`Error::Poisoned`], reads keep working. Every answer is honest: an
+//! error means the write changed nothing, except
+//! [`Error::OutcomeUnknown`], for a write whose record was appended when
+//! the fsync that was to cover it failed. A write appended before another
+//! writer's append failed is still synced and acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -436,9 +440,15 @@ impl Engine {
     // ----- administration --------------------------------------------------
 
     /// Makes every acknowledged write durable, whatever the sync policy.
+    ///
+    /// After a failed fsync this is [`Error::Poisoned`]: what was
+    /// acknowledged before it is durable, what came after may not be.
     pub fn flush(&self) -> Result<()> {
         let position = self.shared.writer.lock().appended;
-        self.shared.wait_durable(position, None)
+        self.shared.wait_durable(position, None).map_err(|e| match e {
+            Error::OutcomeUnknown { reason } => Error::Poisoned { reason },
+            other => other,
+        })
     }
 
     /// Counts and sizes, from memory.
