@@ -144,7 +144,7 @@ fn a_write_appended_before_another_writers_append_failed_is_acknowledged() {
 
     let engine = Arc::into_inner(engine).unwrap();
     let engine = open(&power_cut(&fs, engine), Options::default());
-    let recovered: Vec<_> = engine.inputs(doc).unwrap().into_iter().map(|(id, v)| (id, v)).collect();
+    let recovered = engine.inputs(doc).unwrap();
     assert_eq!(recovered, vec![(first, Value::Int(1)), (second, Value::Int(2))]);
 }
 
