@@ -215,7 +215,7 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.CANCELLED, lse_client.Cancelled, None),
         (grpc.StatusCode.INTERNAL, lse_client.Internal, None),
         (grpc.StatusCode.UNIMPLEMENTED, lse_client.Unimplemented, None),
-        (grpc.StatusCode.UNKNOWN, lse_client.LseError, None),
+        (grpc.StatusCode.UNKNOWN, lse_client.OutcomeUnknown, None),
         (grpc.StatusCode.PERMISSION_DENIED, lse_client.LseError, None),
     ],
 )
