@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Maps come back in key order, so responses are deterministic.
         .btree_map(".")
+        // Prost's codec, but bytes that do not decode are INVALID_ARGUMENT.
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -67,6 +67,12 @@ pub struct Config {
     /// Log filter (tracing env-filter syntax), e.g. info or stratum=debug.
     #[arg(long, env = "LSE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Rewrite the data directory from segment format 2 (Stratum before
+    /// salted records) to format 3, then exit without serving. The server
+    /// must be stopped; running it again after a crash finishes the job.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 impl Config {

@@ -7,6 +7,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod codec;
 pub mod config;
 mod convert;
 mod service;
@@ -46,6 +47,8 @@ pub enum ServerError {
     Locked(Error),
     #[error("cannot open the store: {0}")]
     Engine(Error),
+    #[error("the final flush at shutdown failed: {0}; writes acknowledged since the last fsync may be lost")]
+    Shutdown(Error),
     #[error("cannot listen on {addr}: {source}; choose another port with --port or LSE_PORT")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
@@ -127,13 +130,23 @@ pub async fn serve(
     watcher.abort();
     let _ = watcher.await;
     tracing::info!("shutting down: flushing the store");
+    let refusing = engine.stats().poisoned;
     let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(engine) {
         Ok(engine) => engine.close(),
         Err(engine) => engine.flush(),
     })
     .await
     .map_err(|source| ServerError::Task { what: "shutdown", source })?;
-    closed.map_err(ServerError::Engine)?;
+    match (closed, refusing) {
+        (Ok(()), _) => {}
+        // Already refusing writes: that failure was reported when it
+        // happened (and every write since was refused), so a final flush
+        // that fails too is no news and the shutdown is clean.
+        (Err(e), Some(reason)) => {
+            tracing::warn!(error = %e, %reason, "the store was refusing writes; its final flush failed too");
+        }
+        (Err(e), None) => return Err(ServerError::Shutdown(e)),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
+    if config.upgrade {
+        return upgrade(&config.data_dir);
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -24,6 +28,34 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lse_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lse_server --upgrade`: rewrites a format-2 data directory in place.
+fn upgrade(dir: &std::path::Path) -> ExitCode {
+    match stratum_io::upgrade(&stratum_io::OsFileSystem, dir) {
+        Ok(report) => {
+            for path in &report.rewritten {
+                println!("upgraded {}", path.display());
+            }
+            for path in &report.already_current {
+                println!("already current: {}", path.display());
+            }
+            if let Some((kept, dropped)) = report.cut_tail {
+                println!("cut a torn tail of {dropped} bytes off active.seg (kept {kept} bytes)");
+            }
+            println!(
+                "lse_server: {} segment files upgraded ({} records), {} hint files removed",
+                report.rewritten.len(),
+                report.records,
+                report.hints_removed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lse_server: upgrade of {} failed: {e}", dir.display());
             ExitCode::FAILURE
         }
     }

@@ -639,3 +639,67 @@ async fn get_all_test_cases_pages_a_chain_too_big_for_one_message() {
     assert_eq!(seen, want);
     f.assert_intact().await;
 }
+
+// ----- undecodable requests ---------------------------------------------------
+
+/// Sends any bytes as a request message, and takes any bytes back.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+/// A request whose bytes are not a protobuf message of its type is the
+/// caller's error: INVALID_ARGUMENT naming the message type, not INTERNAL,
+/// and nothing changes.
+#[tokio::test]
+async fn an_undecodable_request_is_invalid_argument() {
+    let mut f = Fixture::new().await;
+    for (method, bytes) in [
+        ("GetProblemHtml", vec![0xff; 12]),
+        ("CreateProblem", vec![0x0a, 0x7f, b'x']),
+        ("AddTestCase", vec![0x08]),
+        ("DeleteProblem", vec![0x0b, 0x00]),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(f.server.channel().await);
+        grpc.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::try_from(format!("/lse.Lse/{method}")).unwrap();
+        let status = grpc.unary(tonic::Request::new(bytes), path, RawBytes).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
+        assert!(status.message().contains("is not a valid "), "{method}: {status:?}");
+    }
+    f.assert_intact().await;
+}

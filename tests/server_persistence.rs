@@ -327,3 +327,56 @@ async fn sigkill_under_sync_always_keeps_every_acknowledged_write() {
 async fn sigkill_between_and_during_compactions_keeps_every_acknowledged_write() {
     sigkill_keeps_every_acknowledged_write(&["--segment-bytes", "4096"], 3, true).await;
 }
+
+/// `lse_server --upgrade` rewrites a format-2 data directory and exits;
+/// on a current one it changes nothing. Either way the server then serves
+/// the directory.
+#[tokio::test]
+async fn upgrade_rewrites_a_format_2_directory_and_exits() {
+    use stratum_core::{RecordKind, SEGMENT_HEADER_LEN, Salt, Scan, SegmentHeader, scan, seal_record};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let mut c = server.client().await;
+    let problem = create(&mut c, "<p>kept</p>", columns(&[("name", "p")])).await;
+    server.stop().await;
+
+    // Rewrite active.seg as the previous version wrote it: the format-2
+    // header (magic, version 2, reserved, id, CRC-32 of those 16 bytes)
+    // and unsalted records, without durability marks.
+    let active = dir.path().join("active.seg");
+    let bytes = std::fs::read(&active).unwrap();
+    let header = SegmentHeader::decode(&bytes).unwrap();
+    let mut v2 = b"STRATSEG".to_vec();
+    v2.extend_from_slice(&2u16.to_le_bytes());
+    v2.extend_from_slice(&[0, 0]);
+    v2.extend_from_slice(&header.segment.get().to_le_bytes());
+    let crc = crc32fast::hash(&v2);
+    v2.extend_from_slice(&crc.to_le_bytes());
+    let mut at = SEGMENT_HEADER_LEN;
+    while at < bytes.len() {
+        let Scan::Record(record) = scan(&bytes[at..], &header.salt) else { panic!("a bad record at {at}") };
+        let len = record.len();
+        if record.kind != RecordKind::Durable {
+            let start = v2.len();
+            v2.extend_from_slice(&bytes[at..at + len]);
+            seal_record(&mut v2[start..], &Salt::UNSALTED);
+        }
+        at += len;
+    }
+    std::fs::write(&active, &v2).unwrap();
+    let refused = TestServer::try_start(dir.path(), &[]).await.err().expect("a format-2 segment is refused");
+    assert!(refused.stderr.contains("--upgrade"), "{}", refused.stderr);
+
+    let dir_arg = dir.path().to_str().unwrap();
+    let upgraded = run_to_exit(&["--upgrade", "--data-dir", dir_arg]).await;
+    assert!(upgraded.status.success(), "{}{}", upgraded.stdout, upgraded.stderr);
+    assert!(upgraded.stdout.contains("upgraded") && upgraded.stdout.contains("active.seg"), "{}", upgraded.stdout);
+    let again = run_to_exit(&["--upgrade", "--data-dir", dir_arg]).await;
+    assert!(again.status.success() && again.stdout.contains("0 segment files upgraded"), "{}", again.stdout);
+
+    let server = TestServer::start(dir.path(), &[]).await;
+    let mut c = server.client().await;
+    let html = c.get_problem_html(proto::ProblemRef { problem_id: problem }).await.unwrap();
+    assert_eq!(html.into_inner().html, "<p>kept</p>");
+    server.stop().await;
+}

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use crate::check::checked_record;
 use crate::defect::Defect;
 use crate::keydir::{InputEntry, KeyDir, SegmentUsage, decode_columns};
-use crate::record::{Body, Mutation, SegmentHeader, encode_record};
+use crate::record::{Body, Mutation, Salt, SegmentHeader, encode_record, seal_record};
 use crate::{Columns, Id, Location, MAX_OFFSET, SegmentId};
 
 /// When the background compactor rewrites the store.
@@ -247,8 +247,10 @@ pub enum MergeError {
 
 /// Lays out a merged segment from a [`CompactionPlan`], into buffers the
 /// caller owns: the caller reads each record [`MergeWriter::next_source`]
-/// names and hands its bytes to [`MergeWriter::copy`], which checks them and
-/// appends the copy; [`MergeWriter::finish`] says where everything went.
+/// names and hands its bytes, with the salt of the segment they were read
+/// from, to [`MergeWriter::copy`], which checks them and appends the copy
+/// under the merged segment's own salt; [`MergeWriter::finish`] says where
+/// everything went.
 ///
 /// Documents come in id order, each followed by its inputs in chain order,
 /// each input by its output. A document's blob and columns become one
@@ -256,6 +258,8 @@ pub enum MergeError {
 #[derive(Debug)]
 pub struct MergeWriter<'p> {
     plan: &'p CompactionPlan,
+    /// The merged segment's salt: every copy is sealed with it.
+    salt: Salt,
     /// The merged file's length so far: where the next record goes.
     len: u64,
     cursor: Cursor,
@@ -271,20 +275,22 @@ struct Cursor {
 }
 
 impl<'p> MergeWriter<'p> {
-    /// Starts the merged segment: appends its header and its checkpoint
-    /// record to `out`.
-    pub fn new(plan: &'p CompactionPlan, out: &mut Vec<u8>) -> Result<Self, MergeError> {
-        let header = SegmentHeader { segment: plan.merged }.encode();
+    /// Starts the merged segment, salted with `salt` (fresh random bytes
+    /// the io layer drew): appends its header and its checkpoint record to
+    /// `out`.
+    pub fn new(plan: &'p CompactionPlan, salt: Salt, out: &mut Vec<u8>) -> Result<Self, MergeError> {
+        let header = SegmentHeader { segment: plan.merged, salt }.encode();
         out.extend_from_slice(&header);
         let mut writer = MergeWriter {
             plan,
+            salt,
             len: header.len() as u64,
             cursor: Cursor { document: 0, step: 0 },
             merged: MergedSegment::default(),
         };
         let start = out.len();
         let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
-        encode_record(out, plan.seq, 0, &checkpoint);
+        encode_record(out, &salt, plan.seq, 0, &checkpoint);
         writer.merged.checkpoint = Some(writer.place(out.len() - start)?);
         writer.settle();
         Ok(writer)
@@ -302,29 +308,31 @@ impl<'p> MergeWriter<'p> {
         })
     }
 
-    /// Checks `bytes`, the record read from [`MergeWriter::next_source`],
-    /// and appends its copy to `out`.
-    pub fn copy(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), MergeError> {
+    /// Checks `bytes`, the record read from [`MergeWriter::next_source`] in
+    /// a segment salted with `source`, and appends its copy to `out`.
+    pub fn copy(&mut self, bytes: &[u8], source: &Salt, out: &mut Vec<u8>) -> Result<(), MergeError> {
         let (document, input, output) = self.current().expect("copy is called only while there is a source");
         let from = self.next_source().expect("there is a source");
         let damaged = |defect: Defect| MergeError::Damaged { at: from, defect };
         let start = out.len();
         let target = match input {
             None => {
-                let record = checked_record(bytes, document.id).map_err(damaged)?;
+                let record = checked_record(bytes, source, document.id).map_err(damaged)?;
                 match record.body().map_err(|e| damaged(e.into()))? {
-                    Body::CreateDocument { .. } if document.columns_at == document.blob => out.extend_from_slice(bytes),
+                    Body::CreateDocument { .. } if document.columns_at == document.blob => {
+                        self.append_copy(bytes, out);
+                    }
                     Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
                         let columns = document.columns();
                         let rebuilt = Mutation::CreateDocument { columns: &columns, blob };
-                        encode_record(out, self.plan.seq, document.id, &rebuilt);
+                        encode_record(out, &self.salt, self.plan.seq, document.id, &rebuilt);
                     }
                     other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
                 }
                 Target::DocumentBlob(document.id)
             }
             Some(input) => {
-                let record = checked_record(bytes, input.id).map_err(damaged)?;
+                let record = checked_record(bytes, source, input.id).map_err(damaged)?;
                 let owner = match record.body().map_err(|e| damaged(e.into()))? {
                     Body::PutInput { document, .. } if !output => document,
                     Body::PutOutput { document, .. } if output => document,
@@ -334,7 +342,7 @@ impl<'p> MergeWriter<'p> {
                 if owner != document.id {
                     return Err(damaged(Defect::WrongDocument { found: owner, expected: document.id }));
                 }
-                out.extend_from_slice(bytes);
+                self.append_copy(bytes, out);
                 let (document, input) = (document.id, input.id);
                 if output { Target::Output { document, input } } else { Target::InputValue { document, input } }
             }
@@ -348,6 +356,13 @@ impl<'p> MergeWriter<'p> {
         self.cursor.step += 1;
         self.settle();
         Ok(())
+    }
+
+    /// Appends a checked record as it is, sealed with the merged salt.
+    fn append_copy(&self, bytes: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(bytes);
+        seal_record(&mut out[start..], &self.salt);
     }
 
     /// What was written, once every source is copied.

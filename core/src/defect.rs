@@ -68,20 +68,23 @@ pub enum Defect {
     /// `merged.seg` does not open with its checkpoint record.
     #[error("merged segment does not start with a checkpoint record")]
     NoCheckpoint,
-    /// A bad record in the active segment with a whole, newer record after
-    /// it: damage in the middle of the log, not a torn write.
+    /// A bad record in the active segment before the length a durability
+    /// mark after it says a completed fsync covered: damage to acknowledged
+    /// writes, not a torn write.
     #[error(
-        "{reason}, and a whole record follows at offset {next_record_at}: this is damage, not a torn write, so \
-         recovery will not cut off what follows (to accept losing it, keep a copy of the file and truncate it \
+        "{reason}, but a durability mark after it says the segment was synced to disk up to offset \
+         {durable_upto}: this is damage to records that were acknowledged, not a torn write, so recovery will \
+         not cut them off (to accept losing every record from here on, keep a copy of the file and truncate it \
          to {valid_len} bytes)"
     )]
-    DamageBeforeValidRecords {
+    DamageBeforeDurable {
         /// What is wrong at the end of the valid prefix.
         reason: Corruption,
         /// The length of the valid prefix.
         valid_len: u64,
-        /// Where the next whole record starts.
-        next_record_at: u64,
+        /// How far a durability mark after the damage says the segment
+        /// was synced.
+        durable_upto: u64,
     },
     /// The index points into a segment that is not open.
     #[error("the index points into a segment that is not open")]

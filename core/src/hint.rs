@@ -28,7 +28,7 @@ const HEADER_LEN: usize = 16;
 
 /// The format version of hint files this build writes and reads. It
 /// changes when the entry layout does, apart from the segment format.
-pub const HINT_VERSION: u16 = 2;
+pub const HINT_VERSION: u16 = 3;
 
 /// What tells one kind of framed file from another: its magic and the
 /// version of its layout.
@@ -126,7 +126,7 @@ impl HintBuilder {
             | Effect::DeleteOutput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
             Effect::Checkpoint { next_id } => self.buf.extend_from_slice(&next_id.to_le_bytes()),
             Effect::ReserveIds { below } => self.buf.extend_from_slice(&below.to_le_bytes()),
-            Effect::SetBlob | Effect::DeleteDocument => {}
+            Effect::SetBlob | Effect::DeleteDocument | Effect::Durable => {}
         }
         let extra = self.buf.len() - len_at - 4;
         let mut len = Vec::with_capacity(4);
@@ -275,6 +275,7 @@ fn entry_fields<'a>(r: &mut Reader<'a>) -> Result<(u64, u64, u64, u32, Effect<'a
         RecordKind::DeleteOutput => Effect::DeleteOutput { document: extra.u64()? },
         RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
         RecordKind::ReserveIds => Effect::ReserveIds { below: extra.u64()? },
+        RecordKind::Durable => Effect::Durable,
     };
     extra.finish()?;
     Ok((seq, id, offset, len, effect))

@@ -406,6 +406,8 @@ impl KeyDir {
                 self.reserved_ids = self.reserved_ids.max(below);
                 (self.reservation.replace(location), true)
             }
+            // Recovery reads marks from the segment, never from the index.
+            Effect::Durable => (None, false),
         })
     }
 

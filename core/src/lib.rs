@@ -46,14 +46,15 @@ pub use keydir::{
 pub use limits::{Invalid, Limits};
 pub use record::{
     Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,
-    RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Scan, SegmentHeader, decode_record, encode_record, scan,
+    RecordRef, SALT_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Salt, Scan, SegmentHeader, UNSALTED_FORMAT_VERSION,
+    UNSALTED_HEADER_LEN, decode_record, encode_record, scan, seal_record,
 };
 pub use recovery::{
     ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, Listing, MERGED_NAME, MERGED_TMP_NAME, MergedHeader, PlanError,
     RecoveryPlan, RecoveryStep, ReplayKind, TailDecision, hint_name, judge_bad_tail, parse_sealed_name, plan_recovery,
     sealed_name,
 };
-pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy, find_record_after_damage};
+pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotDefect};
 pub use value::{EncodedColumns, Value};
 

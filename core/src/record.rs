@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  crc32     CRC-32 (crc32fast) of bytes 4 .. end of record
+//!      0     4  crc32     CRC-32 (crc32fast) of the segment's salt, then
+//!                         bytes 4 .. end of record
 //!      4     4  len       payload length
 //!      8     1  kind      RecordKind, never 0
 //!      9     8  seq       sequence number, strictly increasing in the log
@@ -12,10 +13,16 @@
 //!     25   len  payload   kind-specific, see `Mutation`
 //! ```
 //!
-//! All integers are little-endian. The CRC covers the length, kind, sequence
-//! number and id as well as the payload, so a flipped length is caught. An
-//! all-zero header never validates: kind 0 does not exist, and the CRC of 21
-//! zero bytes is not zero. A zero-filled tail is therefore a torn tail.
+//! All integers are little-endian. The CRC covers the segment's random
+//! [`Salt`] (from its header, never stored in a record) followed by the
+//! length, kind, sequence number, id and payload, so a flipped length is
+//! caught, and the bytes of a record are valid in their own segment only:
+//! a record stored inside a value, copied from another segment or written
+//! by another store validates only by chance (a CRC-32 collision, about 1
+//! in 2^32 per candidate), since its writer could not know the salt.
+//! Recovery's decisions never rest on such a chance: they look for the 16
+//! salt bytes themselves (see `judge_bad_tail`). An all-zero header never validates: kind 0 does not exist. A
+//! zero-filled tail is therefore a torn tail.
 
 use crate::codec::{DecodeError, Reader};
 use crate::value::{EncodedColumns, Value, encode_string_map, string_map_encoded_len};
@@ -53,6 +60,9 @@ pub enum RecordKind {
     Checkpoint = 9,
     /// A bound below which ids may have been handed out.
     ReserveIds = 10,
+    /// A durability mark: how far the segment was covered by a completed
+    /// fsync when it was appended (see [`Mutation::Durable`]).
+    Durable = 11,
 }
 
 impl RecordKind {
@@ -71,6 +81,7 @@ impl RecordKind {
             8 => DeleteOutput,
             9 => Checkpoint,
             10 => ReserveIds,
+            11 => Durable,
             _ => return None,
         })
     }
@@ -89,7 +100,9 @@ impl RecordKind {
 /// (u64), so ids are not reused even when the records that used them are
 /// gone; its record id is 0. `ReserveIds` (payload: u64, record id 0)
 /// says ids below its value may have been handed out: it is synced before
-/// any of them is, so a restart never hands them out again.
+/// any of them is, so a restart never hands them out again. `Durable`
+/// (record id 0) is the segment's salt again (16 bytes, so recovery can
+/// find marks past damage) and a u64 offset.
 #[derive(Clone, Copy, Debug)]
 pub enum Mutation<'a> {
     /// Creates the document the record is about.
@@ -149,6 +162,15 @@ pub enum Mutation<'a> {
         /// Ids below this may have been handed out.
         below: Id,
     },
+    /// Marks how far the segment is durable (record id 0): appended after
+    /// an fsync of the segment completed, before any write it covered was
+    /// acknowledged. Recovery treats damage before `upto` as corruption,
+    /// never as a torn write.
+    Durable {
+        /// Every byte of the segment before this offset was covered by a
+        /// completed fsync.
+        upto: u64,
+    },
 }
 
 impl Mutation<'_> {
@@ -165,6 +187,7 @@ impl Mutation<'_> {
             Mutation::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Mutation::Checkpoint { .. } => RecordKind::Checkpoint,
             Mutation::ReserveIds { .. } => RecordKind::ReserveIds,
+            Mutation::Durable { .. } => RecordKind::Durable,
         }
     }
 
@@ -175,6 +198,7 @@ impl Mutation<'_> {
             Mutation::SetColumns { columns } => string_map_encoded_len(columns),
             Mutation::PutInput { value, .. } | Mutation::PutOutput { value, .. } => 8 + value.encoded_len(),
             Mutation::Checkpoint { .. } => 12,
+            Mutation::Durable { .. } => SALT_LEN + 8,
             Mutation::ReserveIds { .. } | Mutation::DeleteInput { .. } | Mutation::DeleteOutput { .. } => 8,
             Mutation::DeleteDocument => 0,
         }
@@ -203,7 +227,59 @@ impl Mutation<'_> {
             Mutation::DeleteOutput { document } => Effect::DeleteOutput { document },
             Mutation::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Mutation::ReserveIds { below } => Effect::ReserveIds { below },
+            Mutation::Durable { .. } => Effect::Durable,
         }
+    }
+}
+
+/// Bytes in a segment's salt.
+pub const SALT_LEN: usize = 16;
+
+/// A segment's salt: random bytes chosen when the segment file is created,
+/// kept in its header, and covered by the checksum of every record in it
+/// (as if they preceded the record), so record framing cannot be forged by
+/// stored data. The io layer draws the bytes; the core never does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Salt {
+    bytes: [u8; SALT_LEN],
+    /// The CRC-32 of `bytes`: a record's checksum starts from it.
+    crc: u32,
+    /// Format 2 had no salt (see [`Salt::UNSALTED`]).
+    salted: bool,
+}
+
+impl Salt {
+    /// The framing of format 2, whose records' checksums covered no salt:
+    /// for reading a store written before salts, to upgrade it.
+    pub const UNSALTED: Salt = Salt { bytes: [0; SALT_LEN], crc: 0, salted: false };
+
+    /// The salt made of `bytes`.
+    pub fn new(bytes: [u8; SALT_LEN]) -> Salt {
+        Salt { bytes, crc: crc32fast::hash(&bytes), salted: true }
+    }
+
+    /// The salt's bytes.
+    pub fn bytes(&self) -> &[u8; SALT_LEN] {
+        &self.bytes
+    }
+
+    /// The checksum of a record whose bytes after the checksum field are
+    /// `covered`.
+    fn checksum(&self, covered: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new_with_initial(self.crc);
+        hasher.update(covered);
+        hasher.finalize()
+    }
+}
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.salted {
+            return f.write_str("Salt::UNSALTED");
+        }
+        write!(f, "Salt(")?;
+        self.bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        write!(f, ")")
     }
 }
 
@@ -211,7 +287,7 @@ impl Mutation<'_> {
 ///
 /// The caller must have checked the mutation against the limits: a payload
 /// above [`MAX_PAYLOAD_LEN`] is a bug and panics.
-pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_>) -> usize {
+pub fn encode_record(out: &mut Vec<u8>, salt: &Salt, seq: u64, id: Id, mutation: &Mutation<'_>) -> usize {
     let start = out.len();
     let payload_len = mutation.payload_len();
     assert!(payload_len <= MAX_PAYLOAD_LEN as usize, "payload of {payload_len} bytes passed the limits check");
@@ -240,12 +316,23 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, id: Id, mutation: &Mutation<'_
             out.extend_from_slice(&next_id.to_le_bytes());
         }
         Mutation::ReserveIds { below } => out.extend_from_slice(&below.to_le_bytes()),
+        Mutation::Durable { upto } => {
+            out.extend_from_slice(salt.bytes());
+            out.extend_from_slice(&upto.to_le_bytes());
+        }
         Mutation::DeleteDocument => {}
     }
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    seal_record(&mut out[start..], salt);
     debug_assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload_len);
     out.len() - start
+}
+
+/// Writes the checksum of the whole record in `record` for `salt`: how a
+/// record checked in one segment is copied into another (compaction, the
+/// format upgrade) without being re-encoded.
+pub fn seal_record(record: &mut [u8], salt: &Salt) {
+    let crc = salt.checksum(&record[4..]);
+    record[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What a record does to the key directory: its kind plus the little the
@@ -297,6 +384,9 @@ pub enum Effect<'a> {
         /// Ids below this may have been handed out.
         below: Id,
     },
+    /// A durability mark: garbage as soon as it is written (recovery reads
+    /// marks from the segment, not from the index).
+    Durable,
 }
 
 impl Effect<'_> {
@@ -313,6 +403,7 @@ impl Effect<'_> {
             Effect::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Effect::Checkpoint { .. } => RecordKind::Checkpoint,
             Effect::ReserveIds { .. } => RecordKind::ReserveIds,
+            Effect::Durable => RecordKind::Durable,
         }
     }
 }
@@ -376,6 +467,14 @@ pub enum Body<'a> {
         /// Ids below this may have been handed out.
         below: Id,
     },
+    /// A `Durable` payload.
+    Durable {
+        /// The salt the mark repeats: a mark counts only when this equals
+        /// its segment's salt (the checksum alone does not prove it).
+        salt: [u8; SALT_LEN],
+        /// The segment was durable up to this offset.
+        upto: u64,
+    },
 }
 
 impl<'a> Body<'a> {
@@ -392,6 +491,7 @@ impl<'a> Body<'a> {
             Body::DeleteOutput { .. } => RecordKind::DeleteOutput,
             Body::Checkpoint { .. } => RecordKind::Checkpoint,
             Body::ReserveIds { .. } => RecordKind::ReserveIds,
+            Body::Durable { .. } => RecordKind::Durable,
         }
     }
 
@@ -409,6 +509,7 @@ impl<'a> Body<'a> {
             Body::DeleteOutput { document } => Effect::DeleteOutput { document },
             Body::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Body::ReserveIds { below } => Effect::ReserveIds { below },
+            Body::Durable { .. } => Effect::Durable,
         }
     }
 }
@@ -469,6 +570,9 @@ impl<'a> RecordRef<'a> {
             RecordKind::PutOutput => Body::PutOutput { document: r.u64()?, value: r.rest() },
             RecordKind::DeleteOutput => Body::DeleteOutput { document: r.u64()? },
             RecordKind::ReserveIds => Body::ReserveIds { below: r.u64()? },
+            RecordKind::Durable => {
+                Body::Durable { salt: r.take(SALT_LEN)?.try_into().expect("SALT_LEN bytes"), upto: r.u64()? }
+            }
             RecordKind::Checkpoint => Body::Checkpoint {
                 covers_from: SegmentId::new(r.u32()?).ok_or(DecodeError::ZeroSegmentId)?,
                 next_id: r.u64()?,
@@ -539,7 +643,7 @@ pub enum Scan<'a> {
 /// Never panics and never trusts a length before checking it against
 /// [`MAX_PAYLOAD_LEN`]; the caller decides what an `Incomplete` at the end
 /// of a file means (a torn tail).
-pub fn scan(buf: &[u8]) -> Scan<'_> {
+pub fn scan<'a>(buf: &'a [u8], salt: &Salt) -> Scan<'a> {
     if buf.len() < RECORD_HEADER_LEN {
         return Scan::Incomplete { needed: RECORD_HEADER_LEN };
     }
@@ -559,7 +663,7 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
     if buf.len() < total {
         return Scan::Incomplete { needed: total };
     }
-    let computed = crc32fast::hash(&buf[4..total]);
+    let computed = salt.checksum(&buf[4..total]);
     if computed != stored {
         return Scan::Invalid(Corruption::ChecksumMismatch { stored, computed });
     }
@@ -588,8 +692,8 @@ impl RecordHeader {
 
 /// Decodes exactly one record spanning all of `bytes`, as a read does after
 /// fetching a record by its location.
-pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, Corruption> {
-    match scan(bytes) {
+pub fn decode_record<'a>(bytes: &'a [u8], salt: &Salt) -> Result<RecordRef<'a>, Corruption> {
+    match scan(bytes, salt) {
         Scan::Record(record) if record.len() == bytes.len() => Ok(record),
         Scan::Record(record) => Err(Corruption::Payload(DecodeError::TrailingBytes(bytes.len() - record.len()))),
         Scan::Incomplete { needed } => Err(Corruption::Truncated { missing: needed - bytes.len() }),
@@ -598,14 +702,22 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, Corruption> {
 }
 
 /// Bytes in a segment file header.
-pub const SEGMENT_HEADER_LEN: usize = 20;
+pub const SEGMENT_HEADER_LEN: usize = 36;
 
 /// The magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
 
 /// The segment format version this build writes and reads (hint files and
 /// index snapshots have their own: `HINT_VERSION`, `SNAPSHOT_VERSION`).
-pub const FORMAT_VERSION: u16 = 2;
+/// Version 3 added the salt and durability marks; version 2 stores are
+/// upgraded offline (see `stratum_io::upgrade`).
+pub const FORMAT_VERSION: u16 = 3;
+
+/// The last format version without salts, which the upgrade reads.
+pub const UNSALTED_FORMAT_VERSION: u16 = 2;
+
+/// Bytes in a format-2 segment header (no salt).
+pub const UNSALTED_HEADER_LEN: usize = 20;
 
 /// The header at the start of every segment file:
 ///
@@ -615,14 +727,19 @@ pub const FORMAT_VERSION: u16 = 2;
 ///      8     2  format version
 ///     10     2  reserved, zero
 ///     12     4  segment id
-///     16     4  CRC-32 of bytes 0..16
+///     16    16  salt
+///     32     4  CRC-32 of bytes 0..32
 /// ```
+///
+/// (Format 2's header was bytes 0..16 and their CRC-32: no salt.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// The segment's id: a sealed segment's is in its file name, the
     /// active segment's is the one it gets when sealed, a merged segment's
     /// is the newest segment it replaced.
     pub segment: SegmentId,
+    /// The salt every record's checksum in the segment covers.
+    pub salt: Salt,
 }
 
 /// Why a segment header cannot be used.
@@ -635,12 +752,15 @@ pub enum HeaderError {
     #[error("not a Stratum segment (bad magic)")]
     BadMagic,
     /// The header's format version is not [`FORMAT_VERSION`].
-    #[error("segment format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "segment format version {found} is not supported (this build reads version {FORMAT_VERSION}; \
+         a version 2 store is upgraded offline with `lse_server --upgrade --data-dir DIR`)"
+    )]
     UnsupportedVersion {
         /// The version in the header.
         found: u16,
     },
-    /// The header's CRC-32 does not match its first 16 bytes.
+    /// The header's CRC-32 does not match the bytes before it.
     #[error("segment header checksum mismatch")]
     ChecksumMismatch,
     /// The header's segment id is 0 or above [`crate::MAX_SEGMENT_ID`].
@@ -655,28 +775,55 @@ impl SegmentHeader {
         h[0..8].copy_from_slice(&SEGMENT_MAGIC);
         h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         h[12..16].copy_from_slice(&self.segment.get().to_le_bytes());
-        let crc = crc32fast::hash(&h[0..16]);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h[16..32].copy_from_slice(self.salt.bytes());
+        let crc = crc32fast::hash(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
         h
     }
 
     /// Checks and reads the header at the start of `bytes` (which may go on
-    /// past it): magic, checksum, version, then segment id.
+    /// past it): magic, version, checksum, then segment id.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
-        if h[0..8] != SEGMENT_MAGIC {
+        let (header, len) = Self::decode_any(bytes)?;
+        if len != SEGMENT_HEADER_LEN {
+            return Err(HeaderError::UnsupportedVersion { found: UNSALTED_FORMAT_VERSION });
+        }
+        Ok(header)
+    }
+
+    /// Like [`SegmentHeader::decode`], but also reads a format-2 header
+    /// (with [`Salt::UNSALTED`]), for the upgrade: the header and its
+    /// length, where the segment's first record starts.
+    pub fn decode_any(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
+        let magic = bytes.get(..8).ok_or(HeaderError::Truncated)?;
+        if magic != SEGMENT_MAGIC {
             return Err(HeaderError::BadMagic);
         }
-        let stored = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
-        if crc32fast::hash(&h[0..16]) != stored {
+        let version = u16::from_le_bytes(bytes.get(8..10).ok_or(HeaderError::Truncated)?.try_into().expect("2 bytes"));
+        let len = match version {
+            FORMAT_VERSION => SEGMENT_HEADER_LEN,
+            UNSALTED_FORMAT_VERSION => UNSALTED_HEADER_LEN,
+            // A version of its own, or a damaged one?
+            found => {
+                let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
+                let stored = u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"));
+                if crc32fast::hash(&h[..32]) != stored {
+                    return Err(HeaderError::ChecksumMismatch);
+                }
+                return Err(HeaderError::UnsupportedVersion { found });
+            }
+        };
+        let h = bytes.get(..len).ok_or(HeaderError::Truncated)?;
+        let stored = u32::from_le_bytes(h[len - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&h[..len - 4]) != stored {
             return Err(HeaderError::ChecksumMismatch);
-        }
-        let version = u16::from_le_bytes(h[8..10].try_into().expect("2 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(HeaderError::UnsupportedVersion { found: version });
         }
         let id = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
         let segment = SegmentId::new(id).ok_or(HeaderError::ZeroSegmentId)?;
-        Ok(SegmentHeader { segment })
+        let salt = match version {
+            FORMAT_VERSION => Salt::new(h[16..32].try_into().expect("16 bytes")),
+            _ => Salt::UNSALTED,
+        };
+        Ok((SegmentHeader { segment, salt }, len))
     }
 }

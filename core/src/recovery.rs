@@ -7,7 +7,7 @@
 //! with their tail policy, and the active segment to create when there is
 //! none. The io layer carries the steps out in order and, when replaying
 //! `active.seg` stops at a bad record, asks [`judge_bad_tail`] whether the
-//! tail is a torn write (cut it) or damage (refuse).
+//! tail is a torn write (cut it) or damage to durable records (refuse).
 //!
 //! The data directory holds sealed segments `seg_NNN.seg` (NNN is the
 //! segment id, at least three digits), at most one `merged.seg` written by
@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use crate::SegmentId;
 use crate::defect::Defect;
-use crate::record::{Corruption, HeaderError};
-use crate::replay::{TailPolicy, find_record_after_damage};
+use crate::record::{Body, Corruption, HeaderError, RECORD_HEADER_LEN, RecordKind, Salt, Scan, scan};
+use crate::replay::TailPolicy;
 
 /// The name of the segment that takes appends.
 pub const ACTIVE_NAME: &str = "active.seg";
@@ -243,13 +243,42 @@ pub enum TailDecision {
 }
 
 /// Judges the bytes after the valid prefix of `active.seg` (`valid_len`
-/// bytes long), where replay stopped for `reason`. `next_seq` is the
-/// sequence number the next record would get. A torn write leaves nothing
-/// valid behind it; a whole, newer record after the bad one means damage in
-/// the middle of the log, and cutting would lose records written whole.
-pub fn judge_bad_tail(valid_len: u64, reason: Corruption, tail: &[u8], next_seq: u64) -> Result<TailDecision, Defect> {
-    match find_record_after_damage(tail, next_seq) {
-        None => Ok(TailDecision::Cut { to: valid_len }),
-        Some(at) => Err(Defect::DamageBeforeValidRecords { reason, valid_len, next_record_at: valid_len + at as u64 }),
+/// bytes long), where replay stopped for `reason`; `salt` is the segment's.
+///
+/// The log itself says how far it was durable: after every fsync of the
+/// segment that covered new records, and before any write it covered is
+/// acknowledged, the engine appends a `Durable` mark naming the length the
+/// fsync covered. A mark repeats the segment's salt in its payload, so the
+/// marks past the damage are found by searching the tail for those 16
+/// random bytes, which no client can know, and then checking each
+/// candidate's checksum (which covers the salt too). No other byte of the
+/// tail is ever read as a record: a value that holds valid-looking records
+/// cannot steer the decision.
+///
+/// If a valid mark says bytes past `valid_len` were durable, the bad record
+/// was covered by a completed fsync: damage, not a torn write, and cutting
+/// would silently drop acknowledged writes, so it is refused. Otherwise the
+/// tail was never durable (a torn or lost write) and is cut off.
+pub fn judge_bad_tail(valid_len: u64, reason: Corruption, tail: &[u8], salt: &Salt) -> Result<TailDecision, Defect> {
+    // Every occurrence, overlapping ones included: a false match that
+    // starts inside a mark's header must not hide the mark's own salt.
+    let finder = memchr::memmem::Finder::new(salt.bytes());
+    let hits =
+        std::iter::successors(finder.find(tail), |&hit| finder.find(&tail[hit + 1..]).map(|next| hit + 1 + next));
+    let durable_upto = hits
+        .filter_map(|hit| hit.checked_sub(RECORD_HEADER_LEN))
+        .filter_map(|start| match scan(&tail[start..], salt) {
+            Scan::Record(record) if record.kind == RecordKind::Durable => match record.body() {
+                Ok(Body::Durable { salt: repeated, upto }) if repeated == *salt.bytes() => Some(upto),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max();
+    match durable_upto {
+        Some(durable_upto) if durable_upto > valid_len => {
+            Err(Defect::DamageBeforeDurable { reason, valid_len, durable_upto })
+        }
+        _ => Ok(TailDecision::Cut { to: valid_len }),
     }
 }

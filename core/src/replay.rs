@@ -10,9 +10,7 @@
 //! sealed, so damage there is corruption.
 
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{
-    Corruption, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, Scan, scan,
-};
+use crate::record::{Corruption, SEGMENT_HEADER_LEN, Salt, Scan, scan};
 use crate::{Location, SegmentId};
 
 /// What may be done with a bad tail.
@@ -80,6 +78,7 @@ pub struct CorruptSegment {
 #[derive(Debug)]
 pub struct SegmentReplay {
     segment: SegmentId,
+    salt: Salt,
     /// File offset of the next record: the end of the valid prefix.
     valid_len: u64,
     records: u64,
@@ -87,9 +86,10 @@ pub struct SegmentReplay {
 }
 
 impl SegmentReplay {
-    /// Starts replaying `segment` at the first record after its header.
-    pub fn new(segment: SegmentId) -> Self {
-        SegmentReplay { segment, valid_len: SEGMENT_HEADER_LEN as u64, records: 0, ignored: 0 }
+    /// Starts replaying `segment`, salted with `salt` (from its header),
+    /// at the first record after its header.
+    pub fn new(segment: SegmentId, salt: Salt) -> Self {
+        SegmentReplay { segment, salt, valid_len: SEGMENT_HEADER_LEN as u64, records: 0, ignored: 0 }
     }
 
     /// The file offset just past the last valid record so far.
@@ -112,7 +112,7 @@ impl SegmentReplay {
     pub fn feed(&mut self, sink: &mut impl RecordSink, buf: &[u8]) -> Feed {
         let mut consumed = 0;
         loop {
-            let record = match scan(&buf[consumed..]) {
+            let record = match scan(&buf[consumed..], &self.salt) {
                 Scan::Record(record) => record,
                 Scan::Incomplete { needed } => return Feed::NeedMore { consumed, needed },
                 Scan::Invalid(corruption) => return Feed::Stopped { consumed, corruption },
@@ -153,32 +153,4 @@ impl SegmentReplay {
             TailPolicy::Reject => Err(CorruptSegment { offset: self.valid_len, reason }),
         }
     }
-}
-
-/// Looks for a valid record inside `bytes` (the part of a segment after a
-/// bad record) with a sequence number of at least `min_seq`, and returns its
-/// offset in `bytes`.
-///
-/// A torn write leaves nothing valid behind it; a valid, newer record after
-/// the damage means the damage is in the middle of the log, and cutting the
-/// tail would throw away records that were written whole. Candidates are
-/// filtered on kind, sequence number and length before their checksum is
-/// computed, so the search stays linear in practice.
-pub fn find_record_after_damage(bytes: &[u8], min_seq: u64) -> Option<usize> {
-    // Skip offset 0: that is the bad record itself.
-    (1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(|&at| {
-        let header = RecordHeader::parse(bytes[at..at + RECORD_HEADER_LEN].try_into().expect("a header's bytes"));
-        if RecordKind::from_byte(header.kind).is_none() {
-            return false;
-        }
-        let seq = header.seq;
-        if seq < min_seq || seq - min_seq > 1 << 32 {
-            return false;
-        }
-        let len = header.payload_len;
-        if len > MAX_PAYLOAD_LEN || RECORD_HEADER_LEN + len as usize > bytes.len() - at {
-            return false;
-        }
-        matches!(scan(&bytes[at..]), Scan::Record(_))
-    })
 }

@@ -37,7 +37,7 @@ use crate::{Location, SegmentId};
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STRATSNP";
 
 /// The format version of index snapshots this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 2;
+pub const SNAPSHOT_VERSION: u16 = 3;
 
 const SNAPSHOT_FRAME: Frame = Frame { magic: SNAPSHOT_MAGIC, version: SNAPSHOT_VERSION };
 

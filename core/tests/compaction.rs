@@ -83,7 +83,7 @@ fn nothing_to_compact_gives_no_plan() {
 /// way the io layer writes it: each document, then its inputs and outputs.
 fn merge(plan: &CompactionPlan) -> MergedSegment {
     let mut merged = MergedSegment::default();
-    let mut offset = 20;
+    let mut offset = stratum_core::SEGMENT_HEADER_LEN as u64;
     let mut place = |merged: &mut MergedSegment| {
         let at = Location::new(plan.merged, offset, 40).unwrap();
         offset += 40;

@@ -1,12 +1,15 @@
 //! The exact on-disk bytes, pinned by snapshots. A change here is a change
 //! of the file format: it needs a new FORMAT_VERSION, not a snapshot update.
+//!
+//! Records are sealed with the test salt (`stratum-testsalt`), so their
+//! checksums are those of a segment with that salt in its header.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::*;
-use stratum_core::{Columns, SegmentHeader, SegmentId, Value, encode_record};
+use stratum_core::{Columns, Salt, SegmentHeader, SegmentId, Value, encode_record};
 
 fn example_columns() -> Columns {
     columns(&[("name", "Example"), ("version", "1.0")])
@@ -20,8 +23,35 @@ fn record_snapshot(seq: u64, id: u64, m: &Owned) -> String {
 
 #[test]
 fn segment_header_for_segment_1() {
-    let bytes = SegmentHeader { segment: SegmentId::new(1).unwrap() }.encode();
+    let bytes = header(SegmentId::new(1).unwrap()).encode();
     insta::assert_snapshot!("segment_header_1", hex_dump(&bytes));
+}
+
+/// The format-3 header with every field distinct: the salt's bytes are
+/// 0x10..=0x1f.
+#[test]
+fn segment_header_v3() {
+    let salt = Salt::new(std::array::from_fn(|i| 0x10 + i as u8));
+    let bytes = SegmentHeader { segment: SegmentId::new(0x0003_0201).unwrap(), salt }.encode();
+    insta::assert_snapshot!("segment_header_v3", hex_dump(&bytes));
+}
+
+/// A durability mark: its payload repeats the salt, then the offset.
+#[test]
+fn durable_record() {
+    let m = Owned::Durable { upto: 0x0102_0304 };
+    insta::assert_snapshot!("durable", record_snapshot(16, 0, &m));
+}
+
+/// The unsalted framing is format 2's: this is the `create_document` record
+/// exactly as format 2 wrote it (the snapshot of that record before format
+/// 3), so an upgrade reads old records with `Salt::UNSALTED`.
+#[test]
+fn unsalted_create_document_record() {
+    let m = Owned::CreateDocument { columns: example_columns(), blob: b"<h1>Hi</h1>".to_vec() };
+    let bytes = salted_record_bytes(&Salt::UNSALTED, 1, 1, &m);
+    let summary = format!("{:?} seq=1 id=1 len={}\n{}", m.as_mutation().kind(), bytes.len(), hex_dump(&bytes));
+    insta::assert_snapshot!("unsalted_create_document", summary);
 }
 
 #[test]
@@ -121,12 +151,12 @@ fn put_output_record_with_an_empty_map() {
 
 #[test]
 fn small_segment_image() {
-    let mut image = SegmentHeader { segment: SegmentId::new(1).unwrap() }.encode().to_vec();
+    let mut image = header(SegmentId::new(1).unwrap()).encode().to_vec();
     let create = Owned::CreateDocument { columns: columns(&[("k", "v")]), blob: b"doc".to_vec() };
     let input = Owned::PutInput { document: 1, value: Value::Int(7) };
     let output = Owned::PutOutput { document: 1, value: Value::Str("out".to_owned()) };
-    encode_record(&mut image, 1, 1, &create.as_mutation());
-    encode_record(&mut image, 2, 2, &input.as_mutation());
-    encode_record(&mut image, 3, 2, &output.as_mutation());
+    encode_record(&mut image, &salt(), 1, 1, &create.as_mutation());
+    encode_record(&mut image, &salt(), 2, 2, &input.as_mutation());
+    encode_record(&mut image, &salt(), 3, 2, &output.as_mutation());
     insta::assert_snapshot!("segment_image", hex_dump(&image));
 }

@@ -8,23 +8,23 @@ use common::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
-    Columns, DocumentEntry, FORMAT_VERSION, Feed, HINT_MAGIC, HintBuilder, HintError, Id, KeyDir, RECORD_HEADER_LEN,
-    RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, SegmentUsage, TailPolicy, Value,
-    encode_record, replay_hints,
+    Columns, DocumentEntry, Feed, HINT_MAGIC, HINT_VERSION, HintBuilder, HintError, Id, KeyDir, RECORD_HEADER_LEN,
+    RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentId, SegmentReplay, SegmentUsage, TailPolicy, Value, encode_record,
+    replay_hints,
 };
 
 /// A segment file: its header, then one record per op.
 fn segment_file(segment: SegmentId, ops: &[(Id, Owned)]) -> Vec<u8> {
-    let mut file = SegmentHeader { segment }.encode().to_vec();
+    let mut file = header(segment).encode().to_vec();
     for (i, (id, m)) in ops.iter().enumerate() {
-        encode_record(&mut file, i as u64 + 1, *id, &m.as_mutation());
+        encode_record(&mut file, &salt(), i as u64 + 1, *id, &m.as_mutation());
     }
     file
 }
 
 /// Replays a whole, clean segment file into `sink`.
 fn replay_segment(segment: SegmentId, file: &[u8], sink: &mut impl RecordSink) {
-    let mut replay = SegmentReplay::new(segment);
+    let mut replay = SegmentReplay::new(segment, salt());
     let feed = replay.feed(sink, &file[SEGMENT_HEADER_LEN..]);
     assert!(matches!(feed, Feed::NeedMore { .. }), "{feed:?}");
     let replayed = replay.finish(file.len() as u64, None, TailPolicy::Reject);
@@ -63,10 +63,13 @@ impl State {
 }
 
 /// A record of every kind, about two documents and their inputs.
+/// Durability marks are garbage from the start, but replay and hints
+/// count them like any record.
 fn sample_ops() -> Vec<(Id, Owned)> {
     vec![
         (0, Owned::ReserveIds { below: 1025 }),
         (1, Owned::CreateDocument { columns: columns(&[("name", "Example")]), blob: b"<h1>Hi</h1>".to_vec() }),
+        (0, Owned::Durable { upto: 123 }),
         (2, Owned::CreateDocument { columns: Columns::new(), blob: b"".to_vec() }),
         (3, Owned::PutInput { document: 1, value: Value::Int(7) }),
         (4, Owned::PutInput { document: 2, value: Value::Str("x".to_owned()) }),
@@ -132,8 +135,8 @@ fn hint_entries_follow_the_documented_layout() {
     let hint = hint_of(segment, &file);
 
     assert_eq!(hint[0..8], HINT_MAGIC);
-    assert_eq!(hint[8..10], FORMAT_VERSION.to_le_bytes());
-    assert_eq!(hint[8..10], [2, 0]);
+    assert_eq!(hint[8..10], HINT_VERSION.to_le_bytes());
+    assert_eq!(hint[8..10], [3, 0]);
     assert_eq!(hint[10..12], [0, 0]);
     assert_eq!(hint[12..16], segment.get().to_le_bytes());
     let trailer = &hint[hint.len() - 20..];
@@ -161,7 +164,7 @@ fn hint_entries_follow_the_documented_layout() {
             | Owned::DeleteOutput { document } => document.to_le_bytes().to_vec(),
             Owned::Checkpoint { next_id, .. } => next_id.to_le_bytes().to_vec(),
             Owned::ReserveIds { below } => below.to_le_bytes().to_vec(),
-            Owned::SetBlob { .. } | Owned::DeleteDocument => Vec::new(),
+            Owned::SetBlob { .. } | Owned::DeleteDocument | Owned::Durable { .. } => Vec::new(),
         };
         assert_eq!(extra, expected, "entry {i}: {m:?}");
     }
@@ -196,7 +199,7 @@ fn sample_hint() -> (Vec<u8>, u64) {
 #[test]
 fn a_hint_of_another_version_is_rejected() {
     let (mut hint, len) = sample_hint();
-    for version in [1, FORMAT_VERSION + 1] {
+    for version in [1, 2, HINT_VERSION + 1] {
         hint[8..10].copy_from_slice(&version.to_le_bytes());
         fix_hint_crc(&mut hint);
         let mut kd = KeyDir::new();
@@ -300,8 +303,12 @@ fn a_hint_naming_bytes_outside_its_segment_is_refused() {
         builder.finish(segment_len)
     };
     let replay = |bytes: &[u8], segment_len| replay_hints(bytes, segment, segment_len, &mut KeyDir::new());
-    assert_eq!(replay(&hint_for(20, 100, 120), 120), Ok(1), "a record that ends at the end of the file");
-    assert_eq!(replay(&hint_for(20, 101, 120), 120), Err(HintError::OutOfRange { offset: 20, len: 101 }));
+    assert_eq!(SEGMENT_HEADER_LEN, 36);
+    assert_eq!(replay(&hint_for(36, 84, 120), 120), Ok(1), "a record that ends at the end of the file");
+    assert_eq!(replay(&hint_for(36, 85, 120), 120), Err(HintError::OutOfRange { offset: 36, len: 85 }));
     assert_eq!(replay(&hint_for(4, 30, 120), 120), Err(HintError::OutOfRange { offset: 4, len: 30 }));
+    // Inside the segment header (20 bytes long in format 2).
+    assert_eq!(replay(&hint_for(20, 30, 120), 120), Err(HintError::OutOfRange { offset: 20, len: 30 }));
+    assert_eq!(replay(&hint_for(35, 30, 120), 120), Err(HintError::OutOfRange { offset: 35, len: 30 }));
     assert_eq!(replay(&hint_for(40, 10, 120), 120), Err(HintError::OutOfRange { offset: 40, len: 10 }));
 }

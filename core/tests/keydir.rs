@@ -10,7 +10,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
     Applied, Columns, DocumentEntry, Effect, EncodedColumns, Id, InputEntry, KeyDir, Location, Missing, RecordMeta,
-    SegmentId, SegmentUsage,
+    SEGMENT_HEADER_LEN, SegmentId, SegmentUsage,
 };
 
 /// The column map in the form effects carry it. The encoding is leaked, so
@@ -604,6 +604,7 @@ fn arb_effect() -> impl Strategy<Value = Effect<'static>> {
         2 => document.prop_map(|document| Effect::DeleteOutput { document }),
         1 => (0u64..=12).prop_map(|next_id| Effect::Checkpoint { next_id }),
         1 => (0u64..=12).prop_map(|below| Effect::ReserveIds { below }),
+        1 => Just(Effect::Durable),
     ]
 }
 
@@ -624,8 +625,8 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
                 | Effect::SetBlob
                 | Effect::SetColumns { .. }
                 | Effect::DeleteDocument => (document_id, effect),
-                // A checkpoint's or a reservation's record id is 0.
-                Effect::Checkpoint { .. } | Effect::ReserveIds { .. } => (0, effect),
+                // A checkpoint's, a reservation's or a mark's record id is 0.
+                Effect::Checkpoint { .. } | Effect::ReserveIds { .. } | Effect::Durable => (0, effect),
                 Effect::PutInput { document } => (input_id, Effect::PutInput { document: own(document) }),
                 Effect::DeleteInput { document } => (input_id, Effect::DeleteInput { document: own(document) }),
                 Effect::PutOutput { document } => (input_id, Effect::PutOutput { document: own(document) }),
@@ -643,7 +644,7 @@ fn locations(steps: &[Step]) -> Vec<Location> {
     steps
         .iter()
         .map(|step| {
-            let offset = offsets.entry(step.segment).or_insert(20);
+            let offset = offsets.entry(step.segment).or_insert(SEGMENT_HEADER_LEN as u32);
             let location = Location::new(seg(step.segment), u64::from(*offset), step.len).unwrap();
             *offset += step.len;
             location
@@ -755,7 +756,8 @@ impl Model {
                     _ => return Ignored,
                 }
             }
-            Effect::Checkpoint { .. } | Effect::ReserveIds { .. } => {}
+            // A durability mark changes nothing the lookups show.
+            Effect::Checkpoint { .. } | Effect::ReserveIds { .. } | Effect::Durable => {}
         }
         Changed
     }
@@ -855,6 +857,33 @@ proptest! {
         prop_assert_eq!(kd.next_id(), above_ids.chain(checkpointed).fold(1, u64::max));
         prop_assert_eq!(kd.next_seq(), steps.len() as u64 + 1);
     }
+}
+
+/// A durability mark is garbage as soon as it is applied: it counts in its
+/// segment's bytes and records, never in its live bytes, and changes no
+/// entry (recovery reads marks from the segment, not from the index).
+#[test]
+fn a_durability_mark_is_garbage_from_the_start() {
+    let mut log = Log::new();
+    log.create(1);
+    let before = log.kd.clone();
+    let usage = log.kd.segments()[&seg(1)];
+    let at = log.changed(0, Effect::Durable, 49);
+    assert_eq!((at.segment(), at.len()), (seg(1), 49));
+    let after = log.kd.segments()[&seg(1)];
+    assert_eq!(after.total_bytes, usage.total_bytes + 49);
+    assert_eq!(after.records, usage.records + 1);
+    assert_eq!(after.live_bytes, usage.live_bytes, "a mark is never live");
+    assert_eq!(log.kd.document(1), before.document(1));
+    assert_eq!(log.kd.document_count(), 1);
+    assert_eq!(log.kd.next_seq(), log.seq + 1);
+    assert_eq!(log.kd.check_invariants(), Ok(()));
+    // A segment of marks alone holds no live byte.
+    log.roll(2);
+    let _ = log.changed(0, Effect::Durable, 49);
+    let _ = log.changed(0, Effect::Durable, 49);
+    let marks = log.kd.segments()[&seg(2)];
+    assert_eq!((marks.total_bytes, marks.live_bytes, marks.records), (98, 0, 2));
 }
 
 #[test]

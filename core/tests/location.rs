@@ -1,7 +1,7 @@
 //! `Location` packs a segment id, an offset and a length into twelve bytes.
 
 use proptest::prelude::*;
-use stratum_core::{Location, MAX_OFFSET, MAX_SEGMENT_ID, SegmentHeader, SegmentId};
+use stratum_core::{HeaderError, Location, MAX_OFFSET, MAX_SEGMENT_ID, Salt, SegmentHeader, SegmentId};
 
 proptest! {
     #[test]
@@ -31,11 +31,12 @@ fn segment_ids_stop_at_the_maximum() {
 
 #[test]
 fn a_segment_header_with_an_id_above_the_maximum_is_rejected() {
-    let mut bytes = SegmentHeader { segment: SegmentId::FIRST }.encode();
+    let salt = Salt::new(*b"stratum-testsalt");
+    let mut bytes = SegmentHeader { segment: SegmentId::FIRST, salt }.encode();
     bytes[12..16].copy_from_slice(&(MAX_SEGMENT_ID + 1).to_le_bytes());
-    let crc = crc32fast::hash(&bytes[0..16]);
-    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
-    assert!(SegmentHeader::decode(&bytes).is_err());
+    let crc = crc32fast::hash(&bytes[0..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(SegmentHeader::decode(&bytes), Err(HeaderError::ZeroSegmentId));
 }
 
 #[test]

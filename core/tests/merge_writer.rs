@@ -1,5 +1,6 @@
 //! `MergeWriter`: laying out a merged segment from a compaction plan, driven
-//! the way the io layer drives it, over random logs.
+//! the way the io layer drives it, over random logs. Every segment has a
+//! salt of its own, the merged one too, so every copied record is resealed.
 
 mod common;
 
@@ -9,9 +10,9 @@ use common::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
-    Body, Columns, CompactionPlan, Defect, Feed, Id, Installed, KeyDir, Location, MergeError, MergedSegment,
-    RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, Scan, SegmentHeader, SegmentId, SegmentReplay, TailPolicy,
-    Target, Value, checked_record, record_blob, record_value, scan,
+    Body, Columns, CompactionPlan, Corruption, Defect, Feed, Id, Installed, KeyDir, Location, MergeError,
+    MergedSegment, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, Salt, Scan, SegmentHeader, SegmentId,
+    SegmentReplay, TailPolicy, Target, Value, checked_record, record_blob, record_value, scan, seal_record,
 };
 
 /// One write to the log, or the start of a new segment.
@@ -52,32 +53,65 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
     vec(arb_step(), 0..80)
 }
 
+/// The salt of the `n`th segment a store creates.
+fn segment_salt(n: u64) -> Salt {
+    let mut bytes = *b"segment-salt\0\0\0\0";
+    bytes[12..].copy_from_slice(&(n as u32).to_le_bytes());
+    Salt::new(bytes)
+}
+
+/// The salt of the segment merged into `merged`, never a source's.
+fn merged_salt(merged: SegmentId) -> Salt {
+    let mut bytes = *b"merged-salt\0\0\0\0\0";
+    bytes[12..].copy_from_slice(&merged.get().to_le_bytes());
+    Salt::new(bytes)
+}
+
 /// A log written into a key directory, keeping every record's bytes by its
-/// location, as the segment files would.
+/// location, as the segment files would, each sealed with its segment's
+/// salt.
 struct Store {
     log: Log,
     bytes: HashMap<Location, Vec<u8>>,
     /// Every record's location, in log order.
     order: Vec<Location>,
+    /// Each segment's salt. A merged segment has a new one, though it
+    /// takes the id of the newest segment it replaced.
+    salts: HashMap<SegmentId, Salt>,
+    created: u64,
 }
 
 impl Store {
     fn new() -> Store {
-        Store { log: Log::new(), bytes: HashMap::new(), order: Vec::new() }
+        let log = Log::new();
+        let salts = HashMap::from([(log.segment, segment_salt(1))]);
+        Store { log, bytes: HashMap::new(), order: Vec::new(), salts, created: 1 }
+    }
+
+    /// Moves on to a new segment, with a fresh salt.
+    fn roll(&mut self, segment: u32) {
+        self.log.roll(segment);
+        self.created += 1;
+        self.salts.insert(self.log.segment, segment_salt(self.created));
+    }
+
+    /// The salt of the segment `at` is in.
+    fn salt(&self, at: Location) -> Salt {
+        self.salts[&at.segment()]
     }
 
     fn run(&mut self, steps: &[Step]) {
         for step in steps {
             match step {
                 Step::Record(id, m) => {
-                    let record = record_bytes(self.log.seq + 1, *id, m);
+                    let record = salted_record_bytes(&self.salts[&self.log.segment], self.log.seq + 1, *id, m);
                     let mut scratch = Vec::new();
                     let effect = m.as_mutation().effect(&mut scratch);
                     let (_, at) = self.log.apply_len(*id, effect, record.len() as u32);
                     self.bytes.insert(at, record);
                     self.order.push(at);
                 }
-                Step::Roll => self.log.roll(self.log.segment.get() + 1),
+                Step::Roll => self.roll(self.log.segment.get() + 1),
             }
         }
     }
@@ -98,33 +132,61 @@ impl Store {
     }
 }
 
-/// A merged segment as written, and the sources it read, in order.
+/// A merged segment as written, its salt, and the sources it read, in
+/// order.
 struct Written {
     out: Vec<u8>,
+    salt: Salt,
     merged: MergedSegment,
     read: Vec<Location>,
 }
 
 /// Drives the writer as the io layer does: reads what it names, hands the
-/// bytes over, until it names nothing more. `read` gets the number of the
-/// read and its location.
+/// bytes over with the salt of the segment they were read from, until it
+/// names nothing more. `read` gets the number of the read and its
+/// location.
+/// Runs `steps`, then merges with the bytes of one source record (the
+/// `pick`th) passed through `change`: that record's location and the
+/// merge's result, or `None` when the plan copies nothing.
+fn merge_with_one_source_changed(
+    steps: &[Step],
+    pick: prop::sample::Index,
+    mut change: impl FnMut(&Store, &CompactionPlan, Location, Vec<u8>) -> Vec<u8>,
+) -> Option<(Location, Result<Written, MergeError>)> {
+    let mut store = Store::new();
+    store.run(steps);
+    let plan = store.plan();
+    let sources = expected_sources(&plan);
+    if sources.is_empty() {
+        return None;
+    }
+    let k = pick.index(sources.len());
+    let result = write_merged(&store, &plan, |n, from| {
+        let bytes = store.at(from).to_vec();
+        if n == k { change(&store, &plan, from, bytes) } else { bytes }
+    });
+    Some((sources[k], result))
+}
+
 fn write_merged(
+    store: &Store,
     plan: &CompactionPlan,
     mut read: impl FnMut(usize, Location) -> Vec<u8>,
 ) -> Result<Written, MergeError> {
     let mut out = Vec::new();
-    let mut writer = stratum_core::MergeWriter::new(plan, &mut out)?;
+    let salt = merged_salt(plan.merged);
+    let mut writer = stratum_core::MergeWriter::new(plan, salt, &mut out)?;
     let mut sources = Vec::new();
     while let Some(from) = writer.next_source() {
         let bytes = read(sources.len(), from);
         sources.push(from);
-        writer.copy(&bytes, &mut out)?;
+        writer.copy(&bytes, &store.salt(from), &mut out)?;
     }
-    Ok(Written { out, merged: writer.finish(), read: sources })
+    Ok(Written { out, salt, merged: writer.finish(), read: sources })
 }
 
 fn write_from(store: &Store, plan: &CompactionPlan) -> Written {
-    write_merged(plan, |_, from| store.at(from).to_vec()).expect("a clean log merges")
+    write_merged(store, plan, |_, from| store.at(from).to_vec()).expect("a clean log merges")
 }
 
 /// The locations the writer must read, in the order of the merged layout:
@@ -146,15 +208,15 @@ fn bytes_at(out: &[u8], at: Location) -> &[u8] {
 }
 
 /// The column map of a create or column update record about `id`.
-fn record_columns(bytes: &[u8], id: Id) -> Columns {
-    match checked_record(bytes, id).unwrap().body().unwrap() {
+fn record_columns(bytes: &[u8], salt: &Salt, id: Id) -> Columns {
+    match checked_record(bytes, salt, id).unwrap().body().unwrap() {
         Body::CreateDocument { columns, .. } | Body::SetColumns { columns } => columns.decode(),
         other => panic!("columns read from a {:?} record", other.kind()),
     }
 }
 
-fn value_at(bytes: &[u8], id: Id) -> Value {
-    record_value(bytes, id).unwrap()
+fn value_at(bytes: &[u8], salt: &Salt, id: Id) -> Value {
+    record_value(bytes, salt, id).unwrap()
 }
 
 /// Where the index points for `target`.
@@ -182,13 +244,17 @@ fn pointers(kd: &KeyDir) -> Vec<Location> {
 }
 
 /// The records of a segment file after its header: (location, kind, seq,
-/// id), each of which must be whole and valid.
-fn records(segment: SegmentId, file: &[u8]) -> Result<Vec<(Location, RecordKind, u64, Id)>, TestCaseError> {
+/// id), each of which must be whole and valid under `salt`.
+fn records(
+    segment: SegmentId,
+    salt: &Salt,
+    file: &[u8],
+) -> Result<Vec<(Location, RecordKind, u64, Id)>, TestCaseError> {
     let mut records = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;
     while at < file.len() {
-        let Scan::Record(record) = scan(&file[at..]) else {
-            return Err(TestCaseError::fail(format!("no record at {at}: {:?}", scan(&file[at..]))));
+        let Scan::Record(record) = scan(&file[at..], salt) else {
+            return Err(TestCaseError::fail(format!("no record at {at}: {:?}", scan(&file[at..], salt))));
         };
         let location = Location::new(segment, at as u64, record.len() as u32).unwrap();
         records.push((location, record.kind, record.seq, record.id));
@@ -198,10 +264,11 @@ fn records(segment: SegmentId, file: &[u8]) -> Result<Vec<(Location, RecordKind,
 }
 
 /// Replays a merged segment into an empty index, as recovery does without
-/// its snapshot.
+/// its snapshot, with the salt in its header.
 fn replay(segment: SegmentId, file: &[u8]) -> Result<KeyDir, TestCaseError> {
     let mut kd = KeyDir::new();
-    let mut replay = SegmentReplay::new(segment);
+    let header = SegmentHeader::decode(file).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    let mut replay = SegmentReplay::new(segment, header.salt);
     let feed = replay.feed(&mut kd, &file[SEGMENT_HEADER_LEN..]);
     prop_assert!(
         matches!(feed, Feed::NeedMore { consumed, .. } if consumed == file.len() - SEGMENT_HEADER_LEN),
@@ -217,20 +284,34 @@ fn replay(segment: SegmentId, file: &[u8]) -> Result<KeyDir, TestCaseError> {
 /// Checks a merged segment written from `plan` over `store`'s log; returns
 /// the index its replay gives.
 fn check_merged(store: &Store, plan: &CompactionPlan, written: &Written) -> Result<KeyDir, TestCaseError> {
-    let Written { out, merged, read } = written;
+    let Written { out, salt, merged, read } = written;
     let original = &store.log.kd;
     prop_assert_eq!(read, &expected_sources(plan));
-    prop_assert_eq!(SegmentHeader::decode(out), Ok(SegmentHeader { segment: plan.merged }));
+    prop_assert_eq!(SegmentHeader::decode(out), Ok(SegmentHeader { segment: plan.merged, salt: *salt }));
 
     // The layout: the checkpoint, then each document followed by its
     // inputs and their outputs. No tombstone is copied.
-    let records = records(plan.merged, out)?;
+    let records = records(plan.merged, salt, out)?;
+    // Every record is sealed for the merged salt: none is valid under the
+    // salt of a segment it was copied from.
+    for &(at, ..) in &records {
+        for source in &plan.sources {
+            let source_salt = store.salts[source];
+            prop_assert_ne!(source_salt, *salt);
+            prop_assert!(
+                matches!(scan(bytes_at(out, at), &source_salt), Scan::Invalid(Corruption::ChecksumMismatch { .. })),
+                "the record at {:?} is valid under the salt of segment {}",
+                at,
+                source
+            );
+        }
+    }
     prop_assert_eq!(merged.records, records.len() as u64);
     prop_assert_eq!(merged.bytes, (out.len() - SEGMENT_HEADER_LEN) as u64);
     let (checkpoint, _, seq, id) = records[0];
     prop_assert_eq!((seq, id), (plan.seq, 0));
     prop_assert_eq!(merged.checkpoint, Some(checkpoint));
-    let body = checked_record(bytes_at(out, checkpoint), 0).unwrap().body().unwrap();
+    let body = checked_record(bytes_at(out, checkpoint), salt, 0).unwrap().body().unwrap();
     prop_assert_eq!(body, Body::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id });
     let mut layout = vec![(RecordKind::Checkpoint, 0)];
     for doc in &plan.documents {
@@ -261,12 +342,21 @@ fn check_merged(store: &Store, plan: &CompactionPlan, written: &Written) -> Resu
         // A document is one record in the merged segment.
         prop_assert_eq!(after.blob, after.columns_at);
         // Reads give what they gave before.
-        prop_assert_eq!(record_blob(bytes_at(out, after.blob), id), record_blob(store.at(before.blob), id));
-        prop_assert_eq!(record_columns(bytes_at(out, after.columns_at), id), before.columns());
+        prop_assert_eq!(
+            record_blob(bytes_at(out, after.blob), salt, id),
+            record_blob(store.at(before.blob), &store.salt(before.blob), id)
+        );
+        prop_assert_eq!(record_columns(bytes_at(out, after.columns_at), salt, id), before.columns());
         for (b, a) in before.inputs.iter().zip(&after.inputs) {
-            prop_assert_eq!(value_at(bytes_at(out, a.value), a.id), value_at(store.at(b.value), b.id));
+            prop_assert_eq!(
+                value_at(bytes_at(out, a.value), salt, a.id),
+                value_at(store.at(b.value), &store.salt(b.value), b.id)
+            );
             if let (Some(b_out), Some(a_out)) = (b.output, a.output) {
-                prop_assert_eq!(value_at(bytes_at(out, a_out), a.id), value_at(store.at(b_out), b.id));
+                prop_assert_eq!(
+                    value_at(bytes_at(out, a_out), salt, a.id),
+                    value_at(store.at(b_out), &store.salt(b_out), b.id)
+                );
             }
         }
     }
@@ -286,11 +376,17 @@ fn check_merged(store: &Store, plan: &CompactionPlan, written: &Written) -> Resu
         prop_assert_eq!(pointer(original, r.target), Some(r.from), "{:?}", r);
         prop_assert_eq!(pointer(&replayed, r.target), Some(r.to), "{:?}", r);
         let (before, after) = (store.at(r.from), bytes_at(out, r.to));
+        let source = store.salt(r.from);
         match r.target {
-            Target::DocumentBlob(id) => prop_assert_eq!(record_blob(after, id), record_blob(before, id)),
-            Target::DocumentColumns(id) => prop_assert_eq!(record_columns(after, id), record_columns(before, id)),
+            Target::DocumentBlob(id) => prop_assert_eq!(record_blob(after, salt, id), record_blob(before, &source, id)),
+            Target::DocumentColumns(id) => {
+                prop_assert_eq!(record_columns(after, salt, id), record_columns(before, &source, id))
+            }
             Target::InputValue { input, .. } | Target::Output { input, .. } => {
-                prop_assert_eq!(value_at(after, input), value_at(before, input))
+                prop_assert_eq!(value_at(after, salt, input), value_at(before, &source, input));
+                // Input and output records are copied as they are, but for
+                // their checksum.
+                prop_assert_eq!(&after[4..], &before[4..]);
             }
         }
     }
@@ -333,28 +429,31 @@ fn compact(store: &mut Store) -> Result<(), TestCaseError> {
     let replayed = check_merged(store, &plan, &written)?;
     let installed = check_install(store, &plan, &written, &replayed)?;
     // Carry on from the merged segment, as the engine does.
-    for (at, ..) in records(plan.merged, &written.out)? {
+    for (at, ..) in records(plan.merged, &written.salt, &written.out)? {
         store.bytes.insert(at, bytes_at(&written.out, at).to_vec());
     }
+    store.salts.insert(plan.merged, written.salt);
     store.log.kd = installed;
-    store.log.roll(plan.merged.get() + 1);
+    store.roll(plan.merged.get() + 1);
     Ok(())
 }
 
-/// Replaces the id in a record's header, keeping its checksum valid.
-fn with_id(record: &[u8], id: Id) -> Vec<u8> {
+/// Replaces the id in a record's header, keeping its checksum valid for
+/// `salt`.
+fn with_id(record: &[u8], salt: &Salt, id: Id) -> Vec<u8> {
     let mut record = record.to_vec();
     record[17..25].copy_from_slice(&id.to_le_bytes());
-    fix_record_crc(&mut record);
+    seal_record(&mut record, salt);
     record
 }
 
 /// Replaces the owning document an input or output record names (the
-/// first eight bytes of its payload), keeping its checksum valid.
-fn with_document(record: &[u8], document: Id) -> Vec<u8> {
+/// first eight bytes of its payload), keeping its checksum valid for
+/// `salt`.
+fn with_document(record: &[u8], salt: &Salt, document: Id) -> Vec<u8> {
     let mut record = record.to_vec();
     record[25..33].copy_from_slice(&document.to_le_bytes());
-    fix_record_crc(&mut record);
+    seal_record(&mut record, salt);
     record
 }
 
@@ -386,7 +485,7 @@ proptest! {
         store.run(&first);
         let plan = store.plan();
         let written = write_from(&store, &plan);
-        store.log.roll(plan.merged.get() + 1);
+        store.roll(plan.merged.get() + 1);
         let logged_before = store.order.len();
         store.run(&during);
 
@@ -400,7 +499,7 @@ proptest! {
         // Recovery: the merged segment, then the records written since.
         let mut recovered = replay(plan.merged, &written.out)?;
         for &at in &store.order[logged_before..] {
-            let record = checked_record(store.at(at), record_id(store.at(at))).unwrap();
+            let record = checked_record(store.at(at), &store.salt(at), record_id(store.at(at))).unwrap();
             let meta = RecordMeta { seq: record.seq, id: record.id, location: at };
             let effect = record.body().unwrap().into_effect();
             let _ = recovered.apply(meta, effect);
@@ -426,27 +525,43 @@ proptest! {
         byte in any::<prop::sample::Index>(),
         flip in 1u8..,
     ) {
-        let mut store = Store::new();
-        store.run(&steps);
-        let plan = store.plan();
-        let sources = expected_sources(&plan);
-        if sources.is_empty() {
-            return Ok(());
-        }
-        let k = pick.index(sources.len());
-        let result = write_merged(&plan, |n, from| {
-            let mut bytes = store.at(from).to_vec();
-            if n == k {
-                let at = byte.index(bytes.len());
-                bytes[at] ^= flip;
-            }
+        let changed = merge_with_one_source_changed(&steps, pick, |_, _, _, mut bytes| {
+            let at = byte.index(bytes.len());
+            bytes[at] ^= flip;
             bytes
         });
+        let Some((victim, result)) = changed else { return Ok(()) };
         match result {
-            Err(MergeError::Damaged { at, defect: Defect::Record(_) }) => prop_assert_eq!(at, sources[k]),
+            Err(MergeError::Damaged { at, defect: Defect::Record(_) }) => prop_assert_eq!(at, victim),
             Err(e) => prop_assert!(false, "{e:?}"),
-            Ok(_) => prop_assert!(false, "a damaged record at {:?} was copied", sources[k]),
+            Ok(_) => prop_assert!(false, "a damaged record at {:?} was copied", victim),
         }
+    }
+
+    /// A source record that is whole but sealed for another salt than its
+    /// segment's (the merged segment's, another segment's, or format 2's)
+    /// is refused: it cannot have been written there.
+    #[test]
+    fn a_source_record_sealed_for_another_salt_is_refused(
+        steps in arb_steps(),
+        pick in any::<prop::sample::Index>(),
+        wrong in prop_oneof![Just(0usize), Just(1), Just(2)],
+    ) {
+        let changed = merge_with_one_source_changed(&steps, pick, |store, plan, _, mut bytes| {
+            let wrong = [merged_salt(plan.merged), segment_salt(store.created + 1), Salt::UNSALTED][wrong];
+            seal_record(&mut bytes, &wrong);
+            bytes
+        });
+        let Some((victim, result)) = changed else { return Ok(()) };
+        prop_assert!(
+            matches!(
+                result,
+                Err(MergeError::Damaged { at, defect: Defect::Record(Corruption::ChecksumMismatch { .. }) })
+                    if at == victim
+            ),
+            "{:?}",
+            result.err()
+        );
     }
 
     /// A valid record about another id than the index expects is refused.
@@ -456,23 +571,15 @@ proptest! {
         pick in any::<prop::sample::Index>(),
         other in 1u64..1000,
     ) {
-        let mut store = Store::new();
-        store.run(&steps);
-        let plan = store.plan();
-        let sources = expected_sources(&plan);
-        if sources.is_empty() {
-            return Ok(());
-        }
-        let k = pick.index(sources.len());
-        let expected = record_id(store.at(sources[k]));
-        let found = expected + other;
-        let result = write_merged(&plan, |n, from| {
-            if n == k { with_id(store.at(from), found) } else { store.at(from).to_vec() }
+        let mut ids = None;
+        let changed = merge_with_one_source_changed(&steps, pick, |store, _, from, bytes| {
+            let expected = record_id(&bytes);
+            ids = Some((expected + other, expected));
+            with_id(&bytes, &store.salt(from), expected + other)
         });
-        prop_assert_eq!(
-            result.err(),
-            Some(MergeError::Damaged { at: sources[k], defect: Defect::WrongId { found, expected } })
-        );
+        let Some((victim, result)) = changed else { return Ok(()) };
+        let (found, expected) = ids.expect("the victim was read");
+        prop_assert_eq!(result.err(), Some(MergeError::Damaged { at: victim, defect: Defect::WrongId { found, expected } }));
     }
 
     /// An input's record about the right input but naming another document
@@ -486,8 +593,8 @@ proptest! {
         let Some(document) = plan.documents.iter().find(|d| !d.inputs.is_empty()) else { return Ok(()) };
         let victim = document.inputs[0].value;
         let found = document.id + other;
-        let result = write_merged(&plan, |_, from| {
-            if from == victim { with_document(store.at(from), found) } else { store.at(from).to_vec() }
+        let result = write_merged(&store, &plan, |_, from| {
+            if from == victim { with_document(store.at(from), &store.salt(from), found) } else { store.at(from).to_vec() }
         });
         prop_assert_eq!(
             result.err(),
@@ -515,7 +622,8 @@ proptest! {
         let source = store.at(sources[k]);
         let id = record_id(source);
         let (value, document) = (Value::Int(0), 1);
-        let wrong = match checked_record(source, id).unwrap().kind {
+        let source_salt = store.salt(sources[k]);
+        let wrong = match checked_record(source, &source_salt, id).unwrap().kind {
             RecordKind::CreateDocument | RecordKind::SetBlob if tombstone => Owned::DeleteDocument,
             RecordKind::CreateDocument | RecordKind::SetBlob => Owned::SetColumns { columns: columns(&[]) },
             RecordKind::PutInput if tombstone => Owned::DeleteInput { document },
@@ -524,8 +632,8 @@ proptest! {
             RecordKind::PutOutput => Owned::PutInput { document, value },
             other => panic!("the index points at a {other:?} record"),
         };
-        let result = write_merged(&plan, |n, from| {
-            if n == k { record_bytes(1, id, &wrong) } else { store.at(from).to_vec() }
+        let result = write_merged(&store, &plan, |n, from| {
+            if n == k { salted_record_bytes(&source_salt, 1, id, &wrong) } else { store.at(from).to_vec() }
         });
         let kind = wrong.as_mutation().kind();
         prop_assert_eq!(
@@ -574,14 +682,25 @@ fn a_document_is_copied_whole_or_rebuilt_into_one_create_record() {
         let r = written.merged.relocations.iter().find(|r| r.target == Target::DocumentBlob(id)).unwrap();
         bytes_at(&written.out, r.to).to_vec()
     };
-    assert_eq!(doc_record(1), store.at(store.log.kd.document(1).unwrap().blob));
+    // Copied byte for byte but for the checksum, which is the merged
+    // segment's.
+    let source_at = store.log.kd.document(1).unwrap().blob;
+    let (copy, source) = (doc_record(1), store.at(source_at));
+    assert_eq!(copy[4..], source[4..]);
+    assert_ne!(copy[..4], source[..4]);
+    let mut resealed = source.to_vec();
+    seal_record(&mut resealed, &written.salt);
+    assert_eq!(copy, resealed);
+    assert!(matches!(scan(&copy, &store.salt(source_at)), Scan::Invalid(Corruption::ChecksumMismatch { .. })));
+    assert_eq!(record_blob(&copy, &written.salt, 1), Ok(&b"first"[..]));
     for (id, name, blob) in [(2, "two", &b"second"[..]), (3, "renamed", b"first")] {
         let bytes = doc_record(id);
-        let record = checked_record(&bytes, id).unwrap();
+        let record = checked_record(&bytes, &written.salt, id).unwrap();
         assert_eq!(record.seq, plan.seq);
         assert_eq!(record.kind, RecordKind::CreateDocument);
-        assert_eq!(record_columns(&bytes, id), columns(&[("name", name)]));
-        assert_eq!(record_blob(&bytes, id), Ok(blob));
+        assert_eq!(record_columns(&bytes, &written.salt, id), columns(&[("name", name)]));
+        assert_eq!(record_blob(&bytes, &written.salt, id), Ok(blob));
+        assert!(matches!(scan(&bytes, &store.salt(source_at)), Scan::Invalid(Corruption::ChecksumMismatch { .. })));
     }
 }
 
@@ -596,11 +715,48 @@ fn writes_during_the_merge_keep_their_newer_records() {
     ]);
     let plan = store.plan();
     let written = write_from(&store, &plan);
-    store.log.roll(2);
+    store.roll(2);
     store.run(&[Step::Record(4, Owned::PutOutput { document: 1, value: Value::Int(3) })]);
     let newer = store.log.kd.output(1, 4).unwrap();
     let installed = store.log.kd.install_compaction(&plan, &written.merged);
     assert_eq!(installed, Installed { relocated: written.merged.relocations.len() as u64 - 1, stale: 1 });
     assert_eq!(store.log.kd.output(1, 4), Ok(newer));
     assert_eq!(store.log.kd.input(1, 4).unwrap().value.segment(), plan.merged);
+}
+
+/// The merged segment's salt is the one it was started with, in its header
+/// and in every record's checksum, whatever its sources' salts were: none
+/// of its records is valid under any of them, and its replay under its
+/// header's salt gives every record.
+#[test]
+fn a_merged_segment_is_sealed_with_its_own_salt() {
+    let mut store = store(&[
+        (1, Owned::CreateDocument { columns: columns(&[("k", "v")]), blob: b"<p>".to_vec() }),
+        (4, Owned::PutInput { document: 1, value: Value::Int(1) }),
+    ]);
+    store.roll(2);
+    store.run(&[
+        Step::Record(4, Owned::PutOutput { document: 1, value: Value::Str("out".into()) }),
+        Step::Record(5, Owned::CreateDocument { columns: columns(&[]), blob: b"five".to_vec() }),
+    ]);
+    let plan = store.plan();
+    assert_eq!(plan.sources, [seg(1), seg(2)]);
+    let written = write_from(&store, &plan);
+    assert_eq!(written.salt, merged_salt(plan.merged));
+    assert_eq!(SegmentHeader::decode(&written.out).unwrap().salt, written.salt);
+    let merged = records(plan.merged, &written.salt, &written.out).unwrap();
+    assert_eq!(merged.len(), 5);
+    for source in [seg(1), seg(2)] {
+        let source_salt = store.salts[&source];
+        for &(at, ..) in &merged {
+            let bytes = bytes_at(&written.out, at);
+            assert!(matches!(scan(bytes, &source_salt), Scan::Invalid(Corruption::ChecksumMismatch { .. })), "{at:?}");
+        }
+        // Read as if it had its source's salt, the merged segment has no
+        // valid record at all.
+        assert!(records(plan.merged, &source_salt, &written.out).is_err());
+    }
+    assert!(records(plan.merged, &salt(), &written.out).is_err());
+    let replayed = replay(plan.merged, &written.out).unwrap();
+    assert_eq!(replayed.document_ids().collect::<Vec<_>>(), [1, 5]);
 }

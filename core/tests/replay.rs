@@ -9,8 +9,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
     Applied, Columns, CorruptSegment, Corruption, DecodeError, DocumentEntry, Feed, Id, InputEntry, KeyDir, Location,
-    RECORD_HEADER_LEN, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay,
-    SegmentUsage, TailPolicy, Value, decode_record, encode_record,
+    RECORD_HEADER_LEN, RecordKind, RecordMeta, Replayed, SEGMENT_HEADER_LEN, SegmentId, SegmentReplay, SegmentUsage,
+    TailPolicy, Value, decode_record, encode_record,
 };
 
 /// A segment file in memory and where each of its records starts.
@@ -23,12 +23,12 @@ struct Image {
 
 impl Image {
     fn new(segment: SegmentId, first_seq: u64, ops: &[(Id, Owned)]) -> Image {
-        let mut bytes = SegmentHeader { segment }.encode().to_vec();
+        let mut bytes = header(segment).encode().to_vec();
         let mut records = Vec::new();
         for (i, (id, m)) in ops.iter().enumerate() {
             let seq = first_seq + i as u64;
             records.push((bytes.len(), seq, *id, m.clone()));
-            encode_record(&mut bytes, seq, *id, &m.as_mutation());
+            encode_record(&mut bytes, &salt(), seq, *id, &m.as_mutation());
         }
         Image { segment, bytes, records }
     }
@@ -107,7 +107,7 @@ struct Outcome {
 /// reads `chunks` bytes at a time (cycling through the sizes), keeps the
 /// unconsumed remainder of its buffer and appends the next read to it.
 fn replay_into(kd: &mut KeyDir, segment: SegmentId, file: &[u8], chunks: &[usize], policy: TailPolicy) -> Outcome {
-    let mut replay = SegmentReplay::new(segment);
+    let mut replay = SegmentReplay::new(segment, salt());
     let mut pos = SEGMENT_HEADER_LEN;
     let mut buf: Vec<u8> = Vec::new();
     let mut sizes = chunks.iter().copied().cycle();
@@ -143,7 +143,7 @@ fn replay_chunked(segment: SegmentId, file: &[u8], chunks: &[usize], policy: Tai
 /// Feeds the whole file after the header in one call.
 fn replay_at_once(segment: SegmentId, file: &[u8], policy: TailPolicy) -> Outcome {
     let mut kd = KeyDir::new();
-    let mut replay = SegmentReplay::new(segment);
+    let mut replay = SegmentReplay::new(segment, salt());
     let stop = match replay.feed(&mut kd, &file[SEGMENT_HEADER_LEN..]) {
         Feed::NeedMore { .. } => None,
         Feed::Stopped { corruption, .. } => Some(corruption),
@@ -299,7 +299,7 @@ fn sample_segment_replays_cleanly() {
 
 #[test]
 fn a_segment_holding_only_its_header_is_clean() {
-    let file = SegmentHeader { segment: seg(1) }.encode();
+    let file = header(seg(1)).encode();
     let outcome = replay_at_once(seg(1), &file, TailPolicy::Reject);
     assert_eq!(outcome.result, Ok(Replayed::Clean { len: SEGMENT_HEADER_LEN as u64 }));
     assert_eq!((outcome.records, outcome.valid_len), (0, SEGMENT_HEADER_LEN as u64));
@@ -381,7 +381,7 @@ fn a_zero_tail_shorter_than_a_record_header_is_a_torn_tail() {
 
 #[test]
 fn a_zero_filled_segment_after_its_header_is_a_torn_tail_at_the_header() {
-    let mut file = SegmentHeader { segment: seg(1) }.encode().to_vec();
+    let mut file = header(seg(1)).encode().to_vec();
     file.resize(1 << 12, 0);
     let outcome = replay_at_once(seg(1), &file, TailPolicy::Truncate);
     assert_eq!(
@@ -417,7 +417,7 @@ fn a_checksummed_record_with_a_malformed_payload_stops_the_replay() {
     let start = file.len();
     let mut payload = 1u64.to_le_bytes().to_vec();
     payload.extend_from_slice(&[1, 2]);
-    encode_record(&mut file, 100, 2, &Owned::SetBlob { blob: payload }.as_mutation());
+    encode_record(&mut file, &salt(), 100, 2, &Owned::SetBlob { blob: payload }.as_mutation());
     file[start + 8] = RecordKind::DeleteInput as u8;
     fix_record_crc(&mut file[start..]);
     let outcome = replay_at_once(image.segment, &file, TailPolicy::Truncate);
@@ -439,7 +439,7 @@ fn replayed_locations_point_at_the_records_in_the_file() {
     let read = |at: Location| {
         assert_eq!(at.segment(), image.segment);
         let bytes = &image.bytes[at.offset() as usize..][..at.len() as usize];
-        let record = decode_record(bytes).unwrap();
+        let record = decode_record(bytes, &salt()).unwrap();
         (record.kind, record.seq, record.id)
     };
     let doc = &outcome.state.documents[&1];
@@ -469,14 +469,14 @@ fn records_about_missing_things_are_counted_as_ignored() {
 
 #[test]
 fn replay_starts_right_after_the_segment_header() {
-    let replay = SegmentReplay::new(seg(4));
+    let replay = SegmentReplay::new(seg(4), salt());
     assert_eq!((replay.valid_len(), replay.records(), replay.ignored()), (SEGMENT_HEADER_LEN as u64, 0, 0));
 }
 
 #[test]
 fn feed_asks_for_the_rest_of_a_partial_header() {
     let mut kd = KeyDir::new();
-    let mut replay = SegmentReplay::new(seg(1));
+    let mut replay = SegmentReplay::new(seg(1), salt());
     let image = sample_image();
     let body = &image.bytes[SEGMENT_HEADER_LEN..];
     assert_eq!(replay.feed(&mut kd, &body[..10]), Feed::NeedMore { consumed: 0, needed: RECORD_HEADER_LEN });
@@ -487,7 +487,7 @@ fn feed_asks_for_the_rest_of_a_partial_header() {
 #[test]
 fn feed_consumes_whole_records_and_asks_for_the_rest_of_the_next() {
     let mut kd = KeyDir::new();
-    let mut replay = SegmentReplay::new(seg(3));
+    let mut replay = SegmentReplay::new(seg(3), salt());
     let image = sample_image();
     let first = image.end(0) - image.start(0);
     let second = image.end(1) - image.start(1);
@@ -507,7 +507,7 @@ fn feed_consumes_whole_records_and_asks_for_the_rest_of_the_next() {
 #[test]
 fn feed_stops_at_bytes_that_are_not_a_record() {
     let mut kd = KeyDir::new();
-    let mut replay = SegmentReplay::new(seg(3));
+    let mut replay = SegmentReplay::new(seg(3), salt());
     let image = sample_image();
     let first = image.end(0) - image.start(0);
     let mut buf = image.bytes[SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + first].to_vec();
@@ -541,41 +541,168 @@ fn replaying_a_later_segment_applies_over_an_earlier_one() {
     assert_eq!(two.ignored, 1);
 }
 
+/// A bad record in `active.seg`, replayed and then judged as the io layer
+/// does: the durability marks in the tail, not the bytes that look like
+/// records there, decide between a torn write and damage.
 mod damage {
-    use stratum_core::{Columns, Mutation, encode_record, find_record_after_damage};
+    use super::*;
+    use stratum_core::{Defect, TailDecision, judge_bad_tail};
 
-    fn records(n: u64) -> (Vec<u8>, Vec<usize>) {
-        let mut bytes = Vec::new();
-        let mut starts = Vec::new();
-        let columns = Columns::new();
-        for seq in 1..=n {
-            starts.push(bytes.len());
-            encode_record(&mut bytes, seq, seq, &Mutation::CreateDocument { columns: &columns, blob: b"some blob" });
+    /// Replays `file` as the active segment and judges its bad tail: `None`
+    /// if it replays clean.
+    fn open_active(image: &Image, file: &[u8]) -> Option<(Outcome, Result<TailDecision, Defect>)> {
+        let outcome = replay_at_once(image.segment, file, TailPolicy::Truncate);
+        let Ok(Replayed::TornTail { valid_len, dropped, reason }) = outcome.result else {
+            assert_eq!(outcome.result, Ok(Replayed::Clean { len: file.len() as u64 }));
+            return None;
+        };
+        assert_eq!(valid_len + dropped, file.len() as u64);
+        let judged = judge_bad_tail(valid_len, reason, &file[valid_len as usize..], &salt());
+        Some((outcome, judged))
+    }
+
+    /// The sample with a durability mark after its first `synced` records,
+    /// saying they were synced.
+    fn marked_sample(synced: usize) -> (Image, u64) {
+        let mut ops = sample_ops();
+        let upto = Image::new(seg(3), 1, &ops[..synced]).bytes.len() as u64;
+        ops.insert(synced, (0, Owned::Durable { upto }));
+        (Image::new(seg(3), 1, &ops), upto)
+    }
+
+    #[test]
+    fn damage_before_a_durable_mark_is_refused() {
+        let (image, upto) = marked_sample(5);
+        assert_eq!(image.start(5), upto as usize);
+        for damaged in 0..5 {
+            let mut file = image.bytes.clone();
+            file[image.start(damaged) + RECORD_HEADER_LEN] ^= 0x10;
+            let (outcome, judged) = open_active(&image, &file).expect("a bad tail");
+            let Ok(Replayed::TornTail { valid_len, reason, .. }) = outcome.result else { unreachable!() };
+            assert_eq!(valid_len, image.start(damaged) as u64);
+            assert!(matches!(reason, Corruption::ChecksumMismatch { .. }), "{reason:?}");
+            assert_eq!(judged, Err(Defect::DamageBeforeDurable { reason, valid_len, durable_upto: upto }));
         }
-        (bytes, starts)
     }
 
     #[test]
-    fn a_whole_record_after_a_damaged_one_is_found() {
-        let (mut bytes, starts) = records(4);
-        bytes[starts[1] + 30] ^= 1;
-        let tail = &bytes[starts[1]..];
-        assert_eq!(find_record_after_damage(tail, 2), Some(starts[2] - starts[1]));
+    fn damage_after_the_last_durable_offset_is_cut_off() {
+        let (image, upto) = marked_sample(3);
+        // The mark itself and every record after it were never synced.
+        for damaged in 3..image.records.len() {
+            let mut file = image.bytes.clone();
+            file[image.start(damaged) + 4] ^= 0x01; // the length field
+            let (outcome, judged) = open_active(&image, &file).expect("a bad tail");
+            assert!(image.start(damaged) as u64 >= upto);
+            assert_eq!(judged, Ok(TailDecision::Cut { to: image.start(damaged) as u64 }), "record {damaged}");
+            assert_eq!(outcome.state, image.direct_state(damaged));
+            // What is left replays clean.
+            let cut = &file[..image.start(damaged)];
+            assert_eq!(open_active(&image, cut).map(|(_, j)| j), None);
+        }
     }
 
+    /// The defect the salt fixes: a document's blob (HTML a client sent)
+    /// holding whole records, valid under the segment's own salt, torn by
+    /// a crash. The old judge found the records in the blob and refused to
+    /// open; they are the blob's bytes, never read as records.
     #[test]
-    fn a_torn_tail_has_no_record_after_it() {
-        let (bytes, starts) = records(3);
-        let torn = &bytes[starts[2]..bytes.len() - 5];
-        assert_eq!(find_record_after_damage(torn, 3), None);
-        assert_eq!(find_record_after_damage(&[0; 4096], 3), None);
+    fn valid_records_inside_a_torn_blob_are_cut_off_with_it() {
+        let mut forged = b"<html><body><pre>".to_vec();
+        let columns = columns(&[("name", "forged")]);
+        forged.extend(record_bytes(100, 7, &Owned::CreateDocument { columns, blob: b"<h1>x</h1>".to_vec() }));
+        forged.extend(record_bytes(101, 8, &Owned::PutInput { document: 7, value: Value::Int(5) }));
+        forged.extend(record_bytes(102, 9, &Owned::ReserveIds { below: 1 << 40 }));
+        forged.extend_from_slice(b"</pre></body></html>");
+        let mut ops = sample_ops();
+        let synced = Image::new(seg(3), 1, &ops).bytes.len() as u64;
+        ops.push((0, Owned::Durable { upto: synced }));
+        ops.push((1, Owned::SetBlob { blob: forged.clone() }));
+        let image = Image::new(seg(3), 1, &ops);
+        let last = ops.len() - 1;
+        let start = image.start(last);
+        let blob_at = start + RECORD_HEADER_LEN;
+        // Torn anywhere after the forged records are whole.
+        for cut in [blob_at + forged.len() - 20, blob_at + forged.len() - 1] {
+            let (outcome, judged) = open_active(&image, &image.bytes[..cut]).expect("a torn tail");
+            assert!(
+                matches!(outcome.result, Ok(Replayed::TornTail { reason: Corruption::Truncated { .. }, .. })),
+                "{:?}",
+                outcome.result
+            );
+            assert_eq!(judged, Ok(TailDecision::Cut { to: start as u64 }), "cut at {cut}");
+            assert_eq!(outcome.state, image.direct_state(last));
+        }
+        // Or whole but damaged in its header.
+        let mut file = image.bytes.clone();
+        file[start + 10] ^= 0x40;
+        let (_, judged) = open_active(&image, &file).expect("a bad tail");
+        assert_eq!(judged, Ok(TailDecision::Cut { to: start as u64 }));
     }
 
-    #[test]
-    fn records_older_than_the_cut_do_not_count() {
-        let (mut bytes, starts) = records(4);
-        bytes[starts[1] + 30] ^= 1;
-        // Everything after the damage has seq <= 4: with min_seq 5 they are stale.
-        assert_eq!(find_record_after_damage(&bytes[starts[1]..], 5), None);
+    /// Durability marks after record boundaries, each saying the segment
+    /// was synced up to some boundary before it.
+    fn arb_marked_ops() -> impl Strategy<Value = Vec<(Id, Owned)>> {
+        (arb_ops(16), vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..4)).prop_map(
+            |(mut ops, marks)| {
+                for (at, synced) in marks {
+                    let at = at.index(ops.len() + 1);
+                    let synced = synced.index(at + 1);
+                    let upto = Image::new(seg(1), 1, &ops[..synced]).bytes.len() as u64;
+                    ops.insert(at, (0, Owned::Durable { upto }));
+                }
+                ops
+            },
+        )
+    }
+
+    proptest! {
+        /// A flipped bit anywhere after the header is refused exactly when a
+        /// whole mark after the damaged record says bytes past its start
+        /// were synced (the ops may hold marks with any offset too), and
+        /// otherwise cut off at the damaged record.
+        #[test]
+        fn a_flipped_bit_is_judged_by_the_marks_after_it(ops in arb_marked_ops(), bit in any::<prop::sample::Index>()) {
+            let image = Image::new(seg(1), 1, &ops);
+            let bit = SEGMENT_HEADER_LEN * 8 + bit.index((image.bytes.len() - SEGMENT_HEADER_LEN) * 8);
+            let mut file = image.bytes.clone();
+            file[bit / 8] ^= 1 << (bit % 8);
+            let damaged = image.records.iter().rposition(|r| r.0 <= bit / 8).unwrap();
+            let (outcome, judged) = open_active(&image, &file).expect("a flipped bit is never a valid record");
+            let Ok(Replayed::TornTail { valid_len, reason, .. }) = outcome.result else { unreachable!() };
+            prop_assert_eq!(valid_len, image.start(damaged) as u64);
+            let durable_upto = image.records[damaged + 1..]
+                .iter()
+                .filter_map(|(_, _, _, m)| match m {
+                    Owned::Durable { upto } => Some(*upto),
+                    _ => None,
+                })
+                .max();
+            let expected = match durable_upto {
+                Some(durable_upto) if durable_upto > valid_len => {
+                    Err(Defect::DamageBeforeDurable { reason, valid_len, durable_upto })
+                }
+                _ => Ok(TailDecision::Cut { to: valid_len }),
+            };
+            prop_assert_eq!(judged, expected);
+        }
+
+        /// A file cut anywhere (a crash in the middle of an append) is
+        /// always a torn write: a mark past the damage would be past the
+        /// end of the file.
+        #[test]
+        fn a_segment_cut_anywhere_is_cut_at_its_last_whole_record(
+            ops in arb_marked_ops(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let image = Image::new(seg(1), 1, &ops);
+            let cut = SEGMENT_HEADER_LEN + cut.index(image.bytes.len() - SEGMENT_HEADER_LEN);
+            let Some((_, judged)) = open_active(&image, &image.bytes[..cut]) else {
+                prop_assert!(image.records.iter().any(|r| r.0 == cut));
+                return Ok(());
+            };
+            let last_whole = image.records.iter().rposition(|r| r.0 <= cut).unwrap();
+            prop_assert_eq!(judged, Ok(TailDecision::Cut { to: image.start(last_whole) as u64 }));
+        }
     }
 }

@@ -47,7 +47,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Replays `steps` as records of one segment, back to back from offset 20,
+/// Replays `steps` as records of one segment, back to back after its header,
 /// into a fresh index. Returns the index and the segment's length.
 fn replay(segment: SegmentId, steps: &[Step]) -> (KeyDir, u64) {
     // Documents get ids 51, 101, 151, ...; steps name them 1, 2, 3, ...

@@ -6,7 +6,8 @@
 //! the [`SyncPolicy`] (group commit under `Always`), compacts sealed
 //! segments into `merged.seg` (on demand or in the background), and on open
 //! replays every segment to rebuild the in-memory index, cutting a torn tail
-//! off the active segment. All file access goes through the [`FileSystem`] trait:
+//! off the active segment (and refusing damage before a durability mark);
+//! [`upgrade`] rewrites a format-2 data directory in format 3. All file access goes through the [`FileSystem`] trait:
 //! [`OsFileSystem`] in production, `SimFileSystem` (the `sim` feature) in crash and fault
 //! tests.
 
@@ -20,6 +21,7 @@ mod options;
 mod segment;
 #[cfg(feature = "sim")]
 mod sim;
+mod upgrade;
 
 pub use engine::{CompactionReport, Engine, Stats};
 pub use error::{Error, Invalid, Missing, Result};
@@ -31,3 +33,4 @@ pub use stratum_core::{
     ACTIVE_NAME, Columns, CompactionPolicy, Defect, Id, LOCK_NAME, Limits, MERGED_NAME, SegmentId, Value,
     parse_sealed_name, sealed_name,
 };
+pub use upgrade::{UpgradeReport, upgrade};

@@ -15,8 +15,8 @@ use parking_lot::RwLock;
 
 use stratum_core::{
     ACTIVE_NAME, ACTIVE_TMP_NAME, Body, Corruption, Defect, Feed, HeaderError, HintBuilder, HintError, KeyDir,
-    RECORD_HEADER_LEN, RecordSink, Replayed, SEGMENT_HEADER_LEN, SegmentHeader, SegmentId, SegmentReplay, TailPolicy,
-    decode_record, hint_name, replay_hints,
+    RECORD_HEADER_LEN, RecordSink, Replayed, SALT_LEN, SEGMENT_HEADER_LEN, Salt, SegmentHeader, SegmentId,
+    SegmentReplay, TailPolicy, decode_record, hint_name, replay_hints,
 };
 
 use crate::error::{Error, Result};
@@ -40,6 +40,8 @@ use crate::fs::{FileBytes, FileHandle, FileSystem, MapRegion, Mapped};
 #[derive(Debug)]
 pub struct SegmentFile {
     file: Arc<dyn FileHandle>,
+    /// The salt in the file's header, which every record's checksum covers.
+    salt: Salt,
     /// Bytes written whole: every record a reader may be given ends here
     /// or before.
     readable: AtomicU64,
@@ -55,10 +57,12 @@ pub struct SegmentFile {
 const MIN_MAP_LEN: u64 = 4 << 20;
 
 impl SegmentFile {
-    /// A segment file whose first `readable` bytes are written whole.
-    pub fn new(file: Arc<dyn FileHandle>, readable: u64) -> Arc<SegmentFile> {
+    /// A segment file salted with `salt` (from its header) whose first
+    /// `readable` bytes are written whole.
+    pub fn new(file: Arc<dyn FileHandle>, salt: Salt, readable: u64) -> Arc<SegmentFile> {
         Arc::new(SegmentFile {
             file,
+            salt,
             readable: AtomicU64::new(readable),
             map: RwLock::new(None),
             unmappable: AtomicBool::new(false),
@@ -68,6 +72,11 @@ impl SegmentFile {
     /// The file, for reads and syncs that do not go through the map.
     pub fn handle(&self) -> &dyn FileHandle {
         self.file.as_ref()
+    }
+
+    /// The salt the checksums of the file's records cover.
+    pub fn salt(&self) -> &Salt {
+        &self.salt
     }
 
     /// How many bytes are written whole.
@@ -165,19 +174,31 @@ impl SegmentFile {
 /// How many bytes recovery reads at a time.
 const READ_CHUNK: usize = 1 << 20;
 
-/// Creates `dir/active.seg` for segment `id`: header written and synced
-/// under a temporary name, then renamed into place and the directory synced.
+/// A fresh salt for a new segment file, from the operating system's
+/// random source.
+pub fn fresh_salt() -> Result<Salt> {
+    let mut bytes = [0; SALT_LEN];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::io("drawing a segment salt from the system's random source")(io::Error::other(e)))?;
+    Ok(Salt::new(bytes))
+}
+
+/// Creates `dir/active.seg` for segment `id`, with a fresh salt: header
+/// written and synced under a temporary name, then renamed into place and
+/// the directory synced.
 pub fn create_active(fs: &dyn FileSystem, dir: &Path, id: SegmentId) -> Result<Arc<SegmentFile>> {
     let tmp = dir.join(ACTIVE_TMP_NAME);
     let context = |what: &str| format!("{what} {}", tmp.display());
+    let salt = fresh_salt()?;
     remove_if_present(fs, &tmp)?;
     let file = fs.create_new(&tmp).map_err(Error::io(context("creating")))?;
-    file.write_all_at(&SegmentHeader { segment: id }.encode(), 0).map_err(Error::io(context("writing header of")))?;
+    file.write_all_at(&SegmentHeader { segment: id, salt }.encode(), 0)
+        .map_err(Error::io(context("writing header of")))?;
     file.sync_data().map_err(Error::io(context("syncing")))?;
     let active = dir.join(ACTIVE_NAME);
     fs.rename(&tmp, &active).map_err(Error::io(format!("renaming {} to {}", tmp.display(), active.display())))?;
     fs.sync_dir(dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
-    Ok(SegmentFile::new(file, SEGMENT_HEADER_LEN as u64))
+    Ok(SegmentFile::new(file, salt, SEGMENT_HEADER_LEN as u64))
 }
 
 /// Reads a segment file's header: an IO error, or the header or what is
@@ -195,17 +216,19 @@ pub fn check_header(file: &dyn FileHandle, path: &Path) -> Result<SegmentHeader>
     read_header(file, path)?.map_err(|e| Error::Corrupt { file: path.to_path_buf(), offset: 0, defect: e.into() })
 }
 
-/// Replays the records of one segment file into `sink`.
+/// Replays the records of one segment file, salted with `salt`, into
+/// `sink`.
 pub fn replay(
     file: &dyn FileHandle,
     path: &Path,
     segment: SegmentId,
+    salt: Salt,
     sink: &mut impl RecordSink,
     policy: TailPolicy,
 ) -> Result<Replayed> {
     let read_error = || Error::io(format!("reading {}", path.display()));
     let file_len = file.len().map_err(read_error())?;
-    let mut replay = SegmentReplay::new(segment);
+    let mut replay = SegmentReplay::new(segment, salt);
     let mut buf: Vec<u8> = Vec::new();
     let mut stop = None;
     loop {
@@ -306,24 +329,21 @@ fn read_hint<T>(
 /// Writes the hint file of a sealed segment (read back from its file),
 /// under a temporary name first. A hint is an optimisation: it is not
 /// fsynced, a lost or torn one is detected and ignored at the next open.
-pub fn write_hint(fs: &dyn FileSystem, segment_path: &Path, file: &dyn FileHandle, segment: SegmentId) -> Result<()> {
+pub fn write_hint(fs: &dyn FileSystem, segment_path: &Path, file: &SegmentFile, segment: SegmentId) -> Result<()> {
     let mut builder = HintBuilder::new(segment);
+    let (salt, file) = (*file.salt(), file.handle());
     let len = file.len().map_err(Error::io(format!("reading length of {}", segment_path.display())))?;
-    replay(file, segment_path, segment, &mut builder, TailPolicy::Reject)?;
+    replay(file, segment_path, segment, salt, &mut builder, TailPolicy::Reject)?;
     write_hint_file(fs, segment_path, &builder.finish(len))
 }
 
 /// Writes the hint file of a merged segment: the snapshot of the index its
 /// records build (read back from its file), like [`write_hint`].
-pub fn write_snapshot(
-    fs: &dyn FileSystem,
-    segment_path: &Path,
-    file: &dyn FileHandle,
-    segment: SegmentId,
-) -> Result<()> {
+pub fn write_snapshot(fs: &dyn FileSystem, segment_path: &Path, file: &SegmentFile, segment: SegmentId) -> Result<()> {
     let mut keydir = KeyDir::new();
+    let (salt, file) = (*file.salt(), file.handle());
     let len = file.len().map_err(Error::io(format!("reading length of {}", segment_path.display())))?;
-    replay(file, segment_path, segment, &mut keydir, TailPolicy::Reject)?;
+    replay(file, segment_path, segment, salt, &mut keydir, TailPolicy::Reject)?;
     let snapshot = keydir.snapshot(segment, len).ok_or_else(|| Error::Corrupt {
         file: segment_path.to_path_buf(),
         offset: 0,
@@ -350,9 +370,9 @@ pub fn remove_if_present(fs: &dyn FileSystem, path: &Path) -> Result<()> {
     }
 }
 
-/// Reads the checkpoint that opens a merged segment: the first segment id
-/// the merged segment replaces.
-pub fn read_checkpoint(file: &dyn FileHandle, path: &Path) -> Result<SegmentId> {
+/// Reads the checkpoint that opens a merged segment salted with `salt`:
+/// the first segment id the merged segment replaces.
+pub fn read_checkpoint(file: &dyn FileHandle, path: &Path, salt: &Salt) -> Result<SegmentId> {
     let corrupt =
         |defect: Defect| Error::Corrupt { file: path.to_path_buf(), offset: SEGMENT_HEADER_LEN as u64, defect };
     let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
@@ -363,7 +383,7 @@ pub fn read_checkpoint(file: &dyn FileHandle, path: &Path) -> Result<SegmentId> 
     let mut bytes = vec![0; want as usize];
     file.read_exact_at(&mut bytes, SEGMENT_HEADER_LEN as u64)
         .map_err(Error::io(format!("reading {}", path.display())))?;
-    let record = decode_record(&bytes).map_err(|e| corrupt(e.into()))?;
+    let record = decode_record(&bytes, salt).map_err(|e| corrupt(e.into()))?;
     match record.body() {
         Ok(Body::Checkpoint { covers_from, .. }) => Ok(covers_from),
         Ok(_) => Err(corrupt(Defect::NoCheckpoint)),

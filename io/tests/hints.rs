@@ -157,6 +157,8 @@ fn merged_store() -> (tempfile::TempDir, Documents, stratum_io::Stats) {
     }
     engine.write_hints().unwrap();
     let expected = read_back(&engine).unwrap().documents;
+    // Flushed first, so the durability mark a flush appends is counted.
+    engine.flush().unwrap();
     let stats = engine.stats();
     engine.close().unwrap();
     (dir, expected, stats)

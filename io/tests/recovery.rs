@@ -7,6 +7,9 @@ use std::path::Path;
 
 use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name};
 
+/// Bytes in a segment header (format 3).
+const HEADER_LEN: u64 = stratum_core::SEGMENT_HEADER_LEN as u64;
+
 fn small_segments() -> Options {
     Options { segment_bytes: 200, ..Options::default() }
 }
@@ -66,14 +69,14 @@ fn corruption_in_a_sealed_segment_names_the_file_and_offset() {
     engine.close().unwrap();
     let sealed = dir.path().join(sealed_name(stratum_io::SegmentId::FIRST));
     assert!(sealed.exists(), "expected a sealed segment");
-    // Damage the first record (after the 20-byte segment header).
-    flip_byte(&sealed, 20 + 12);
+    // Damage the first record (after the segment header).
+    flip_byte(&sealed, HEADER_LEN + 12);
 
     let err = Engine::open(dir.path(), small_segments()).unwrap_err();
     match &err {
         Error::Corrupt { file, offset, .. } => {
             assert_eq!(file, &sealed);
-            assert_eq!(*offset, 20);
+            assert_eq!(*offset, HEADER_LEN);
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -88,8 +91,8 @@ fn a_segment_from_another_format_version_is_refused() {
     let active = dir.path().join(ACTIVE_NAME);
     let mut bytes = fs::read(&active).unwrap();
     bytes[8] = 99; // the version field
-    let crc = crc32(&bytes[0..16]);
-    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&bytes[0..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
     fs::write(&active, bytes).unwrap();
 
     let err = Engine::open(dir.path(), Options::default()).unwrap_err();
@@ -111,9 +114,10 @@ fn damage_found_by_a_read_is_a_corruption_error() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), Options::default()).unwrap();
     let doc = engine.create_document(b"<p>precious</p>", Columns::new()).unwrap();
-    let input = engine.add_input(doc, &Value::Str("input".into())).unwrap();
-    let len = fs::metadata(dir.path().join(ACTIVE_NAME)).unwrap().len();
-    flip_byte(&dir.path().join(ACTIVE_NAME), len - 2);
+    let input = engine.add_input(doc, &Value::Str("the input".into())).unwrap();
+    let bytes = fs::read(dir.path().join(ACTIVE_NAME)).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"the input").unwrap();
+    flip_byte(&dir.path().join(ACTIVE_NAME), at as u64);
 
     let err = engine.input(doc, input).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
@@ -184,4 +188,89 @@ fn damage_in_the_middle_of_the_active_segment_is_refused_not_cut() {
     assert!(message.contains("active.seg") && message.contains("not a torn write"), "{message}");
     assert_eq!(fs::read(&active).unwrap().len(), bytes.len(), "recovery cut the file");
     let _ = first;
+}
+
+/// Defect 3 of issue 13: a flipped bit in the last record of `active.seg`,
+/// after its write was acknowledged (synced), was cut off as a torn tail
+/// with only a warning, and the older value served. The durability mark
+/// appended after the fsync says the record was synced: open refuses,
+/// naming the file and the offset, and changes nothing.
+#[test]
+fn a_flipped_bit_in_the_last_acknowledged_record_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), crashing()).unwrap();
+    let doc = engine.create_document(b"doc", Columns::new()).unwrap();
+    let input = engine.add_input(doc, &Value::Str("old value".into())).unwrap();
+    engine.update_input(doc, input, &Value::Str("new value".into())).unwrap();
+    // No close: the process dies right after the acknowledgement.
+    std::mem::forget(engine);
+    let active = dir.path().join(ACTIVE_NAME);
+    let bytes = fs::read(&active).unwrap();
+    let at = bytes.windows(9).rposition(|w| w == b"new value").unwrap();
+    flip_byte(&active, at as u64 + 4);
+    let _ = fs::remove_file(dir.path().join(stratum_io::LOCK_NAME));
+
+    let err = Engine::open(dir.path(), crashing()).unwrap_err();
+    let Error::Corrupt { file, offset, .. } = &err else { panic!("expected corruption, got {err:?}") };
+    assert_eq!(file, &active);
+    assert!(*offset < at as u64 && at as u64 - *offset < 64, "offset {offset} is not the damaged record's");
+    assert!(err.to_string().contains("not a torn write"), "{err}");
+    assert_eq!(fs::read(&active).unwrap().len(), bytes.len(), "recovery cut the file");
+}
+
+/// Defect 2 of issue 13: recovery took a whole, valid record inside a torn
+/// record's payload as proof of damage, so a client's html holding the
+/// bytes of records (from another segment, another store, or the unsalted
+/// format 2), followed by a crash during that write, left a store that
+/// refused to start. Records are salted per segment now, and recovery
+/// looks only for durability marks, by the salt: the torn write is cut.
+#[test]
+fn records_forged_inside_a_torn_value_do_not_stop_recovery() {
+    use stratum_core::{Mutation, Salt, encode_record};
+    let mut forged = b"<p>a problem statement</p>".to_vec();
+    let columns = Columns::new();
+    for salt in [Salt::UNSALTED, Salt::new([7; 16])] {
+        for seq in 1..50 {
+            encode_record(&mut forged, &salt, seq, seq, &Mutation::CreateDocument { columns: &columns, blob: b"x" });
+            encode_record(&mut forged, &salt, seq, 0, &Mutation::Durable { upto: u64::MAX });
+        }
+    }
+    // And the records of another store, salt and all.
+    let other = tempfile::tempdir().unwrap();
+    let engine = Engine::open(other.path(), crashing()).unwrap();
+    for i in 0..20 {
+        engine.create_document(format!("other {i}").as_bytes(), Columns::new()).unwrap();
+    }
+    engine.close().unwrap();
+    forged.extend_from_slice(&fs::read(other.path().join(ACTIVE_NAME)).unwrap()[HEADER_LEN as usize..]);
+
+    for value in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), crashing()).unwrap();
+        let doc = engine.create_document(b"kept", Columns::new()).unwrap();
+        let active = dir.path().join(ACTIVE_NAME);
+        let before = fs::metadata(&active).unwrap().len();
+        if value {
+            let ints = forged.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+            engine.add_input(doc, &Value::IntList(ints)).unwrap();
+        } else {
+            engine.update_blob(doc, &forged).unwrap();
+        }
+        std::mem::forget(engine);
+        // The crash tore that write: only its first part reached the disk.
+        let torn = before + (fs::metadata(&active).unwrap().len() - before) * 2 / 3;
+        OpenOptions::new().write(true).open(&active).unwrap().set_len(torn).unwrap();
+        let _ = fs::remove_file(dir.path().join(stratum_io::LOCK_NAME));
+
+        let engine = Engine::open(dir.path(), crashing()).expect("a torn write is cut, whatever it held");
+        assert_eq!(fs::metadata(&active).unwrap().len(), before, "cut at the end of the last whole record");
+        assert_eq!(engine.document_blob(doc).unwrap(), b"kept");
+        assert!(engine.inputs(doc).unwrap().is_empty());
+    }
+}
+
+/// Options for an engine the test abandons with `mem::forget`, as a crash
+/// would: no background thread keeps working on its directory.
+fn crashing() -> Options {
+    Options { compaction: None, ..Options::default() }
 }

@@ -8,9 +8,24 @@ use std::collections::BTreeMap;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use stratum_core::{
-    Applied, Body, Columns, Effect, EncodedColumns, Id, KeyDir, Location, Mutation, RecordMeta, SegmentId, Value,
-    encode_record,
+    Applied, Body, Columns, Effect, EncodedColumns, Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN,
+    Salt, SegmentHeader, SegmentId, Value, encode_record, seal_record,
 };
+
+/// The salt of every test segment, unless a test needs another.
+pub fn salt() -> Salt {
+    Salt::new(*b"stratum-testsalt")
+}
+
+/// A salt other than [`salt`], for records that must not validate there.
+pub fn other_salt() -> Salt {
+    Salt::new(*b"another-testsalt")
+}
+
+/// The header of test segment `segment`, salted with [`salt`].
+pub fn header(segment: SegmentId) -> SegmentHeader {
+    SegmentHeader { segment, salt: salt() }
+}
 
 /// Strings that exercise the encoder: empty, ASCII, multi-byte UTF-8.
 pub fn arb_string() -> impl Strategy<Value = String> {
@@ -70,6 +85,7 @@ pub enum Owned {
     DeleteOutput { document: Id },
     Checkpoint { covers_from: SegmentId, next_id: Id },
     ReserveIds { below: Id },
+    Durable { upto: u64 },
 }
 
 impl Owned {
@@ -87,6 +103,7 @@ impl Owned {
                 Mutation::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
             Owned::ReserveIds { below } => Mutation::ReserveIds { below: *below },
+            Owned::Durable { upto } => Mutation::Durable { upto: *upto },
         }
     }
 
@@ -102,9 +119,9 @@ impl Owned {
         }
     }
 
-    /// The body `RecordRef::body` must give back for this mutation, with
-    /// values in their encoded form and column maps encoded into
-    /// `encoded_columns` (cleared first).
+    /// The body `RecordRef::body` must give back for this mutation encoded
+    /// under [`salt`], with values in their encoded form and column maps
+    /// encoded into `encoded_columns` (cleared first).
     pub fn expected_body<'a>(
         &self,
         encoded_value: &'a [u8],
@@ -128,6 +145,7 @@ impl Owned {
                 Body::Checkpoint { covers_from: *covers_from, next_id: *next_id }
             }
             Owned::ReserveIds { below } => Body::ReserveIds { below: *below },
+            Owned::Durable { upto } => Body::Durable { salt: *salt().bytes(), upto: *upto },
         }
     }
 
@@ -193,6 +211,7 @@ pub fn arb_mutation_with(document: impl Strategy<Value = Id> + Clone + 'static) 
         arb_delete_output(document),
         arb_checkpoint(),
         any::<u64>().prop_map(|below| Owned::ReserveIds { below }),
+        any::<u64>().prop_map(|upto| Owned::Durable { upto }),
     ]
 }
 
@@ -200,17 +219,32 @@ pub fn arb_mutation() -> impl Strategy<Value = Owned> {
     arb_mutation_with(any::<u64>())
 }
 
-/// Encodes one record into a fresh buffer.
+/// Encodes one record under [`salt`] into a fresh buffer.
 pub fn record_bytes(seq: u64, id: Id, m: &Owned) -> Vec<u8> {
+    salted_record_bytes(&salt(), seq, id, m)
+}
+
+/// Encodes one record under `salt` into a fresh buffer.
+pub fn salted_record_bytes(salt: &Salt, seq: u64, id: Id, m: &Owned) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_record(&mut out, seq, id, &m.as_mutation());
+    encode_record(&mut out, salt, seq, id, &m.as_mutation());
     out
 }
 
-/// Overwrites a record's CRC so it matches its (possibly edited) contents.
+/// Overwrites a record's CRC so it matches its (possibly edited) contents
+/// under [`salt`].
 pub fn fix_record_crc(record: &mut [u8]) {
-    let crc = crc32fast::hash(&record[4..]);
-    record[0..4].copy_from_slice(&crc.to_le_bytes());
+    seal_record(record, &salt());
+}
+
+/// The checksum a record whose bytes after the checksum are `covered` has
+/// under `salt_bytes`, computed here from the format's definition (the CRC
+/// of the salt followed by the covered bytes), not with the codec.
+pub fn salted_crc(salt_bytes: &[u8], covered: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(salt_bytes);
+    hasher.update(covered);
+    hasher.finalize()
 }
 
 /// A classic hex dump: offset, 16 bytes in hex, then the printable ASCII.
@@ -246,8 +280,9 @@ pub fn columns(pairs: &[(&str, &str)]) -> Columns {
 }
 
 /// A log being written into a key directory: hands out sequence numbers
-/// and back-to-back offsets in the current segment (from 20, after the
-/// segment header), and applies each record.
+/// and back-to-back offsets in the current segment (from
+/// `SEGMENT_HEADER_LEN`, after the segment header), and applies each
+/// record.
 pub struct Log {
     pub kd: KeyDir,
     pub segment: SegmentId,
@@ -263,13 +298,13 @@ impl Log {
     }
 
     pub fn in_segment(segment: u32) -> Self {
-        Log { kd: KeyDir::new(), segment: seg(segment), offset: 20, seq: 0 }
+        Log { kd: KeyDir::new(), segment: seg(segment), offset: SEGMENT_HEADER_LEN as u64, seq: 0 }
     }
 
     /// Moves on to a new segment.
     pub fn roll(&mut self, segment: u32) {
         self.segment = seg(segment);
-        self.offset = 20;
+        self.offset = SEGMENT_HEADER_LEN as u64;
     }
 
     /// Appends a record of `len` bytes about `id` and applies it.

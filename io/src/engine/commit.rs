@@ -160,12 +160,18 @@ impl Shared {
             state.syncing = true;
             self.gather(state);
             let (result, target, took) = MutexGuard::unlocked(state, || {
-                let (file, target) = {
+                let (file, target, segment, upto, records) = {
                     let w = self.writer.lock();
-                    (w.file.clone(), w.appended)
+                    (w.file.clone(), w.appended, w.segment, w.len, w.records_end)
                 };
                 let started = Instant::now();
-                (file.sync_data(), target, started.elapsed())
+                let result = file.sync_data();
+                let took = started.elapsed();
+                if result.is_ok() {
+                    // Before any writer this fsync covered is answered.
+                    self.mark_durable_upto(&mut self.writer.lock(), segment, upto, records);
+                }
+                (result, target, took)
             });
             state.syncing = false;
             state.last_sync = took;

@@ -101,7 +101,7 @@ impl Shared {
             }
             let _ = self.fs.remove(&segment::hint_path(&path));
         }
-        match segment::write_snapshot(self.fs.as_ref(), &target, file.handle(), plan.merged) {
+        match segment::write_snapshot(self.fs.as_ref(), &target, &file, plan.merged) {
             Ok(()) => {
                 self.index.write().hinted.insert(plan.merged);
             }
@@ -149,9 +149,9 @@ impl Shared {
         };
         for (id, path, file, merged) in &missing {
             if *merged {
-                segment::write_snapshot(self.fs.as_ref(), path, file.handle(), *id)?;
+                segment::write_snapshot(self.fs.as_ref(), path, file, *id)?;
             } else {
-                segment::write_hint(self.fs.as_ref(), path, file.handle(), *id)?;
+                segment::write_hint(self.fs.as_ref(), path, file, *id)?;
             }
             self.index.write().hinted.insert(*id);
         }
@@ -197,16 +197,17 @@ impl Shared {
         segment::remove_if_present(self.fs.as_ref(), tmp)?;
         let file = self.fs.create_new(tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
         let mut out = SegmentBuilder::new(file, tmp.to_path_buf());
-        let mut merge = MergeWriter::new(plan, out.buffer()).map_err(|e| self.merge_error(e))?;
+        let salt = segment::fresh_salt()?;
+        let mut merge = MergeWriter::new(plan, salt, out.buffer()).map_err(|e| self.merge_error(e))?;
         while let Some(from) = merge.next_source() {
             let file = self.index.read().file(from)?;
             let bytes = self.read(from, &file)?;
-            merge.copy(&bytes, out.buffer()).map_err(|e| self.merge_error(e))?;
+            merge.copy(&bytes, file.salt(), out.buffer()).map_err(|e| self.merge_error(e))?;
             out.maybe_flush()?;
         }
         let merged = merge.finish();
         let written = out.len();
-        Ok((SegmentFile::new(out.finish()?, written), merged))
+        Ok((SegmentFile::new(out.finish()?, salt, written), merged))
     }
 
     fn merge_error(&self, error: MergeError) -> Error {

@@ -208,7 +208,16 @@ impl Engine {
             dir,
             options,
             index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
-            writer: Mutex::new(Writer { segment, file, len, appended: 0, buf: Vec::new(), scratch: Vec::new() }),
+            writer: Mutex::new(Writer {
+                segment,
+                file,
+                len,
+                appended: 0,
+                records_end: 0,
+                marked: 0,
+                buf: Vec::new(),
+                scratch: Vec::new(),
+            }),
             durability: Durability::default(),
             poison: Mutex::new(None),
             fsyncs: AtomicU64::new(0),
@@ -439,16 +448,21 @@ impl Engine {
 
     // ----- administration --------------------------------------------------
 
-    /// Makes every acknowledged write durable, whatever the sync policy.
+    /// Makes every acknowledged write durable, whatever the sync policy,
+    /// and the durability mark that says so (a second fsync, when the
+    /// first covered new records).
     ///
     /// After a failed fsync this is [`Error::Poisoned`]: what was
     /// acknowledged before it is durable, what came after may not be.
     pub fn flush(&self) -> Result<()> {
-        let position = self.shared.writer.lock().appended;
-        self.shared.wait_durable(position, None).map_err(|e| match e {
-            Error::OutcomeUnknown { reason } => Error::Poisoned { reason },
-            other => other,
-        })
+        for _ in 0..2 {
+            let position = self.shared.writer.lock().appended;
+            self.shared.wait_durable(position, None).map_err(|e| match e {
+                Error::OutcomeUnknown { reason } => Error::Poisoned { reason },
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// Counts and sizes, from memory.

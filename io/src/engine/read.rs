@@ -19,7 +19,7 @@ impl Shared {
     pub(super) fn blob(&self, id: Id, wait: Wait) -> Result<Option<Vec<u8>>> {
         let Some((location, file)) = self.locate(wait, |k| Ok(k.document(id)?.blob))? else { return Ok(None) };
         let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
-        self.damaged_if_err(record_blob(&bytes, id).map(<[u8]>::to_vec), location, wait)
+        self.damaged_if_err(record_blob(&bytes, file.salt(), id).map(<[u8]>::to_vec), location, wait)
     }
 
     pub(super) fn columns(&self, id: Id, wait: Wait) -> Result<Option<Columns>> {
@@ -36,7 +36,7 @@ impl Shared {
     ) -> Result<Option<Value>> {
         let Some((location, file)) = self.locate(wait, find)? else { return Ok(None) };
         let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
-        self.damaged_if_err(record_value(&bytes, id), location, wait)
+        self.damaged_if_err(record_value(&bytes, file.salt(), id), location, wait)
     }
 
     /// A read's outcome, given what was wrong with the record if anything:
@@ -108,7 +108,7 @@ impl Shared {
     }
 
     pub(super) fn read_value(&self, location: Location, file: &SegmentFile, id: Id) -> Result<Value> {
-        record_value(&self.read(location, file)?, id).map_err(|defect| self.corrupt(location, defect))
+        record_value(&self.read(location, file)?, file.salt(), id).map_err(|defect| self.corrupt(location, defect))
     }
 
     pub(super) fn path_of(&self, segment: SegmentId) -> PathBuf {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use stratum_core::{
     ACTIVE_NAME, ACTIVE_TMP_NAME, KeyDir, Listing, MERGED_NAME, MergedHeader, PlanError, RecoveryStep, ReplayKind,
-    Replayed, SEGMENT_HEADER_LEN, SegmentId, TailDecision, judge_bad_tail, parse_sealed_name, plan_recovery,
+    Replayed, SEGMENT_HEADER_LEN, Salt, SegmentId, TailDecision, judge_bad_tail, parse_sealed_name, plan_recovery,
 };
 
 use crate::error::{Error, Result};
@@ -49,9 +49,9 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
     }
     if names.iter().any(|n| n == MERGED_NAME) {
         let (file, path) = (open(MERGED_NAME)?, dir.join(MERGED_NAME));
-        let segment = segment::check_header(file.as_ref(), &path)?.segment;
-        let covers_from = segment::read_checkpoint(file.as_ref(), &path)?;
-        listing.merged = Some(MergedHeader { segment, covers_from });
+        let header = segment::check_header(file.as_ref(), &path)?;
+        let covers_from = segment::read_checkpoint(file.as_ref(), &path, &header.salt)?;
+        listing.merged = Some(MergedHeader { segment: header.segment, covers_from });
     }
     if names.iter().any(|n| n == ACTIVE_NAME) {
         let file = open(ACTIVE_NAME)?;
@@ -79,9 +79,11 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
             }
             RecoveryStep::Replay { name, segment: id, kind } => {
                 let (file, path) = (open(&name)?, dir.join(&name));
+                // The plan replays only segments whose headers it checked.
+                let salt = segment::check_header(file.as_ref(), &path)?.salt;
                 let whole_file = || file.len().map_err(Error::io(format!("reading length of {}", path.display())));
                 let scan = |keydir: &mut KeyDir| -> Result<u64> {
-                    match segment::replay(file.as_ref(), &path, id, keydir, kind.tail_policy())? {
+                    match segment::replay(file.as_ref(), &path, id, salt, keydir, kind.tail_policy())? {
                         Replayed::Clean { len } => Ok(len),
                         Replayed::TornTail { valid_len, .. } => Ok(valid_len),
                     }
@@ -105,10 +107,10 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
                             scan(&mut keydir)?
                         }
                     }
-                    ReplayKind::Active => replay_active(file.as_ref(), &path, id, &mut keydir)?,
+                    ReplayKind::Active => replay_active(file.as_ref(), &path, id, salt, &mut keydir)?,
                 };
                 // Mapped only now, after any torn tail is cut off.
-                let file = SegmentFile::new(file, readable);
+                let file = SegmentFile::new(file, salt, readable);
                 match kind {
                     ReplayKind::Merged => merged = Some(id),
                     ReplayKind::Active => active = Some((id, file.clone(), readable)),
@@ -132,16 +134,16 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
 }
 
 /// Replays `active.seg` and cuts a torn tail off it; returns its length.
-fn replay_active(file: &dyn FileHandle, path: &Path, id: SegmentId, keydir: &mut KeyDir) -> Result<u64> {
-    let (valid_len, dropped, reason) = match segment::replay(file, path, id, keydir, ReplayKind::Active.tail_policy())?
-    {
+fn replay_active(file: &dyn FileHandle, path: &Path, id: SegmentId, salt: Salt, keydir: &mut KeyDir) -> Result<u64> {
+    let policy = ReplayKind::Active.tail_policy();
+    let (valid_len, dropped, reason) = match segment::replay(file, path, id, salt, keydir, policy)? {
         Replayed::Clean { len } => return Ok(len),
         Replayed::TornTail { valid_len, dropped, reason } => (valid_len, dropped, reason),
     };
     let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
     let mut tail = vec![0; (len - valid_len) as usize];
     file.read_exact_at(&mut tail, valid_len).map_err(Error::io(format!("reading {}", path.display())))?;
-    let TailDecision::Cut { to } = judge_bad_tail(valid_len, reason, &tail, keydir.next_seq())
+    let TailDecision::Cut { to } = judge_bad_tail(valid_len, reason, &tail, &salt)
         .map_err(|defect| Error::Corrupt { file: path.to_path_buf(), offset: valid_len, defect })?;
     tracing::warn!(file = %path.display(), valid_len, dropped, %reason, "cutting off a torn tail of the active segment");
     file.set_len(to).map_err(Error::io(format!("truncating torn tail of {}", path.display())))?;

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use stratum_core::{Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, encode_record};
+use stratum_core::{
+    Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, encode_record, seal_record,
+};
 
 use super::Shared;
 use super::commit::ActiveWriter;
@@ -25,6 +27,11 @@ pub(super) struct Writer {
     /// Bytes appended since open, across segments: the log position that
     /// group commit counts in.
     pub(super) appended: u64,
+    /// The log position just past the last record that is not a durability
+    /// mark: an fsync that covers it has new records to mark durable.
+    pub(super) records_end: u64,
+    /// The `records_end` the last durability mark covered.
+    pub(super) marked: u64,
     /// The record being appended.
     pub(super) buf: Vec<u8>,
     /// Encoded columns for the index (see [`Mutation::effect`]).
@@ -50,6 +57,7 @@ impl Shared {
             self.reserve_ids(&mut w, below)?;
         }
         self.append(&mut w, id, &mutation)?;
+        w.records_end = w.appended;
         let position = w.appended;
         drop(w);
         if let Some(active) = active {
@@ -63,42 +71,68 @@ impl Shared {
     /// loses writes (under `none`, a create can be acknowledged and lost).
     pub(super) fn reserve_ids(&self, w: &mut Writer, below: Id) -> Result<()> {
         self.append(w, 0, &Mutation::ReserveIds { below })?;
+        w.records_end = w.appended;
         if self.options.sync != SyncPolicy::Always {
             // Under `always` the fsync of the write that needs the ids covers
             // this record too; otherwise sync it now.
+            let (segment, len, records) = (w.segment, w.len, w.records_end);
             self.sync_active(w)?;
+            self.mark_durable_upto(w, segment, len, records);
         }
         Ok(())
+    }
+
+    /// After an fsync of `segment` that covered its first `upto` bytes and
+    /// the log up to `records`, appends a durability mark saying so, unless
+    /// the segment has been sealed since (a sealed segment is synced whole)
+    /// or a mark already covers those records. Recovery uses the marks to
+    /// tell damage to synced records from a torn write (see
+    /// `stratum_core::judge_bad_tail`), so the group commit leader appends
+    /// one before it lets the writers the fsync covered return. A mark that
+    /// cannot be appended is only logged: the writes it would cover are
+    /// durable all the same.
+    pub(super) fn mark_durable_upto(&self, w: &mut Writer, segment: SegmentId, upto: u64, records: u64) {
+        if w.segment != segment || records <= w.marked || self.durability.state.lock().failed.is_some() {
+            return;
+        }
+        match self.append_unrotated(w, 0, &Mutation::Durable { upto }) {
+            Ok(()) => w.marked = records,
+            Err(e) => tracing::warn!(error = %e, "cannot append a durability mark"),
+        }
     }
 
     /// Appends one record to the active segment (sealing it first if the
     /// record would take it past `segment_bytes`) and applies it to the
     /// index. A failed append poisons the engine.
     pub(super) fn append(&self, w: &mut Writer, id: Id, mutation: &Mutation<'_>) -> Result<()> {
+        self.append_record(w, id, mutation, true).inspect_err(|e| self.set_poison(e))
+    }
+
+    /// Appends a durability mark: never rotates, and a failure does not
+    /// poison (nothing a client asked for is lost with it).
+    fn append_unrotated(&self, w: &mut Writer, id: Id, mutation: &Mutation<'_>) -> Result<()> {
+        self.append_record(w, id, mutation, false)
+    }
+
+    fn append_record(&self, w: &mut Writer, id: Id, mutation: &Mutation<'_>, may_rotate: bool) -> Result<()> {
         let seq = self.index.read().keydir.next_seq();
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
-        let len = encode_record(&mut buf, seq, id, mutation) as u64;
-        if w.len > SEGMENT_HEADER_LEN as u64
-            && w.len + len > self.options.segment_bytes
-            && let Err(e) = self.rotate(w)
-        {
-            w.buf = buf;
-            return Err(e);
+        let len = encode_record(&mut buf, w.file.salt(), seq, id, mutation) as u64;
+        if may_rotate && w.len > SEGMENT_HEADER_LEN as u64 && w.len + len > self.options.segment_bytes {
+            if let Err(e) = self.rotate(w) {
+                w.buf = buf;
+                return Err(e);
+            }
+            // The new segment has a salt of its own.
+            seal_record(&mut buf, w.file.salt());
         }
         debug_assert_eq!(w.len, w.file.readable(), "the writer and its segment agree on the end");
         // A failed append cuts off what it wrote: a full disk is an error
         // for this writer, never a torn record for the next one.
         let appended = w.file.append(&buf);
         w.buf = buf;
-        let offset = match appended {
-            Ok(offset) => offset,
-            Err(e) => {
-                let e = Error::io(format!("appending to segment {}", w.segment))(e);
-                self.set_poison(&e);
-                return Err(e);
-            }
-        };
+        let offset = appended.map_err(Error::io(format!("appending to segment {}", w.segment)))?;
         w.len += len;
         w.appended += len;
         let location =

@@ -1,0 +1,139 @@
+//! The offline upgrade from segment format 2 (unsalted) to format 3, on a
+//! format-2 store built here byte by byte as the previous version wrote it.
+
+use std::fs;
+use std::path::Path;
+
+use stratum_core::{Mutation, Salt, SegmentHeader, SegmentId, encode_record};
+use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name, upgrade};
+
+/// A format-2 segment header: magic, version 2, reserved, id, CRC-32 of
+/// the 16 bytes before it.
+fn v2_header(segment: u32) -> Vec<u8> {
+    let mut h = b"STRATSEG".to_vec();
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&[0; 2]);
+    h.extend_from_slice(&segment.to_le_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Writes a format-2 store into `dir`: a sealed segment with a document,
+/// two inputs and an output (and a hint file beside it), and an active
+/// segment that updates one input and adds a second document. Returns the
+/// active segment's bytes.
+fn write_v2_store(dir: &Path) -> Vec<u8> {
+    let columns: Columns = [("title".to_string(), "A + B".to_string())].into();
+    let none = Columns::new();
+    let mut sealed = v2_header(1);
+    let unsalted = Salt::UNSALTED;
+    encode_record(&mut sealed, &unsalted, 1, 0, &Mutation::ReserveIds { below: 1000 });
+    encode_record(&mut sealed, &unsalted, 2, 1, &Mutation::CreateDocument { columns: &columns, blob: b"<p>sum</p>" });
+    let one = Value::Str("1 2".into());
+    encode_record(&mut sealed, &unsalted, 3, 2, &Mutation::PutInput { document: 1, value: &one });
+    let three = Value::Int(3);
+    encode_record(&mut sealed, &unsalted, 4, 2, &Mutation::PutOutput { document: 1, value: &three });
+    let two = Value::IntList(vec![5, 6]);
+    encode_record(&mut sealed, &unsalted, 5, 3, &Mutation::PutInput { document: 1, value: &two });
+    fs::write(dir.join(sealed_name(SegmentId::FIRST)), &sealed).unwrap();
+    fs::write(dir.join("seg_001.hint"), b"STRATHNT a format-2 hint").unwrap();
+
+    let mut active = v2_header(2);
+    let updated = Value::Str("10 20".into());
+    encode_record(&mut active, &unsalted, 6, 2, &Mutation::PutInput { document: 1, value: &updated });
+    encode_record(&mut active, &unsalted, 7, 4, &Mutation::CreateDocument { columns: &none, blob: b"second" });
+    fs::write(dir.join(ACTIVE_NAME), &active).unwrap();
+    active
+}
+
+/// What the format-2 store holds, read through an engine.
+fn check_contents(engine: &Engine) {
+    assert_eq!(engine.document_ids()[..2], [1, 4]);
+    assert_eq!(engine.document_blob(1).unwrap(), b"<p>sum</p>");
+    assert_eq!(engine.document_columns(1).unwrap()["title"], "A + B");
+    assert_eq!(engine.inputs(1).unwrap(), vec![(2, Value::Str("10 20".into())), (3, Value::IntList(vec![5, 6]))]);
+    assert_eq!(engine.output(1, 2).unwrap(), Value::Int(3));
+    assert_eq!(engine.document_blob(4).unwrap(), b"second");
+}
+
+fn format_of(path: &Path) -> u16 {
+    u16::from_le_bytes(fs::read(path).unwrap()[8..10].try_into().unwrap())
+}
+
+#[test]
+fn a_format_2_store_is_refused_until_upgraded_then_opens_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v2_store(dir.path());
+
+    let err = Engine::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(err.to_string().contains("version 2") && err.to_string().contains("--upgrade"), "{err}");
+
+    let report = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap();
+    assert_eq!(report.rewritten.len(), 2);
+    assert_eq!(report.records, 7);
+    assert_eq!(report.hints_removed, 1);
+    assert_eq!(report.cut_tail, None);
+    assert!(!dir.path().join("seg_001.hint").exists());
+    for name in [sealed_name(SegmentId::FIRST), ACTIVE_NAME.to_string()] {
+        let path = dir.path().join(&name);
+        assert_eq!(format_of(&path), 3, "{name}");
+        let header = SegmentHeader::decode(&fs::read(&path).unwrap()).unwrap();
+        assert_ne!(header.salt, Salt::UNSALTED);
+    }
+
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    check_contents(&engine);
+    // Ids go on above the format-2 reservation.
+    assert!(engine.create_document(b"new", Columns::new()).unwrap() >= 1000);
+    engine.close().unwrap();
+
+    // A second run (after a crash of the first, say) changes nothing.
+    let again = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap();
+    assert!(again.rewritten.is_empty());
+    assert_eq!(again.already_current.len(), 2);
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    check_contents(&engine);
+}
+
+#[test]
+fn a_torn_tail_of_the_format_2_active_segment_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut active = write_v2_store(dir.path());
+    let whole = active.len() as u64;
+    let mut torn = Vec::new();
+    let big = Value::Str("x".repeat(500));
+    encode_record(&mut torn, &Salt::UNSALTED, 8, 5, &Mutation::PutInput { document: 4, value: &big });
+    active.extend_from_slice(&torn[..torn.len() / 2]);
+    fs::write(dir.path().join(ACTIVE_NAME), &active).unwrap();
+
+    let report = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap();
+    assert_eq!(report.cut_tail, Some((whole, (torn.len() / 2) as u64)));
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    check_contents(&engine);
+    assert!(engine.inputs(4).unwrap().is_empty());
+}
+
+#[test]
+fn damage_in_a_format_2_sealed_segment_stops_the_upgrade_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v2_store(dir.path());
+    let sealed = dir.path().join(sealed_name(SegmentId::FIRST));
+    let mut bytes = fs::read(&sealed).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    fs::write(&sealed, &bytes).unwrap();
+
+    let err = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap_err();
+    let Error::Corrupt { file, .. } = &err else { panic!("expected corruption, got {err:?}") };
+    assert_eq!(file, &sealed);
+    assert_eq!(fs::read(&sealed).unwrap(), bytes, "the damaged segment was changed");
+    assert_eq!(format_of(&dir.path().join(ACTIVE_NAME)), 2, "the upgrade went on past the damage");
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
