@@ -128,6 +128,8 @@ fn main() {
     // Sealed segments get their hint files from the background compactor's
     // ticker, which this store does not run: write them as it would.
     let hinted = engine.write_hints().expect("write_hints");
+    // Flushed first, so the durability mark a flush appends is counted.
+    engine.flush().expect("flush");
     let stats = engine.stats();
     engine.close().expect("close");
     let mut records = stats.records;
@@ -162,6 +164,7 @@ fn main() {
             engine.delete_document(first).expect("delete");
             let report = engine.compact().expect("compact");
             assert!(report.segments_in > 0, "the compaction ran");
+            engine.flush().expect("flush");
             records = engine.stats().records;
             engine.close().expect("close");
         }
