@@ -124,13 +124,15 @@ pub struct CompactionPlan {
     pub seq: u64,
     /// Documents in id order, inputs in chain order.
     pub documents: Vec<PlannedDocument>,
-}
-
-impl CompactionPlan {
-    /// The first segment the merged segment replaces.
-    pub fn covers_from(&self) -> SegmentId {
-        self.sources[0]
-    }
+    /// The first segment the merged segment replaces, written into its
+    /// checkpoint: the oldest source, or, when the merged segment of an
+    /// earlier compaction is a source, the first segment that one replaced
+    /// (a merged segment replaces everything its sources did, so a sealed
+    /// segment an earlier compaction could not remove is still known as a
+    /// leftover). [`KeyDir::plan_compaction`] sets the oldest source; the
+    /// caller, which knows the current merged segment's checkpoint, may
+    /// lower it.
+    pub covers_from: SegmentId,
 }
 
 /// Which index pointer a copied record should take over.
@@ -225,7 +227,15 @@ impl KeyDir {
                 })
             })
             .collect();
-        Some(CompactionPlan { sources, merged, next_id: self.reserved_ids(), seq: self.next_seq(), documents })
+        let covers_from = sources[0];
+        Some(CompactionPlan {
+            sources,
+            merged,
+            next_id: self.reserved_ids(),
+            seq: self.next_seq(),
+            documents,
+            covers_from,
+        })
     }
 }
 
@@ -289,7 +299,7 @@ impl<'p> MergeWriter<'p> {
             merged: MergedSegment::default(),
         };
         let start = out.len();
-        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id };
+        let checkpoint = Mutation::Checkpoint { covers_from: plan.covers_from, next_id: plan.next_id };
         encode_record(out, &salt, plan.seq, 0, &checkpoint);
         writer.merged.checkpoint = Some(writer.place(out.len() - start)?);
         writer.settle();

@@ -57,7 +57,7 @@ fn a_plan_copies_every_document_with_its_chain() {
     let plan = log.kd.plan_compaction([seg(2), seg(1)]).unwrap();
     assert_eq!(plan.sources, [seg(1), seg(2)]);
     assert_eq!(plan.merged, seg(2));
-    assert_eq!(plan.covers_from(), seg(1));
+    assert_eq!(plan.covers_from, seg(1));
     assert_eq!(plan.next_id, log.kd.reserved_ids());
     assert_eq!(plan.seq, log.kd.next_seq());
     assert_eq!(plan.documents.iter().map(|d| d.id).collect::<Vec<_>>(), [1, 2]);

@@ -312,7 +312,7 @@ fn check_merged(store: &Store, plan: &CompactionPlan, written: &Written) -> Resu
     prop_assert_eq!((seq, id), (plan.seq, 0));
     prop_assert_eq!(merged.checkpoint, Some(checkpoint));
     let body = checked_record(bytes_at(out, checkpoint), salt, 0).unwrap().body().unwrap();
-    prop_assert_eq!(body, Body::Checkpoint { covers_from: plan.covers_from(), next_id: plan.next_id });
+    prop_assert_eq!(body, Body::Checkpoint { covers_from: plan.covers_from, next_id: plan.next_id });
     let mut layout = vec![(RecordKind::Checkpoint, 0)];
     for doc in &plan.documents {
         layout.push((RecordKind::CreateDocument, doc.id));

@@ -9,8 +9,16 @@
 //! write), sometimes zero-filled (a file extended but not written).
 //!
 //! Faults are armed through [`SimFileSystem::faults`]: fail the next write
-//! or sync, cap the disk's capacity, or cut the power after N more mutating
-//! calls, after which every call fails as if the machine were gone.
+//! or sync, fail the Nth IO call from now (once, or that one and every
+//! later one, as a dying disk does), cap the disk's capacity, or cut the
+//! power after N more mutating calls, after which every call fails as if
+//! the machine were gone.
+//!
+//! A failed `sync_data` behaves as Linux's does: the error is reported
+//! once, the dirty bytes it was to write stay readable (they are in the
+//! page cache) but are dropped from the disk's point of view, so a later
+//! `sync_data` succeeds without making them durable (they come back as
+//! zeros after a crash).
 //!
 //! [`SimFileSystem::hold_syncs`] stops every `sync_data` at its start until
 //! the returned [`SyncHold`] is dropped, and [`SimFileSystem::held_syncs`]
@@ -43,6 +51,13 @@ pub struct Faults {
     pub power_is_cut: bool,
     /// Every `sync_data` takes this long, like a real disk's flush.
     pub sync_delay: Option<std::time::Duration>,
+    /// The IO call this many calls from now (0: the next one) fails, as
+    /// does, if [`Faults::fail_persistently`], every call after it. Every
+    /// call of a file or of the file system counts, reads included.
+    pub fail_io_after: Option<u64>,
+    /// Whether the call [`Faults::fail_io_after`] picks is only the first
+    /// of the calls that fail.
+    pub fail_persistently: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -52,6 +67,10 @@ struct Inode {
     /// Whether bytes below `durable.len()` changed since the last sync (a
     /// truncation); then the next sync copies the whole file.
     rewritten: bool,
+    /// Bytes a failed sync dropped (Linux marks the pages clean although
+    /// they never reached the disk): the next sync that succeeds leaves
+    /// zeros there on disk.
+    lost: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +86,8 @@ struct State {
     holds: u64,
     /// `sync_data` calls blocked by a hold right now.
     held_syncs: u64,
+    /// IO calls made so far.
+    io_calls: u64,
 }
 
 impl State {
@@ -91,6 +112,32 @@ impl State {
 
     fn check_power(&self) -> io::Result<()> {
         if self.faults.power_is_cut { Err(power_cut()) } else { Ok(()) }
+    }
+
+    /// Counts one IO call (any call: reads too), and fails it if the power
+    /// is cut or [`Faults::fail_io_after`] picks it.
+    fn io_call(&mut self) -> io::Result<()> {
+        self.check_power()?;
+        self.io_calls += 1;
+        match self.faults.fail_io_after.as_mut() {
+            Some(0) => {
+                if !self.faults.fail_persistently {
+                    self.faults.fail_io_after = None;
+                }
+                Err(io::Error::other("simulated IO failure"))
+            }
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one mutating IO call, against the power cut as well.
+    fn mutating_call(&mut self) -> io::Result<()> {
+        self.mutate()?;
+        self.io_call()
     }
 }
 
@@ -148,6 +195,12 @@ impl SimFileSystem {
         self.shared.state.lock().syncs
     }
 
+    /// How many IO calls (of files and of the file system, reads included)
+    /// were made.
+    pub fn io_calls(&self) -> u64 {
+        self.shared.state.lock().io_calls
+    }
+
     /// The live bytes of a file, if it exists.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.shared.state.lock();
@@ -187,7 +240,7 @@ impl SimFileSystem {
                 }
             }
             names.insert(path.clone(), inodes.len());
-            inodes.push(Inode { durable: data.clone(), data, rewritten: false });
+            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: None });
         }
         let state = State { inodes, durable_names: names.clone(), names, dirs: state.dirs.clone(), ..State::default() };
         SimFileSystem { shared: Arc::new(Shared { state: Mutex::new(state), ..Shared::default() }) }
@@ -261,14 +314,14 @@ impl MapRegion for SimMap {
 
 impl FileHandle for SimFile {
     fn len(&self) -> io::Result<u64> {
-        let state = self.shared.state.lock();
-        state.check_power()?;
+        let mut state = self.shared.state.lock();
+        state.io_call()?;
         Ok(state.inodes[self.inode].data.len() as u64)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let state = self.shared.state.lock();
-        state.check_power()?;
+        let mut state = self.shared.state.lock();
+        state.io_call()?;
         let data = &state.inodes[self.inode].data;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         let src = data.get(start..start + buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
@@ -282,8 +335,8 @@ impl FileHandle for SimFile {
     /// bytes the file no longer holds panics as a real one would die of
     /// `SIGBUS`, so the crash and fault tests catch any such read.
     fn map(&self, len: usize) -> io::Result<Arc<dyn MapRegion>> {
-        let state = self.shared.state.lock();
-        state.check_power()?;
+        let mut state = self.shared.state.lock();
+        state.io_call()?;
         let data = &state.inodes[self.inode].data;
         let bytes = data[..len.min(data.len())].to_vec();
         Ok(Arc::new(SimMap { shared: self.shared.clone(), inode: self.inode, bytes }))
@@ -291,7 +344,7 @@ impl FileHandle for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         if std::mem::take(&mut state.faults.fail_next_write) {
             return Err(io::Error::other("simulated write failure"));
         }
@@ -322,7 +375,7 @@ impl FileHandle for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         let inode = &mut state.inodes[self.inode];
         if (len as usize) < inode.durable.len() {
             inode.rewritten = true;
@@ -347,11 +400,24 @@ impl FileHandle for SimFile {
         }
         let mut state = self.shared.state.lock();
         state.mutate()?;
-        if std::mem::take(&mut state.faults.fail_next_sync) {
-            return Err(io::Error::other("simulated fsync failure"));
-        }
-        state.syncs += 1;
+        let failed = match state.io_call() {
+            Err(e) => Some(e),
+            Ok(()) if std::mem::take(&mut state.faults.fail_next_sync) => {
+                Some(io::Error::other("simulated fsync failure"))
+            }
+            Ok(()) => None,
+        };
         let inode = &mut state.inodes[self.inode];
+        if let Some(e) = failed {
+            // Linux: the dirty pages are marked clean although they never
+            // reached the disk, and the error is reported this once.
+            let from = inode.durable.len();
+            if from < inode.data.len() {
+                let lost = inode.lost.take().map_or(from, |l| l.start.min(from))..inode.data.len();
+                inode.lost = Some(lost);
+            }
+            return Err(e);
+        }
         if inode.rewritten {
             inode.durable = inode.data.clone();
             inode.rewritten = false;
@@ -359,6 +425,13 @@ impl FileHandle for SimFile {
             let synced = inode.durable.len();
             inode.durable.extend_from_slice(&inode.data[synced..]);
         }
+        if let Some(lost) = inode.lost.take() {
+            let end = lost.end.min(inode.durable.len());
+            if lost.start < end {
+                inode.durable[lost.start..end].fill(0);
+            }
+        }
+        state.syncs += 1;
         Ok(())
     }
 }
@@ -377,14 +450,14 @@ impl Drop for SimLock {
 impl FileSystem for SimFileSystem {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.check_power()?;
+        state.io_call()?;
         state.dirs.insert(dir.to_path_buf());
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.shared.state.lock();
-        state.check_power()?;
+        let mut state = self.shared.state.lock();
+        state.io_call()?;
         if !state.dirs.contains(dir) {
             return Err(not_found(dir));
         }
@@ -397,15 +470,15 @@ impl FileSystem for SimFileSystem {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let state = self.shared.state.lock();
-        state.check_power()?;
+        let mut state = self.shared.state.lock();
+        state.io_call()?;
         let &inode = state.names.get(path).ok_or_else(|| not_found(path))?;
         Ok(Arc::new(SimFile { shared: self.shared.clone(), inode }))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         if state.names.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
         }
@@ -417,7 +490,7 @@ impl FileSystem for SimFileSystem {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), inode);
         Ok(())
@@ -425,13 +498,13 @@ impl FileSystem for SimFileSystem {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         state.names.remove(path).map(drop).ok_or_else(|| not_found(path))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.shared.state.lock();
-        state.mutate()?;
+        state.mutating_call()?;
         let in_dir = |p: &PathBuf| p.parent() == Some(dir);
         state.durable_names.retain(|p, _| !in_dir(p));
         let live: Vec<_> = state.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, &i)| (p.clone(), i)).collect();
@@ -441,7 +514,7 @@ impl FileSystem for SimFileSystem {
 
     fn lock(&self, path: &Path) -> io::Result<DirLock> {
         let mut state = self.shared.state.lock();
-        state.check_power()?;
+        state.io_call()?;
         if !state.locks.insert(path.to_path_buf()) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
         }

@@ -322,3 +322,52 @@ fn reads_of_missing_things_are_typed_not_found() {
     assert!(matches!(engine.document_blob(doc), Err(Error::NotFound(Missing::Document(d))) if d == doc));
     assert!(matches!(engine.delete_document(doc), Err(Error::NotFound(_))));
 }
+
+// ----- the simulated disk itself ---------------------------------------------
+
+/// The simulated disk fails a failed fsync as Linux does: the error is
+/// reported once, the bytes stay readable (page cache), a later fsync
+/// succeeds, and yet after a crash the bytes it was to write are zeros.
+#[test]
+fn a_failed_fsync_drops_its_bytes_like_linux() {
+    use stratum_io::FileSystem;
+    let fs = SimFileSystem::new();
+    let dir = std::path::Path::new("/d");
+    fs.create_dir_all(dir).unwrap();
+    let path = dir.join("f");
+    let file = fs.create_new(&path).unwrap();
+    fs.sync_dir(dir).unwrap();
+    file.write_all_at(b"synced", 0).unwrap();
+    file.sync_data().unwrap();
+    file.write_all_at(b" lost", 6).unwrap();
+    fs.faults(|f| f.fail_next_sync = true);
+    assert!(file.sync_data().is_err());
+    file.write_all_at(b" kept", 11).unwrap();
+    file.sync_data().expect("the error is reported once");
+    assert_eq!(fs.contents(&path).unwrap(), b"synced lost kept", "the page cache still holds the bytes");
+    let after = fs.crash(1).contents(&path).unwrap();
+    assert_eq!(after, b"synced\0\0\0\0\0 kept", "the failed fsync's bytes never reached the disk");
+}
+
+/// `fail_io_after` fails exactly the call it names, counting reads too:
+/// once, or from then on.
+#[test]
+fn an_io_failure_can_be_aimed_at_any_call_once_or_for_good() {
+    use stratum_io::FileSystem;
+    for persistent in [false, true] {
+        let fs = SimFileSystem::new();
+        fs.create_dir_all(std::path::Path::new("/d")).unwrap();
+        let file = fs.create_new(std::path::Path::new("/d/f")).unwrap();
+        let before = fs.io_calls();
+        fs.faults(|f| {
+            f.fail_io_after = Some(2);
+            f.fail_persistently = persistent;
+        });
+        file.write_all_at(b"a", 0).unwrap();
+        assert_eq!(file.len().unwrap(), 1);
+        assert!(file.read_exact_at(&mut [0; 1], 0).is_err(), "the third call fails");
+        assert_eq!(file.len().is_err(), persistent);
+        assert_eq!(fs.list(std::path::Path::new("/d")).is_err(), persistent);
+        assert_eq!(fs.io_calls(), before + 5);
+    }
+}

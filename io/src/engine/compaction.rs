@@ -87,6 +87,7 @@ impl Shared {
             }
             index.files.insert(plan.merged, file.clone());
             index.merged = Some(plan.merged);
+            index.merged_covers_from = Some(plan.covers_from);
             for id in &plan.sources {
                 index.hinted.remove(id);
             }
@@ -184,7 +185,11 @@ impl Shared {
         }
         let merged = index.merged;
         // Planning copies the index: under the read lock, so readers go on.
-        let Some(plan) = index.keydir.plan_compaction(sealed) else { return Ok(None) };
+        let Some(mut plan) = index.keydir.plan_compaction(sealed) else { return Ok(None) };
+        // The merged segment replaces everything the current one did.
+        if let Some(from) = index.merged_covers_from.filter(|_| merged.is_some_and(|m| plan.sources.contains(&m))) {
+            plan.covers_from = plan.covers_from.min(from);
+        }
         drop(index);
         self.index.write().keydir.start_compaction(&plan);
         Ok(Some((plan, merged, usage)))

@@ -22,6 +22,8 @@ pub(super) struct Index {
     pub(super) active: SegmentId,
     /// The segment behind `merged.seg`, if a compaction wrote one.
     pub(super) merged: Option<SegmentId>,
+    /// The first segment `merged.seg` replaced (from its checkpoint).
+    pub(super) merged_covers_from: Option<SegmentId>,
     /// Sealed segments whose hint file is written.
     pub(super) hinted: HashSet<SegmentId>,
 }

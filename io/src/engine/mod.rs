@@ -207,7 +207,14 @@ impl Engine {
             fs,
             dir,
             options,
-            index: RwLock::new(Index { keydir, files, active: segment, merged, hinted }),
+            index: RwLock::new(Index {
+                keydir,
+                files,
+                active: segment,
+                merged: merged.map(|(id, _)| id),
+                merged_covers_from: merged.map(|(_, from)| from),
+                hinted,
+            }),
             writer: Mutex::new(Writer {
                 segment,
                 file,

@@ -22,7 +22,8 @@ pub(super) struct Recovered {
     pub files: HashMap<SegmentId, Arc<SegmentFile>>,
     /// The active segment: id, file and length.
     pub active: (SegmentId, Arc<SegmentFile>, u64),
-    pub merged: Option<SegmentId>,
+    /// The merged segment and the first segment it replaced.
+    pub merged: Option<(SegmentId, SegmentId)>,
     pub hinted: HashSet<SegmentId>,
 }
 
@@ -112,7 +113,7 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
                 // Mapped only now, after any torn tail is cut off.
                 let file = SegmentFile::new(file, salt, readable);
                 match kind {
-                    ReplayKind::Merged => merged = Some(id),
+                    ReplayKind::Merged => merged = listing.merged.map(|m| (id, m.covers_from)),
                     ReplayKind::Active => active = Some((id, file.clone(), readable)),
                     ReplayKind::Sealed => {}
                 }

@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use stratum_io::{Engine, Error, Id, Missing, Value};
 use stratum_model::Model;
 
+pub mod harness;
+
 pub type Columns = BTreeMap<String, String>;
 
 /// Short strings with unicode and the empty string.
