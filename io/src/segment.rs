@@ -357,8 +357,14 @@ fn write_hint_file(fs: &dyn FileSystem, segment_path: &Path, bytes: &[u8]) -> Re
     let tmp = path.with_extension("hint.tmp");
     remove_if_present(fs, &tmp)?;
     let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
-    out.write_all_at(bytes, 0).map_err(Error::io(format!("writing {}", tmp.display())))?;
-    fs.rename(&tmp, &path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))
+    let written = out.write_all_at(bytes, 0).map_err(Error::io(format!("writing {}", tmp.display()))).and_then(|()| {
+        fs.rename(&tmp, &path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))
+    });
+    if written.is_err() {
+        // A full disk must not fill up with half-written hints either.
+        let _ = fs.remove(&tmp);
+    }
+    written
 }
 
 /// Removes `path` if it exists.

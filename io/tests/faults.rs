@@ -371,3 +371,34 @@ fn an_io_failure_can_be_aimed_at_any_call_once_or_for_good() {
         assert_eq!(fs.io_calls(), before + 5);
     }
 }
+
+/// On a full disk a hint file cannot be written: the error is the
+/// caller's, and no half-written `seg_NNN.hint.tmp` is left behind to take
+/// up the little room there is (the background writer also backs off; its
+/// schedule is unit-tested in `engine/ticker.rs`).
+#[test]
+fn a_hint_write_on_a_full_disk_leaves_no_temporary_file() {
+    use stratum_io::FileSystem;
+    let fs = SimFileSystem::new();
+    let engine = open(&fs, Options { segment_bytes: 300, ..Options::default() });
+    let doc = engine.create_document(&[7; 200], columns("x")).unwrap();
+    for i in 0..20 {
+        engine.add_input(doc, &Value::Int(i)).unwrap();
+    }
+    assert!(engine.stats().segments > 2, "expected sealed segments");
+    let used: u64 = fs
+        .list(std::path::Path::new("/data"))
+        .unwrap()
+        .iter()
+        .map(|n| fs.contents(&std::path::Path::new("/data").join(n)).map_or(0, |c| c.len() as u64))
+        .sum();
+    fs.faults(|f| f.capacity = Some(used + 10));
+    let err = engine.write_hints().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "got {err:?}");
+    let names = fs.list(std::path::Path::new("/data")).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "left behind: {names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".hint")), "a hint was written on a full disk: {names:?}");
+
+    fs.faults(|f| f.capacity = None);
+    assert!(engine.write_hints().unwrap() > 0, "hints are written once there is room");
+}

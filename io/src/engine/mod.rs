@@ -43,7 +43,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value, Violation};
@@ -67,7 +67,7 @@ pub use compaction::CompactionReport;
 use index::Index;
 use read::{Wait, answered, without_waiting};
 use recovery::Recovered;
-use ticker::Ticker;
+use ticker::{Backoff, Ticker, Told};
 use write::Writer;
 
 /// A Stratum store: documents, their ordered inputs and one output per input.
@@ -243,19 +243,23 @@ impl Engine {
             }));
         }
         if let Some(compaction) = shared.options.compaction {
-            tasks.push(Ticker::start(
-                "stratum-compactor",
-                Arc::downgrade(&shared),
-                compaction.interval,
-                move |shared| {
-                    if let Err(e) = shared.compact(Trigger::Policy(compaction.policy)) {
-                        tracing::warn!(error = %e, "background compaction failed");
-                    }
-                    if let Err(e) = shared.write_hints() {
-                        tracing::warn!(error = %e, "writing hint files failed");
-                    }
-                },
-            ));
+            // On a full disk both tasks fail on every tick: they back off,
+            // and each says so once.
+            let backoffs = Mutex::new((Backoff::default(), Backoff::default()));
+            let every = compaction.interval;
+            tasks.push(Ticker::start("stratum-compactor", Arc::downgrade(&shared), every, move |shared| {
+                let mut backoffs = backoffs.lock();
+                let (compacting, hinting) = &mut *backoffs;
+                let now = Instant::now();
+                if compacting.due(now) {
+                    let result = shared.compact(Trigger::Policy(compaction.policy)).map(drop);
+                    background_outcome("background compaction", result, compacting, now, every);
+                }
+                if hinting.due(now) {
+                    let result = shared.write_hints().map(drop);
+                    background_outcome("writing hint files", result, hinting, now, every);
+                }
+            }));
         }
         Ok(Engine { shared, tasks })
     }
@@ -536,6 +540,24 @@ impl Engine {
         for task in self.tasks.drain(..) {
             task.stop();
         }
+    }
+}
+
+/// Logs a background task's outcome as its [`Backoff`] says is worth it.
+fn background_outcome(what: &str, result: Result<()>, backoff: &mut Backoff, now: Instant, every: Duration) {
+    match result {
+        Ok(()) => {
+            if let Told::Recovered { failures } = backoff.succeeded() {
+                tracing::info!(failures, "{what} works again");
+            }
+        }
+        Err(e) => match backoff.failed(now, every) {
+            Told::FirstFailure => {
+                tracing::warn!(error = %e, "{what} failed; retrying less and less often, up to every {} s",
+                    ticker::MAX_BACKOFF.as_secs());
+            }
+            _ => tracing::debug!(error = %e, "{what} failed again"),
+        },
     }
 }
 
