@@ -217,6 +217,22 @@ impl SimFileSystem {
             .sum()
     }
 
+    /// A copy of the file system as it is now, every name and byte made
+    /// durable: what a clean shutdown and a `sync` leave. Faults are not
+    /// copied.
+    pub fn copy(&self) -> SimFileSystem {
+        let state = self.shared.state.lock();
+        let mut inodes = Vec::new();
+        let mut names = BTreeMap::new();
+        for (path, &i) in &state.names {
+            let data = state.inodes[i].data.clone();
+            names.insert(path.clone(), inodes.len());
+            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: None });
+        }
+        let state = State { inodes, durable_names: names.clone(), names, dirs: state.dirs.clone(), ..State::default() };
+        SimFileSystem { shared: Arc::new(Shared { state: Mutex::new(state), ..Shared::default() }) }
+    }
+
     /// The file system a restart after a power cut now would find.
     ///
     /// `seed` decides, per file, how much of the unsynced tail survives and

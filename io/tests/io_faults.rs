@@ -120,9 +120,9 @@ fn every_io_call_of_a_recovery_may_fail_and_the_store_is_unharmed() {
     }
     let expected = h.model.clone();
     h.engine.take().expect("engine is open").close().expect("close");
-    let clean = h.fs.clone();
+    let clean = h.fs.copy();
     // The same store with half a record appended to active.seg.
-    let torn = clean.crash(0);
+    let torn = clean.copy();
     let active = std::path::Path::new(DIR).join(stratum_io::ACTIVE_NAME);
     {
         use stratum_io::FileSystem;
@@ -132,14 +132,14 @@ fn every_io_call_of_a_recovery_may_fail_and_the_store_is_unharmed() {
     }
     for (name, store) in [("clean", clean), ("torn", torn)] {
         let calls = {
-            let fs = store.crash(0);
+            let fs = store.copy();
             let before = fs.io_calls();
             drop(open(&fs).unwrap_or_else(|e| panic!("{name}: open fails without faults: {e}")));
             fs.io_calls() - before
         };
         for n in 0..calls {
             for persistent in [false, true] {
-                let fs = store.crash(0);
+                let fs = store.copy();
                 fs.faults(|f| {
                     f.fail_io_after = Some(n);
                     f.fail_persistently = persistent;
