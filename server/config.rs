@@ -64,6 +64,53 @@ pub struct Config {
     #[arg(long, env = "LSE_COMPACT_MIN_GARBAGE_RATIO", default_value_t = 0.5)]
     pub compact_min_garbage_ratio: f64,
 
+    /// Most calls in flight at once; a call beyond it is answered
+    /// RESOURCE_EXHAUSTED at once instead of waiting. The health service is
+    /// never refused. 0 means no limit.
+    #[arg(long, env = "LSE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// Seconds between HTTP/2 keepalive pings on a connection; a peer that
+    /// does not answer one within --http2-keepalive-timeout-secs is
+    /// disconnected. 0 turns the pings off.
+    #[arg(long, env = "LSE_HTTP2_KEEPALIVE_INTERVAL_SECS", default_value_t = 60)]
+    pub http2_keepalive_interval_secs: u64,
+
+    /// Seconds a keepalive ping may go unanswered before the connection is
+    /// closed.
+    #[arg(long, env = "LSE_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub http2_keepalive_timeout_secs: u64,
+
+    /// Seconds after which a connection, busy or idle, is asked to go away
+    /// (HTTP/2 GOAWAY; clients reconnect). 0 means connections live on.
+    #[arg(long, env = "LSE_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    pub max_connection_age_secs: u64,
+
+    /// Seconds a connection past its --max-connection-age-secs has to finish
+    /// its calls before it is closed.
+    #[arg(long, env = "LSE_MAX_CONNECTION_AGE_GRACE_SECS", default_value_t = 30)]
+    pub max_connection_age_grace_secs: u64,
+
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "LSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// File of bearer tokens, one per line as `ro TOKEN` (reads only) or
+    /// `rw TOKEN` (reads and writes); `#` starts a comment. With it every
+    /// call but health needs `authorization: Bearer TOKEN` metadata.
+    #[arg(long, env = "LSE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Listen on a non-loopback address without TLS and a token file (the
+    /// server refuses to otherwise): anyone who reaches the port can read
+    /// and write everything.
+    #[arg(long, env = "LSE_ALLOW_INSECURE_REMOTE")]
+    pub allow_insecure_remote: bool,
+
     /// Log filter (tracing env-filter syntax), e.g. info or stratum=debug.
     #[arg(long, env = "LSE_LOG", default_value = "info")]
     pub log: String,

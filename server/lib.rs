@@ -1,15 +1,20 @@
 //! Stratum's gRPC server: the `lse.Lse` service of `proto/lse.proto` over
 //! the storage engine, plus the standard health and reflection services.
 //!
-//! [`run`] opens the engine and calls [`serve`], which listens, serves
-//! until the shutdown future completes, then finishes in-flight calls and
-//! flushes the engine.
+//! [`run`] checks what the server is to expose ([`security`]), opens the
+//! engine and serves it, listening until the shutdown future completes,
+//! then finishing in-flight calls and flushing the engine. Every call
+//! passes the [`admission`] layer first: tokens, the concurrency limit and
+//! its deadline.
 
 #![warn(clippy::unwrap_used)]
 
+pub mod admission;
+pub mod auth;
 pub mod codec;
 pub mod config;
 mod convert;
+pub mod security;
 mod service;
 
 use std::future::Future;
@@ -22,8 +27,10 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use admission::Admission;
 pub use config::Config;
 pub use convert::status;
+use security::Security;
 pub use service::{DEFAULT_PAGE_BYTES, DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SIZE};
 
 /// The code generated from `proto/lse.proto`.
@@ -65,8 +72,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let options = config.engine_options().map_err(ServerError::Config)?;
+    // Refuse a bad TLS, token or address setting before touching the store.
+    let security = Security::load(&config).map_err(ServerError::Config)?;
     let started = Instant::now();
     let dir = config.data_dir.clone();
+    security::create_data_dir(&dir).map_err(|e| ServerError::DataDir {
+        dir: dir.display().to_string(),
+        source: Error::Io { context: "creating the data directory".to_string(), source: e },
+    })?;
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, options))
         .await
         .map_err(|source| ServerError::Task { what: "recovery", source })?
@@ -75,7 +88,7 @@ pub async fn run(
             Error::Io { .. } => ServerError::DataDir { dir: config.data_dir.display().to_string(), source: e },
             e => ServerError::Engine(e),
         })?;
-    serve(Arc::new(engine), started.elapsed(), &config, ready, shutdown).await
+    serve_secured(Arc::new(engine), started.elapsed(), &config, security, ready, shutdown).await
 }
 
 /// Serves an open engine (opened in `recovered_in`, for the log) until
@@ -86,6 +99,18 @@ pub async fn serve(
     engine: Arc<Engine>,
     recovered_in: Duration,
     config: &Config,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let security = Security::load(config).map_err(ServerError::Config)?;
+    serve_secured(engine, recovered_in, config, security, ready, shutdown).await
+}
+
+async fn serve_secured(
+    engine: Arc<Engine>,
+    recovered_in: Duration,
+    config: &Config,
+    security: Security,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
@@ -114,11 +139,31 @@ pub async fn serve(
         segment_bytes = engine.options().segment_bytes,
         recovery_ms = recovered_in.as_millis() as u64,
         documents = engine.stats().documents,
+        tls = security.tls.is_some(),
+        tokens = security.tokens.as_ref().map_or(0, |tokens| tokens.len()),
+        max_concurrent_requests = config.max_concurrent_requests,
         "lse_server listening"
     );
+
+    let secs = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(secs(config.http2_keepalive_interval_secs))
+        .http2_keepalive_timeout(Some(Duration::from_secs(config.http2_keepalive_timeout_secs)));
+    if let Some(age) = secs(config.max_connection_age_secs) {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(Duration::from_secs(config.max_connection_age_grace_secs));
+    }
+    if let Some(tls) = security.tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Config(format!("cannot use --tls-cert and --tls-key: {e}")))?;
+    }
+    let admission = Admission::new(security.tokens, config.max_concurrent_requests);
     ready(local);
 
-    Server::builder()
+    builder
+        .layer(admission)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(lse)

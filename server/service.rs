@@ -6,13 +6,17 @@
 //! Point reads first try the engine's non-blocking variant
 //! ([`Engine::document_blob_now`] and the like), which answers from memory
 //! or gives up at once; only when it gives up does the read hop to the
-//! blocking pool. The hop costs more than a cached read itself.
+//! blocking pool. The hop costs more than a cached read itself. An engine
+//! call whose deadline ([`admission::deadline`]) passed before it got a
+//! thread is dropped unrun.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use stratum_io::{Engine, Error};
 use tonic::{Request, Response, Status};
 
+use crate::admission;
 use crate::convert::{self, id, value_from_wire, value_to_wire};
 use crate::proto::{self, lse_server::Lse};
 
@@ -44,15 +48,23 @@ impl LseService {
         self
     }
 
-    /// Runs `f` on the blocking pool and maps its error to a status.
+    /// Runs `f` on the blocking pool and maps its error to a status. A
+    /// call whose deadline passed while it waited for a thread is not run:
+    /// its client was already answered DEADLINE_EXCEEDED.
     async fn call<T, F>(&self, f: F) -> Result<Response<T>, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
     {
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || f(&engine)).await {
-            Ok(result) => result.map(Response::new).map_err(convert::status),
+        let deadline = admission::deadline();
+        let run = move || match deadline {
+            Some(deadline) if Instant::now() >= deadline => None,
+            _ => Some(f(&engine)),
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(Some(result)) => result.map(Response::new).map_err(convert::status),
+            Ok(None) => Err(Status::deadline_exceeded("deadline exceeded before the engine call started")),
             Err(e) => Err(convert::task_failed(e)),
         }
     }

@@ -666,7 +666,7 @@ impl tonic::codec::Encoder for RawBytes {
     type Error = tonic::Status;
 
     fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        prost::bytes::BufMut::put_slice(buf, &item);
+        bytes::BufMut::put_slice(buf, &item);
         Ok(())
     }
 }
@@ -696,7 +696,7 @@ async fn an_undecodable_request_is_invalid_argument() {
     ] {
         let mut grpc = tonic::client::Grpc::new(f.server.channel().await);
         grpc.ready().await.unwrap();
-        let path = tonic::codegen::http::uri::PathAndQuery::try_from(format!("/lse.Lse/{method}")).unwrap();
+        let path = http::uri::PathAndQuery::try_from(format!("/lse.Lse/{method}")).unwrap();
         let status = grpc.unary(tonic::Request::new(bytes), path, RawBytes).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
         assert!(status.message().contains("is not a valid "), "{method}: {status:?}");

@@ -61,6 +61,19 @@ Ids are the server's unsigned 64-bit integers (from 1); an id that is not an
 is a ``ValueError``. Id 0 is sent and refused by the server
 (``InvalidArgument``).
 
+Security
+--------
+A server started with ``--tls-cert`` and ``--tls-key`` speaks TLS: pass
+``credentials``, either the path of the PEM file of the CA that signed the
+server's certificate (``str`` or ``os.PathLike``) or a
+``grpc.ssl_channel_credentials(...)`` object for anything else (client
+certificates, the system's roots). A server started with ``--token-file``
+wants a bearer token: pass ``token``, sent as ``authorization: Bearer
+TOKEN`` metadata with every call. A read-only token can make every read;
+a write with it raises :class:`PermissionDenied`::
+
+    lse = LseClient("db.example:50051", credentials="ca.pem", token=token)
+
 Errors
 ------
 Every failed call raises a subclass of :class:`LseError` carrying the
@@ -74,7 +87,10 @@ NOT_FOUND             NotFound            KeyError
 INVALID_ARGUMENT      InvalidArgument     ValueError
 OUT_OF_RANGE          OutOfRange          MessageTooLarge
 RESOURCE_EXHAUSTED    ResourceExhausted   MessageTooLarge
+RESOURCE_EXHAUSTED    Overloaded          (too many calls in flight)
 UNAVAILABLE           Unavailable         (server down, or refusing writes)
+UNAUTHENTICATED       Unauthenticated     (no token, or not a valid one)
+PERMISSION_DENIED     PermissionDenied    PermissionError
 DATA_LOSS             DataLoss
 FAILED_PRECONDITION   FailedPrecondition
 DEADLINE_EXCEEDED     DeadlineExceeded    TimeoutError
@@ -87,10 +103,15 @@ anything else         LseError
 
 A call on a closed client raises :class:`ClientClosed`.
 
-Each call has a deadline (``timeout``). The server (tonic) enforces it too
-and answers CANCELLED "Timeout expired" when it fires there first; the
-client reports that, like its own DEADLINE_EXCEEDED, as
-:class:`DeadlineExceeded`.
+Each call has a deadline (``timeout``). The server enforces it too and
+answers DEADLINE_EXCEEDED when it passes there first (servers before
+Stratum's admission layer answered CANCELLED "Timeout expired"; the client
+reports that, too, as :class:`DeadlineExceeded`).
+
+A server with more calls in flight than its ``--max-concurrent-requests``
+refuses further calls at once with RESOURCE_EXHAUSTED "server overloaded";
+that is :class:`Overloaded`, not a :class:`ResourceExhausted` (nothing was
+too large): retry later, with backoff.
 
 A message over a size limit fails with :class:`MessageTooLarge`, in one of
 two forms: :class:`OutOfRange` when the *server* refuses a request or a
@@ -119,6 +140,7 @@ thread-safe, so one client may be shared by many threads. Close it once
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -138,6 +160,9 @@ __all__ = [
     "OutOfRange",
     "ResourceExhausted",
     "Unavailable",
+    "Overloaded",
+    "Unauthenticated",
+    "PermissionDenied",
     "DataLoss",
     "OutcomeUnknown",
     "FailedPrecondition",
@@ -179,6 +204,9 @@ _ACCEPTED_TYPES = (
 
 # Test cases per GetAllTestCases page (the server also caps pages by size).
 _TEST_CASE_PAGE_SIZE = 1000
+
+# How the server's message for a call refused by load shedding starts.
+_OVERLOADED = "server overloaded"
 
 class LseError(Exception):
     """A failed Stratum call.
@@ -233,7 +261,26 @@ class OutOfRange(MessageTooLarge):
 
 class ResourceExhausted(MessageTooLarge):
     """RESOURCE_EXHAUSTED: a message over this client's
-    ``max_message_bytes`` (or over a limit of the server's gRPC stack)."""
+    ``max_message_bytes`` (or over a limit of the server's gRPC stack). A
+    server refusing a call because too many are in flight raises
+    :class:`Overloaded` instead."""
+
+
+class Overloaded(LseError):
+    """RESOURCE_EXHAUSTED "server overloaded": the server had as many calls
+    in flight as its ``--max-concurrent-requests`` and refused this one at
+    once. Nothing was done; retry later, with backoff."""
+
+
+class Unauthenticated(LseError):
+    """UNAUTHENTICATED: the server has a token file and the call carried no
+    token, or one the server does not know (see ``token`` of
+    :class:`LseClient`)."""
+
+
+class PermissionDenied(LseError, PermissionError):
+    """PERMISSION_DENIED: a write (or Flush, CompactNow) with a read-only
+    token. Nothing was changed."""
 
 
 class Unavailable(LseError):
@@ -283,6 +330,8 @@ _ERRORS: Dict[grpc.StatusCode, type] = {
     grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.DATA_LOSS: DataLoss,
     grpc.StatusCode.UNKNOWN: OutcomeUnknown,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
@@ -302,6 +351,8 @@ def error_from_rpc(error: grpc.RpcError, method: Optional[str] = None) -> LseErr
     if not details:
         details = f"{method or 'call'} failed with {code.name if code else 'an unknown status'}"
     cls = _ERRORS.get(code, LseError) if code is not None else LseError
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(_OVERLOADED):
+        cls = Overloaded
     return cls(details, code, method)
 
 
@@ -428,6 +479,30 @@ def _message_dict(message: Any) -> Dict[str, Any]:
     return {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
 
 
+def _token_metadata(token: Optional[str]) -> Optional[Tuple[Tuple[str, str], ...]]:
+    """The metadata that carries ``token``, checked before anything is sent."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if not token or not all("!" <= c <= "~" for c in token):
+        raise ValueError("token must be non-empty printable ASCII without whitespace")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _channel_credentials(credentials: Any) -> grpc.ChannelCredentials:
+    """TLS credentials from a ``grpc.ChannelCredentials`` or a CA file path."""
+    if isinstance(credentials, grpc.ChannelCredentials):
+        return credentials
+    if isinstance(credentials, (str, os.PathLike)):
+        with open(credentials, "rb") as f:
+            return grpc.ssl_channel_credentials(root_certificates=f.read())
+    raise TypeError(
+        "credentials must be a grpc.ChannelCredentials or the path of a PEM CA certificate, "
+        f"not {type(credentials).__name__}"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Client
 # ---------------------------------------------------------------------------
@@ -442,9 +517,20 @@ class LseClient:
             :class:`DeadlineExceeded`; ``None`` waits forever.
         max_message_bytes: largest gRPC message sent or received (both
             channel limits); 64 MiB matches the server's default.
-        credentials: ``grpc.ChannelCredentials`` for a TLS channel; plain
-            text when ``None``.
+        credentials: TLS for the channel: the path (``str`` or
+            ``os.PathLike``) of a PEM file holding the CA certificate that
+            signed the server's, or a ``grpc.ChannelCredentials`` such as
+            ``grpc.ssl_channel_credentials(...)``; plain text when ``None``.
+        token: a bearer token from the server's ``--token-file``, sent as
+            ``authorization: Bearer TOKEN`` metadata with every call; none
+            when ``None``.
         options: further gRPC channel options, ``(name, value)`` pairs.
+
+    Raises:
+        TypeError: ``credentials`` or ``token`` of another type.
+        ValueError: a ``token`` that cannot be sent as metadata (empty,
+            not printable ASCII, or holding whitespace).
+        OSError: the CA file cannot be read.
 
     The channel connects lazily: constructing a client never fails because
     the server is down; the first call does (:class:`Unavailable`). Use
@@ -463,11 +549,13 @@ class LseClient:
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        credentials: Optional[grpc.ChannelCredentials] = None,
+        credentials: Union[grpc.ChannelCredentials, str, "os.PathLike[str]", None] = None,
+        token: Optional[str] = None,
         options: Optional[List[Tuple[str, Any]]] = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self._metadata = _token_metadata(token)
         channel_options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -475,7 +563,8 @@ class LseClient:
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=channel_options)
         else:
-            self._channel = grpc.secure_channel(address, credentials, options=channel_options)
+            tls = _channel_credentials(credentials)
+            self._channel = grpc.secure_channel(address, tls, options=channel_options)
         self._stub = lse_pb2_grpc.LseStub(self._channel)
         self._closed = False
 
@@ -528,7 +617,7 @@ class LseClient:
         deadline = self.timeout if timeout is None else timeout
         started = time.monotonic()
         try:
-            return getattr(self._stub, method)(request, timeout=deadline)
+            return getattr(self._stub, method)(request, timeout=deadline, metadata=self._metadata)
         except grpc.RpcError as e:
             error = error_from_rpc(e, method)
             if (
@@ -536,9 +625,10 @@ class LseClient:
                 and deadline is not None
                 and (error.details == "Timeout expired" or time.monotonic() - started >= deadline)
             ):
-                # The server (tonic) enforces the call's deadline too, and
-                # answers CANCELLED "Timeout expired" when it fires there
-                # first; to the caller that is a deadline, like any other.
+                # Servers before the admission layer enforced the call's
+                # deadline with tonic's timer, which answers CANCELLED
+                # "Timeout expired"; to the caller that is a deadline, like
+                # any other.
                 error = DeadlineExceeded(
                     f"{method} did not complete within {deadline} s ({error.details})",
                     grpc.StatusCode.DEADLINE_EXCEEDED,

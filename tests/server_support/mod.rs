@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use stratum::proto::lse_client::LseClient;
 use stratum::proto::value::Kind;
 use stratum::proto::{self, Value};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub type Client = LseClient<Channel>;
 pub type Columns = BTreeMap<String, String>;
@@ -42,6 +44,15 @@ const SERVER_ENV: &[&str] = &[
     "LSE_COMPACT_INTERVAL_SECS",
     "LSE_COMPACT_MIN_GARBAGE_BYTES",
     "LSE_COMPACT_MIN_GARBAGE_RATIO",
+    "LSE_MAX_CONCURRENT_REQUESTS",
+    "LSE_HTTP2_KEEPALIVE_INTERVAL_SECS",
+    "LSE_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+    "LSE_MAX_CONNECTION_AGE_SECS",
+    "LSE_MAX_CONNECTION_AGE_GRACE_SECS",
+    "LSE_TLS_CERT",
+    "LSE_TLS_KEY",
+    "LSE_TOKEN_FILE",
+    "LSE_ALLOW_INSECURE_REMOTE",
     "LSE_LOG",
 ];
 
@@ -91,8 +102,14 @@ impl TestServer {
     /// Like [`TestServer::start`], but a server that exits before it
     /// listens is an `Err` with its exit status and output.
     pub async fn try_start(dir: &Path, extra_args: &[&str]) -> Result<TestServer, Exited> {
+        TestServer::try_start_on("127.0.0.1", dir, extra_args).await
+    }
+
+    /// Like [`TestServer::try_start`], listening on `host`. `addr` is where
+    /// a client connects: 127.0.0.1 for an unspecified host (0.0.0.0).
+    pub async fn try_start_on(host: &str, dir: &Path, extra_args: &[&str]) -> Result<TestServer, Exited> {
         let dir_arg = dir.to_str().expect("utf-8 temp dir");
-        let mut args = vec!["--port", "0", "--host", "127.0.0.1", "--data-dir", dir_arg];
+        let mut args = vec!["--port", "0", "--host", host, "--data-dir", dir_arg];
         args.extend_from_slice(extra_args);
         let mut child = server_command(&args).spawn().expect("spawning lse_server");
         let stderr = drain(child.stderr.take().unwrap());
@@ -132,9 +149,12 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("bad listening address {addr:?}: {e}"));
-        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        let mut addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("bad listening address {addr:?}: {e}"));
+        assert_eq!(addr.ip().to_string(), host);
         assert_ne!(addr.port(), 0);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         Ok(TestServer { child: Some(child), addr, dir: dir.to_path_buf(), stderr })
     }
 
@@ -153,6 +173,18 @@ impl TestServer {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.addr))
+    }
+
+    /// A new channel to a TLS server whose certificate is signed by the CA
+    /// `ca_pem`, for the name `localhost`.
+    pub async fn tls_channel(&self, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+            .unwrap()
+            .timeout(REQUEST_TIMEOUT)
+            .tls_config(tls)?
+            .connect()
+            .await
     }
 
     pub fn pid(&self) -> u32 {
@@ -247,6 +279,127 @@ pub async fn run_to_exit(args: &[&str]) -> Exited {
     let stdout = stdout.lock().unwrap().clone();
     let stderr = stderr.lock().unwrap().clone();
     Exited { status, stdout, stderr }
+}
+
+/// The health service's answer for the whole server (`""`).
+pub async fn health(channel: Channel) -> Result<ServingStatus, Status> {
+    let request = HealthCheckRequest { service: String::new() };
+    let status = HealthClient::new(channel).check(request).await?.into_inner().status;
+    Ok(ServingStatus::try_from(status).expect("a known serving status"))
+}
+
+/// `message` as a request carrying `authorization: Bearer token`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("an ASCII token"));
+    request
+}
+
+// ----- raw HTTP/2 -----------------------------------------------------------
+
+/// One HTTP/2 connection driven by hand (the `h2` crate), for calls a tonic
+/// client cannot make: a unary call whose request never ends (held in
+/// flight until dropped), or one whose `grpc-timeout` the client does not
+/// enforce itself (tonic's client would cancel it on its own timer).
+pub struct RawConnection {
+    addr: SocketAddr,
+    send: h2::client::SendRequest<bytes::Bytes>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+/// A call sent by [`RawConnection::hold`]: its request body never ends, so
+/// the server's handler waits for it until this is dropped (which resets
+/// the stream).
+pub struct HeldCall {
+    _response: h2::client::ResponseFuture,
+    _body: h2::SendStream<bytes::Bytes>,
+}
+
+impl RawConnection {
+    pub async fn connect(addr: SocketAddr) -> RawConnection {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connecting");
+        tcp.set_nodelay(true).unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        RawConnection { addr, send, connection }
+    }
+
+    /// Whether the connection has ended (the server closed it).
+    pub fn is_closed(&self) -> bool {
+        self.connection.is_finished()
+    }
+
+    fn request(&self, path: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut request = http::Request::post(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    }
+
+    /// Starts a call to `path` and never finishes its request.
+    pub async fn hold(&mut self, path: &str) -> HeldCall {
+        let request = self.request(path, &[]);
+        let mut send = self.send.clone().ready().await.expect("a stream");
+        let (response, body) = send.send_request(request, false).expect("sending headers");
+        HeldCall { _response: response, _body: body }
+    }
+
+    /// A unary call of `path` with `message` and extra `headers`: its
+    /// grpc-status and grpc-message.
+    pub async fn unary(
+        &mut self,
+        path: &str,
+        message: &impl prost::Message,
+        headers: &[(&str, &str)],
+    ) -> (Code, String) {
+        let request = self.request(path, headers);
+        let mut send = self.send.clone().ready().await.expect("a stream");
+        let (response, mut body) = send.send_request(request, false).expect("sending headers");
+        let encoded = message.encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&encoded);
+        body.send_data(frame.into(), true).expect("sending the message");
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, response).await.expect("an answer").expect("a response");
+        let (parts, mut body) = response.into_parts();
+        let trailers = if parts.headers.contains_key("grpc-status") {
+            parts.headers // trailers-only
+        } else {
+            while let Some(data) = body.data().await {
+                let data = data.expect("response data");
+                let _ = body.flow_control().release_capacity(data.len());
+            }
+            body.trailers().await.expect("trailers").expect("grpc trailers")
+        };
+        let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok()).expect("grpc-status");
+        let message = trailers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
+        (Code::from_i32(code), message)
+    }
+}
+
+/// A grpc-message as sent: percent-encoded UTF-8.
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ----- values ---------------------------------------------------------------

@@ -242,19 +242,20 @@ def test_deadline_exceeded_is_a_timeout_error():
 
 
 def test_server_side_timeout_is_deadline_exceeded(address: str, monkeypatch):
-    """tonic enforces the call's deadline on the server too and then answers
-    CANCELLED "Timeout expired"; the client reports a DeadlineExceeded."""
+    """Servers before the admission layer answered a deadline that passed
+    there CANCELLED "Timeout expired" (tonic's status); the client reports a
+    DeadlineExceeded."""
     from test_values import FakeRpcError
 
     with LseClient(address, timeout=5) as c:
-        def cancelled(request, timeout=None):
+        def cancelled(request, timeout=None, metadata=None):
             raise FakeRpcError(grpc.StatusCode.CANCELLED, "Timeout expired")
 
         monkeypatch.setattr(c._stub, "GetStats", cancelled)
         with pytest.raises(lse_client.DeadlineExceeded, match="Timeout expired"):
             c.get_stats()
 
-        def other_cancel(request, timeout=None):
+        def other_cancel(request, timeout=None, metadata=None):
             raise FakeRpcError(grpc.StatusCode.CANCELLED, "Channel closed!")
 
         monkeypatch.setattr(c._stub, "GetStats", other_cancel)
@@ -274,7 +275,7 @@ def test_outcome_unknown_is_its_own_error(address: str, monkeypatch):
     from test_values import FakeRpcError
 
     with LseClient(address, timeout=5) as c:
-        def unknown(request, timeout=None):
+        def unknown(request, timeout=None, metadata=None):
             raise FakeRpcError(grpc.StatusCode.UNKNOWN, "outcome unknown: the write reached the log")
 
         monkeypatch.setattr(c._stub, "AddTestCase", unknown)

@@ -216,7 +216,9 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.INTERNAL, lse_client.Internal, None),
         (grpc.StatusCode.UNIMPLEMENTED, lse_client.Unimplemented, None),
         (grpc.StatusCode.UNKNOWN, lse_client.OutcomeUnknown, None),
-        (grpc.StatusCode.PERMISSION_DENIED, lse_client.LseError, None),
+        (grpc.StatusCode.UNAUTHENTICATED, lse_client.Unauthenticated, None),
+        (grpc.StatusCode.PERMISSION_DENIED, lse_client.PermissionDenied, PermissionError),
+        (grpc.StatusCode.ABORTED, lse_client.LseError, None),
     ],
 )
 def test_error_mapping(code, cls, also):
@@ -230,6 +232,14 @@ def test_error_mapping(code, cls, also):
     assert err.details == "what was wrong"
     assert err.code == code
     assert err.method == "GetTestCase"
+
+
+def test_an_overloaded_server_is_overloaded_not_a_message_too_large():
+    details = "server overloaded: 4 calls in flight, the limit of --max-concurrent-requests; retry later"
+    err = lse_client.error_from_rpc(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), "GetStats")
+    assert type(err) is lse_client.Overloaded
+    assert not isinstance(err, lse_client.MessageTooLarge)
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_error_without_details_gets_a_message():
