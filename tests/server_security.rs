@@ -391,6 +391,26 @@ async fn an_existing_data_directory_keeps_its_mode_and_a_shared_one_is_warned_ab
 
 const GET_STATS: &str = "/lse.Lse/GetStats";
 
+/// Holds GetStats calls on `raw` until `n` of them are in flight on the
+/// server and it refuses the next call. A probe that gets a place while the
+/// held calls are still arriving makes one of them be refused (answered at
+/// once, so no longer held): such a call is replaced, until the server is
+/// full.
+async fn fill(server: &TestServer, raw: &mut RawConnection, held: &mut Vec<HeldCall>, n: usize) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        held.retain_mut(|call| !call.answered());
+        while held.len() < n {
+            held.push(raw.hold(GET_STATS).await);
+        }
+        if stats_code(server).await == Code::ResourceExhausted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} held calls did not fill the server within {SETTLE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A GetStats on a fresh connection: its status code.
 async fn stats_code(server: &TestServer) -> Code {
     let mut client = server.client().await;
@@ -414,7 +434,7 @@ async fn beyond_the_limit_calls_are_refused_at_once_and_health_still_answers() {
     assert_eq!(stats_code(&server).await, Code::Ok);
 
     // With a fourth held, every further call is refused, at once.
-    held.push(raw.hold(GET_STATS).await);
+    fill(&server, &mut raw, &mut held, 4).await;
     let refused = eventually("a refused call", || async {
         let mut client = server.client().await;
         match client.get_stats(proto::GetStatsRequest {}).await {
@@ -446,13 +466,7 @@ async fn health_and_reads_answer_while_a_thousand_calls_are_in_flight() {
 
     let mut raw = RawConnection::connect(server.addr).await;
     let mut held = Vec::new();
-    for _ in 0..1024 {
-        held.push(raw.hold(GET_STATS).await);
-    }
-    eventually("all 1024 places taken", || async {
-        (stats_code(&server).await == Code::ResourceExhausted).then_some(())
-    })
-    .await;
+    fill(&server, &mut raw, &mut held, 1024).await;
     assert_eq!(health(server.channel().await).await.unwrap(), ServingStatus::Serving);
 
     held.truncate(1000);

@@ -311,8 +311,17 @@ pub struct RawConnection {
 /// the server's handler waits for it until this is dropped (which resets
 /// the stream).
 pub struct HeldCall {
-    _response: h2::client::ResponseFuture,
+    response: h2::client::ResponseFuture,
     _body: h2::SendStream<bytes::Bytes>,
+}
+
+impl HeldCall {
+    /// Whether the server has answered the call already (refused it, say),
+    /// as far as the connection has read.
+    pub fn answered(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(&mut self.response).poll(&mut cx).is_ready()
+    }
 }
 
 impl RawConnection {
@@ -346,7 +355,7 @@ impl RawConnection {
         let request = self.request(path, &[]);
         let mut send = self.send.clone().ready().await.expect("a stream");
         let (response, body) = send.send_request(request, false).expect("sending headers");
-        HeldCall { _response: response, _body: body }
+        HeldCall { response, _body: body }
     }
 
     /// A unary call of `path` with `message` and extra `headers`: its
