@@ -30,6 +30,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Access, Tokens};
+use crate::idle::{Calls, TrackedInfo};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// How much earlier than the client's deadline the server gives up: one
 /// tick of tokio's timer (1 ms), so that this layer's timer always fires
@@ -120,6 +122,9 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let received = Instant::now();
+        // The call counts on its connection until it is answered (or, if it
+        // is refused here, as activity just now): see `crate::idle`.
+        let on_connection = connection_calls(&request).map(|calls| calls.start());
         let path = request.uri().path();
         let access = auth::access(path);
         if let Err(status) = self.admission.check(path, access, request.headers()) {
@@ -136,13 +141,13 @@ where
         let call = self.inner.call(request);
         let Some(timeout) = timeout else {
             return Box::pin(async move {
-                let _permit = permit;
+                let _in_flight = (permit, on_connection);
                 call.await
             });
         };
         let deadline = received + timeout.saturating_sub(DEADLINE_MARGIN);
         Box::pin(async move {
-            let _permit = permit;
+            let _in_flight = (permit, on_connection);
             match tokio::time::timeout_at(deadline.into(), DEADLINE.scope(deadline, call)).await {
                 Ok(response) => response,
                 Err(_) => Ok(Status::deadline_exceeded(format!(
@@ -152,6 +157,16 @@ where
             }
         })
     }
+}
+
+/// The calls of the connection `request` came on (see `crate::idle`),
+/// over TCP or TLS.
+fn connection_calls<B>(request: &http::Request<B>) -> Option<&Arc<Calls>> {
+    let extensions = request.extensions();
+    if let Some(info) = extensions.get::<TrackedInfo<TcpConnectInfo>>() {
+        return Some(&info.calls);
+    }
+    extensions.get::<TlsConnectInfo<TrackedInfo<TcpConnectInfo>>>().map(|info| &info.get_ref().calls)
 }
 
 /// A response with `status` and no message.

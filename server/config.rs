@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "LSE_MAX_CONNECTION_AGE_GRACE_SECS", default_value_t = 30)]
     pub max_connection_age_grace_secs: u64,
 
+    /// Close a connection that has had no call in flight for this many
+    /// seconds (0: never). Keepalive pings do not count as calls.
+    #[arg(long, env = "LSE_MAX_CONNECTION_IDLE_SECS", default_value_t = 0)]
+    pub max_connection_idle_secs: u64,
+
     /// PEM certificate chain to serve TLS with (needs --tls-key).
     #[arg(long, env = "LSE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

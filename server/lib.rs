@@ -14,6 +14,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 mod convert;
+pub mod idle;
 pub mod security;
 mod service;
 
@@ -160,6 +161,10 @@ async fn serve_secured(
             .map_err(|e| ServerError::Config(format!("cannot use --tls-cert and --tls-key: {e}")))?;
     }
     let admission = Admission::new(security.tokens, config.max_concurrent_requests);
+    let idle = secs(config.max_connection_idle_secs);
+    let incoming = tokio_stream::StreamExt::map(TcpIncoming::from(listener).with_nodelay(Some(true)), move |tcp| {
+        tcp.map(|tcp| idle::Tracked::new(tcp, idle))
+    });
     ready(local);
 
     builder
@@ -169,7 +174,7 @@ async fn serve_secured(
         .add_service(lse)
         // No Nagle: a response's last segment must not wait for the client's
         // delayed ACK (a 40 ms stall per small call).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
     watcher.abort();

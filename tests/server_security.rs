@@ -534,6 +534,33 @@ async fn a_connection_past_its_maximum_age_is_closed_and_clients_reconnect() {
     assert_eq!(html, "<p>aged</p>");
 }
 
+/// With `--max-connection-idle-secs`, a connection without a call in flight
+/// for that long is closed (keepalive pings do not count), one with a call
+/// in flight is not, and a client's channel just reconnects.
+#[tokio::test]
+async fn a_connection_idle_past_the_limit_is_closed_and_one_with_a_call_in_flight_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--max-connection-idle-secs", "1", "--http2-keepalive-interval-secs", "1"];
+    let server = TestServer::start(&tmp.path().join("data"), &args).await;
+    let mut client = server.client().await;
+    let problem_id = create(&mut client, "<p>idle</p>", Columns::new()).await;
+
+    let mut busy = RawConnection::connect(server.addr).await;
+    let _held = busy.hold(GET_STATS).await;
+    let mut idle = RawConnection::connect(server.addr).await;
+    assert_eq!(idle.unary(GET_STATS, &proto::GetStatsRequest {}, &[]).await.0, Code::Ok);
+    let started = Instant::now();
+    eventually("the idle connection closed", || async { idle.is_closed().then_some(()) }).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed before it was idle for a second");
+    assert!(!busy.is_closed(), "a connection with a call in flight was closed as idle");
+
+    let html = eventually("a call after the client's connection went idle", || async {
+        client.clone().get_problem_html(proto::ProblemRef { problem_id }).await.ok().map(|r| r.into_inner().html)
+    })
+    .await;
+    assert_eq!(html, "<p>idle</p>");
+}
+
 /// Opens an HTTP/2 connection by hand and then never answers anything (in
 /// particular no PING): how long until the server closes it, if it does
 /// within `within`.
