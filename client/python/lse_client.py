@@ -766,15 +766,18 @@ class LseClient:
         request = lse_pb2.AddTestCaseRequest(problem_id=_check_id(doc_id, "doc_id"), value=to_wire(value))
         return self._call("AddTestCase", request).test_case_id
 
-    def get_test_case(self, doc_id: int, tc_id: int) -> Value:
-        """Returns the value of one test case.
+    def get_test_case(self, doc_id: int, tc_id: int) -> Dict[str, Any]:
+        """Returns one test case as ``{"tc_id": int, "value": value}``, the
+        shape of every node read (``get_expected_output``, the items of
+        ``get_all_test_cases``). Before 2026-12 it returned the bare value.
 
         Raises:
             NotFound: no such problem or test case, or the test case belongs
                 to another problem.
         """
         request = lse_pb2.TestCaseRef(problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"))
-        return from_wire(self._call("GetTestCase", request).test_case.value)
+        test_case = self._call("GetTestCase", request).test_case
+        return {"tc_id": test_case.test_case_id, "value": from_wire(test_case.value)}
 
     def get_all_test_cases(self, doc_id: int) -> List[Dict[str, Any]]:
         """Returns the problem's test cases in chain order, each as

@@ -124,7 +124,7 @@ def test_delete_problem_deletes_everything(lse: LseClient, doc: int):
         lambda: lse.get_problem_html(doc),
         lambda: lse.get_problem_meta(doc),
         lambda: lse.get_all_test_cases(doc),
-        lambda: lse.get_test_case(doc, tc),
+        lambda: lse.get_test_case(doc, tc)["value"],
         lambda: lse.get_expected_output(doc, tc),
         lambda: lse.delete_problem(doc),
     ):
@@ -139,7 +139,7 @@ def test_large_blob_over_grpc_default_4mib(lse: LseClient):
     assert lse.get_problem_html(doc_id) == html
     big = "é" * (3 * 1024 * 1024)  # 6 MiB of UTF-8
     tc = lse.add_test_case(doc_id, big)
-    assert lse.get_test_case(doc_id, tc) == big
+    assert lse.get_test_case(doc_id, tc)["value"] == big
     lse.delete_problem(doc_id)
 
 
@@ -182,9 +182,10 @@ def test_test_case_methods(lse: LseClient, doc: int):
     t1 = lse.add_test_case(doc, [2, 7, 11, 15])
     t2 = lse.add_test_case(doc, "some string input")
     t3 = lse.add_test_case(doc, {"key": "value"})
-    assert lse.get_test_case(doc, t1) == [2, 7, 11, 15]
-    assert lse.get_test_case(doc, t2) == "some string input"
-    assert lse.get_test_case(doc, t3) == {"key": "value"}
+    # A node read is a dict, like get_expected_output and the chain's items.
+    assert lse.get_test_case(doc, t1) == {"tc_id": t1, "value": [2, 7, 11, 15]}
+    assert lse.get_test_case(doc, t2)["value"] == "some string input"
+    assert lse.get_test_case(doc, t3)["value"] == {"key": "value"}
     assert lse.get_all_test_cases(doc) == [
         {"tc_id": t1, "value": [2, 7, 11, 15]},
         {"tc_id": t2, "value": "some string input"},
@@ -193,14 +194,14 @@ def test_test_case_methods(lse: LseClient, doc: int):
     # Update keeps position; the value may change type.
     lse.update_test_case(doc, t1, 3.5)
     assert [n["tc_id"] for n in lse.get_all_test_cases(doc)] == [t1, t2, t3]
-    assert lse.get_test_case(doc, t1) == 3.5
+    assert lse.get_test_case(doc, t1)["value"] == 3.5
     # Delete keeps the order of the rest.
     lse.delete_test_case(doc, t2)
     assert lse.get_all_test_cases(doc) == [{"tc_id": t1, "value": 3.5}, {"tc_id": t3, "value": {"key": "value"}}]
     t4 = lse.add_test_case(doc, 4)
     assert [n["tc_id"] for n in lse.get_all_test_cases(doc)] == [t1, t3, t4]
     with pytest.raises(NotFound):
-        lse.get_test_case(doc, t2)
+        lse.get_test_case(doc, t2)["value"]
 
 
 def test_delete_test_case_deletes_its_output(lse: LseClient, doc: int):
@@ -238,7 +239,7 @@ def test_expected_output_methods(lse: LseClient, doc: int):
     lse.delete_expected_output(doc, t2)
     with pytest.raises(NotFound):
         lse.get_expected_output(doc, t2)
-    assert lse.get_test_case(doc, t2) == "in"  # the input stays
+    assert lse.get_test_case(doc, t2)["value"] == "in"  # the input stays
     lse.set_expected_output(doc, t2, "again")
     assert lse.get_expected_output(doc, t2)["value"] == "again"
 
@@ -249,7 +250,7 @@ def test_expected_output_methods(lse: LseClient, doc: int):
 @pytest.mark.parametrize("value", ROUND_TRIP)
 def test_value_round_trip(lse: LseClient, doc: int, value):
     tc = lse.add_test_case(doc, value)
-    assert same(lse.get_test_case(doc, tc), value)
+    assert same(lse.get_test_case(doc, tc)["value"], value)
     (node,) = lse.get_all_test_cases(doc)
     assert node["tc_id"] == tc and same(node["value"], value)
     lse.set_expected_output(doc, tc, value)
@@ -257,7 +258,7 @@ def test_value_round_trip(lse: LseClient, doc: int, value):
 
     other = lse.add_test_case(doc, "placeholder")
     lse.update_test_case(doc, other, value)
-    assert same(lse.get_test_case(doc, other), value)
+    assert same(lse.get_test_case(doc, other)["value"], value)
     lse.set_expected_output(doc, other, "placeholder")
     lse.update_expected_output(doc, other, value)
     assert same(lse.get_expected_output(doc, other)["value"], value)
@@ -266,7 +267,7 @@ def test_value_round_trip(lse: LseClient, doc: int, value):
 @pytest.mark.parametrize("value", [float("nan"), -0.0])
 def test_special_doubles(lse: LseClient, doc: int, value):
     tc = lse.add_test_case(doc, value)
-    assert same(lse.get_test_case(doc, tc), value)
+    assert same(lse.get_test_case(doc, tc)["value"], value)
     lse.set_expected_output(doc, tc, value)
     assert same(lse.get_expected_output(doc, tc)["value"], value)
 
@@ -274,8 +275,8 @@ def test_special_doubles(lse: LseClient, doc: int, value):
 def test_tuples_read_back_as_lists(lse: LseClient, doc: int):
     a = lse.add_test_case(doc, (1, 2, 3))
     b = lse.add_test_case(doc, ("x", "y"))
-    assert lse.get_test_case(doc, a) == [1, 2, 3]
-    assert lse.get_test_case(doc, b) == ["x", "y"]
+    assert lse.get_test_case(doc, a)["value"] == [1, 2, 3]
+    assert lse.get_test_case(doc, b)["value"] == ["x", "y"]
 
 
 def test_empty_list_decision(lse: LseClient, doc: int):
@@ -284,19 +285,19 @@ def test_empty_list_decision(lse: LseClient, doc: int):
     tc = lse.add_test_case(doc, [])
     raw = lse._stub.GetTestCase(lse_pb2.TestCaseRef(problem_id=doc, test_case_id=tc))
     assert raw.test_case.value.WhichOneof("kind") == "int_list"
-    assert lse.get_test_case(doc, tc) == []
+    assert lse.get_test_case(doc, tc)["value"] == []
 
     value = lse_pb2.Value()
     value.string_list.SetInParent()
     other = lse._stub.AddTestCase(lse_pb2.AddTestCaseRequest(problem_id=doc, value=value)).test_case_id
     raw = lse._stub.GetTestCase(lse_pb2.TestCaseRef(problem_id=doc, test_case_id=other))
     assert raw.test_case.value.WhichOneof("kind") == "string_list"
-    assert lse.get_test_case(doc, other) == []
+    assert lse.get_test_case(doc, other)["value"] == []
 
 
 def test_map_keys_come_back_sorted(lse: LseClient, doc: int):
     tc = lse.add_test_case(doc, {"b": "2", "c": "3", "a": "1"})
-    assert list(lse.get_test_case(doc, tc)) == ["a", "b", "c"]
+    assert list(lse.get_test_case(doc, tc)["value"]) == ["a", "b", "c"]
 
 
 # ---- administration ----
@@ -427,7 +428,7 @@ def test_many_threads_reading(lse: LseClient, doc: int):
     def reader() -> None:
         try:
             for _ in range(50):
-                assert lse.get_test_case(doc, tc) == {"shared": "value"}
+                assert lse.get_test_case(doc, tc)["value"] == {"shared": "value"}
                 assert lse.get_problem_html(doc) == "<p>fixture</p>"
         except BaseException as e:  # noqa: BLE001
             errors.append(e)

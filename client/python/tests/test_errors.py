@@ -95,7 +95,7 @@ def test_test_case_under_another_problem_is_not_found(lse: LseClient, doc):
     check_not_found(lambda: lse.update_test_case(other, tc, 5))
     check_not_found(lambda: lse.set_expected_output(other, tc, 5))
     check_not_found(lambda: lse.delete_test_case(other, tc))
-    assert lse.get_test_case(doc_id, tc) == 1  # nothing changed
+    assert lse.get_test_case(doc_id, tc)["value"] == 1  # nothing changed
 
 
 def test_missing_expected_output_is_not_found(lse: LseClient, doc):
@@ -203,7 +203,7 @@ def test_chain_too_big_for_one_message_reads_back_page_by_page(make_server):
         values = [c * 90_000 for c in "abc"]
         tcs = [lse.add_test_case(doc, v) for v in values]
         assert lse.get_all_test_cases(doc) == [{"tc_id": tc, "value": v} for tc, v in zip(tcs, values)]
-        assert [lse.get_test_case(doc, tc) for tc in tcs] == values
+        assert [lse.get_test_case(doc, tc)["value"] for tc in tcs] == values
 
 
 def test_no_server_is_unavailable():

@@ -59,7 +59,7 @@ def test_data_survives_restart(own_server):
         assert after == before
         assert lse.get_problem_html(keep) == "<h1>kept, updated</h1>"
         assert lse.get_problem_meta(keep) == {"name": "Example", "version": "1.1"}
-        assert lse.get_test_case(keep, tcs[0]) == [3, 2, 4]
+        assert lse.get_test_case(keep, tcs[0])["value"] == [3, 2, 4]
         assert lse.get_expected_output(keep, tcs[0])["value"] == [1, 2]
         new_stats = lse.get_stats()
         for key in ("problems_in_index", "test_cases", "expected_outputs", "live_bytes"):

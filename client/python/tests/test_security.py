@@ -177,7 +177,7 @@ def test_a_read_only_token_reads_and_a_write_is_permission_denied(token_server):
             assert e.value.code == grpc.StatusCode.PERMISSION_DENIED, name
             assert "read-only" in str(e.value), name
         assert ro.get_problem_html(doc) == "<p>kept</p>"
-        assert ro.get_test_case(doc, tc) == 1
+        assert ro.get_test_case(doc, tc)["value"] == 1
         assert ro.get_stats()["records"] == records, "a refused write appended a record"
 
 
