@@ -15,10 +15,10 @@ use stratum_core::{
 pub const SALT: [u8; SALT_LEN] = *b"fuzzing-salt-16b";
 
 /// Recovery of an active segment whose records are `data`: replay it,
-/// then judge its bad tail, if any. The judgement may refuse only for a
+/// then judge its bad tail, if any. The judgement refuses exactly when a
 /// durability mark that is whole and valid (same salt, its checksum holds)
-/// and says the segment was synced past the damage; otherwise it cuts
-/// exactly at the end of the valid prefix.
+/// says the segment was synced past the damage, and otherwise cuts exactly
+/// at the end of the valid prefix.
 pub fn segment_tail(data: &[u8]) {
     let salt = Salt::new(SALT);
     let segment = SegmentId::FIRST;
@@ -39,7 +39,10 @@ pub fn segment_tail(data: &[u8]) {
     let stratum_core::Replayed::TornTail { valid_len, reason, .. } = replayed else { return };
     let tail = &file[valid_len as usize..];
     match judge_bad_tail(valid_len, reason, tail, &salt) {
-        Ok(TailDecision::Cut { to }) => assert_eq!(to, valid_len, "a cut elsewhere than the valid prefix's end"),
+        Ok(TailDecision::Cut { to }) => {
+            assert_eq!(to, valid_len, "a cut elsewhere than the valid prefix's end");
+            assert!(!has_mark_past(tail, &salt, valid_len), "cut although a valid mark says it was synced past it");
+        }
         Err(Defect::DamageBeforeDurable { valid_len: at, durable_upto, .. }) => {
             assert_eq!(at, valid_len);
             assert!(durable_upto > valid_len, "refused for a mark that does not reach past the damage");

@@ -82,7 +82,8 @@ impl Tokens {
             let role = match role {
                 "ro" => Role::ReadOnly,
                 "rw" => Role::ReadWrite,
-                other => return Err(format!("line {number}: role {other:?} is neither ro nor rw")),
+                // Not echoed: a line with its fields swapped holds a token there.
+                _ => return Err(format!("line {number}: the role (first field) is neither ro nor rw")),
             };
             if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len()) {
                 return Err(format!(

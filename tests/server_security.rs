@@ -258,6 +258,12 @@ async fn a_bad_token_file_stops_the_server_before_it_starts() {
     assert!(exited.stderr.contains("line 2") && exited.stderr.contains("neither ro nor rw"), "{}", exited.stderr);
     assert!(!exited.stderr.contains("0123456789abcdef"), "the error repeats a token: {}", exited.stderr);
     assert!(!data.exists(), "the data directory was created before the configuration was checked");
+
+    // Fields swapped: the token stands where the role should.
+    std::fs::write(&tokens, "9f1c2e0b7a4d4c1e8b3f6a5d2c9e7b10 rw\n").unwrap();
+    let exited = run_to_exit(&["--port", "0", "--data-dir", arg(&data), "--token-file", arg(&tokens)]).await;
+    assert!(!exited.status.success() && exited.stderr.contains("line 1"), "{}", exited.stderr);
+    assert!(!exited.stderr.contains("9f1c2e0b"), "the error repeats a token: {}", exited.stderr);
 }
 
 // ----- TLS -------------------------------------------------------------------

@@ -86,6 +86,22 @@ pub enum Defect {
         /// was synced.
         durable_upto: u64,
     },
+    /// A bad record in a format-2 active segment with a whole, newer
+    /// record after it: damage in the middle of the log, not a torn write
+    /// (format 2's judgement, which the upgrade keeps).
+    #[error(
+        "{reason}, and a whole, newer record follows at offset {next_record_at}: this is damage, not a torn write, \
+         so the upgrade will not cut off what follows (to accept losing it, keep a copy of the file and truncate it \
+         to {valid_len} bytes, then upgrade again)"
+    )]
+    DamageBeforeValidRecords {
+        /// What is wrong at the end of the valid prefix.
+        reason: Corruption,
+        /// The length of the valid prefix.
+        valid_len: u64,
+        /// Where the next whole record starts.
+        next_record_at: u64,
+    },
     /// The index points into a segment that is not open.
     #[error("the index points into a segment that is not open")]
     SegmentNotOpen,

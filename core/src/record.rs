@@ -272,14 +272,11 @@ impl Salt {
     }
 }
 
+/// Shows only whether the salt is a real one: its bytes are what keeps
+/// stored data from forging records, so they stay out of logs.
 impl std::fmt::Debug for Salt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.salted {
-            return f.write_str("Salt::UNSALTED");
-        }
-        write!(f, "Salt(")?;
-        self.bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
-        write!(f, ")")
+        f.write_str(if self.salted { "Salt(..)" } else { "Salt::UNSALTED" })
     }
 }
 
@@ -803,11 +800,13 @@ impl SegmentHeader {
         let len = match version {
             FORMAT_VERSION => SEGMENT_HEADER_LEN,
             UNSALTED_FORMAT_VERSION => UNSALTED_HEADER_LEN,
-            // A version of its own, or a damaged one?
+            // A version of its own, or a damaged one? Versions before the
+            // salt had the 20-byte header, later ones at least this one's.
             found => {
-                let h = bytes.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
-                let stored = u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"));
-                if crc32fast::hash(&h[..32]) != stored {
+                let len = if found < FORMAT_VERSION { UNSALTED_HEADER_LEN } else { SEGMENT_HEADER_LEN };
+                let h = bytes.get(..len).ok_or(HeaderError::Truncated)?;
+                let stored = u32::from_le_bytes(h[len - 4..].try_into().expect("4 bytes"));
+                if crc32fast::hash(&h[..len - 4]) != stored {
                     return Err(HeaderError::ChecksumMismatch);
                 }
                 return Err(HeaderError::UnsupportedVersion { found });

@@ -612,7 +612,9 @@ fn header_with_version(version: u16) -> [u8; SEGMENT_HEADER_LEN] {
 
 #[test]
 fn segment_header_with_an_unsupported_version_is_rejected() {
-    for version in [0, 1, FORMAT_VERSION + 1, u16::MAX] {
+    // (Versions before 3 had a 20-byte header: see
+    // `a_format_1_header_is_an_unsupported_version`.)
+    for version in [FORMAT_VERSION + 1, u16::MAX] {
         let expected = HeaderError::UnsupportedVersion { found: version };
         assert_eq!(SegmentHeader::decode(&header_with_version(version)), Err(expected), "version {version}");
         assert_eq!(SegmentHeader::decode_any(&header_with_version(version)), Err(expected), "version {version}");
@@ -744,7 +746,9 @@ fn the_unsalted_framing_is_the_plain_crc_of_the_record() {
     assert_eq!(record[0..4], crc32fast::hash(&record[4..]).to_le_bytes());
     assert!(matches!(scan(&record, &Salt::UNSALTED), Scan::Record(_)));
     assert_eq!(format!("{:?}", Salt::UNSALTED), "Salt::UNSALTED");
-    assert_eq!(format!("{:?}", salt()), format!("Salt({})", hex(b"stratum-testsalt")));
+    // The bytes stay out of logs.
+    assert_eq!(format!("{:?}", salt()), "Salt(..)");
+    assert!(!format!("{:?}", header(SegmentId::FIRST)).contains(&hex(b"stratum-testsalt")));
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -870,4 +874,21 @@ proptest! {
         prop_assert_eq!(&encoded.decode(), &columns);
         prop_assert_eq!(format!("{encoded:?}"), format!("{columns:?}"));
     }
+}
+
+/// A header of format 1 (20 bytes, like format 2's) is an unsupported
+/// version, not a checksum mismatch: its checksum is checked over its own
+/// 16 bytes, even when the file is only that long.
+#[test]
+fn a_format_1_header_is_an_unsupported_version() {
+    let mut header = SEGMENT_MAGIC.to_vec();
+    header.extend_from_slice(&1u16.to_le_bytes());
+    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&7u32.to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(SegmentHeader::decode(&header), Err(HeaderError::UnsupportedVersion { found: 1 }));
+    assert_eq!(SegmentHeader::decode_any(&header), Err(HeaderError::UnsupportedVersion { found: 1 }));
+    header[13] ^= 1;
+    assert_eq!(SegmentHeader::decode(&header), Err(HeaderError::ChecksumMismatch));
 }

@@ -12,10 +12,12 @@
 //! alone). Hint files are removed: the engine rewrites them. The rewritten
 //! `active.seg` ends in a durability mark, since all of it is synced.
 //!
-//! A format-2 `active.seg` may end in a torn write (a crash of the old
-//! server): that tail is cut off and reported, as the old server would have
-//! done at its next start. A bad record in a sealed or merged segment is
-//! an error, and nothing is changed.
+//! Every file is read and judged before any is rewritten. A format-2
+//! `active.seg` may end in a torn write (a crash of the old server): that
+//! tail is cut off and reported, as the old server would have done at its
+//! next start. A bad record in a sealed or merged segment, or one in the
+//! middle of `active.seg` (a whole, newer record after it), is an error,
+//! and nothing is changed.
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +79,9 @@ pub fn upgrade(fs: &dyn FileSystem, dir: &Path) -> Result<UpgradeReport> {
         })
         .collect();
     segments.sort();
+    // First every file is read and judged, then rewritten: damage anywhere
+    // stops the upgrade before any file has changed.
+    let mut planned = Vec::new();
     for (_, _, name) in segments {
         let path = dir.join(name);
         let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
@@ -91,8 +96,16 @@ pub fn upgrade(fs: &dyn FileSystem, dir: &Path) -> Result<UpgradeReport> {
             continue;
         }
         let active = name == ACTIVE_NAME;
-        let copied = rewrite(fs, &path, file.as_ref(), header.segment, active, &mut report)?;
-        report.records += copied;
+        let keep = judge(&path, file.as_ref(), active)?;
+        planned.push((path, file, header.segment, keep));
+    }
+    for (path, file, segment, keep) in planned {
+        if keep.valid_len < keep.file_len {
+            tracing::warn!(file = %path.display(), valid_len = keep.valid_len, dropped = keep.file_len - keep.valid_len,
+                "cutting off a torn tail of the format-2 active segment");
+            report.cut_tail = Some((keep.valid_len, keep.file_len - keep.valid_len));
+        }
+        report.records += rewrite(fs, &path, file.as_ref(), segment, &keep)?;
         report.rewritten.push(path);
     }
     for name in names.iter().filter(|n| n.ends_with(".hint")) {
@@ -103,68 +116,109 @@ pub fn upgrade(fs: &dyn FileSystem, dir: &Path) -> Result<UpgradeReport> {
     Ok(report)
 }
 
-/// Rewrites the format-2 segment at `path` with a fresh salt; returns the
-/// number of records copied.
-fn rewrite(
-    fs: &dyn FileSystem,
+/// What of a format-2 segment file is kept: its records up to `valid_len`.
+struct Keep {
+    valid_len: u64,
+    file_len: u64,
+    last_seq: u64,
+    active: bool,
+}
+
+/// Reads every record of the format-2 segment at `path` and decides what
+/// is kept. A bad record in a sealed or merged segment is an error. In the
+/// active segment it is a torn write, cut off, unless a whole, newer
+/// record follows it (format 2's own rule): then it is damage in the
+/// middle of the log, and the upgrade refuses, as the format-2 server did.
+fn judge(path: &Path, file: &dyn FileHandle, active: bool) -> Result<Keep> {
+    let file_len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
+    let (valid_len, last_seq, stop) = walk(path, file, file_len, |_| Ok(()))?;
+    let corrupt = |defect: Defect| Error::Corrupt { file: path.to_path_buf(), offset: valid_len, defect };
+    if let Some(reason) = stop {
+        if !active {
+            return Err(corrupt(reason.into()));
+        }
+        let mut tail = vec![0; (file_len - valid_len) as usize];
+        file.read_exact_at(&mut tail, valid_len).map_err(Error::io(format!("reading {}", path.display())))?;
+        if let Some(at) = newer_record_in(&tail, last_seq) {
+            let next_record_at = valid_len + at as u64;
+            return Err(corrupt(Defect::DamageBeforeValidRecords { reason, valid_len, next_record_at }));
+        }
+    }
+    Ok(Keep { valid_len, file_len, last_seq, active })
+}
+
+/// Where in `tail` (the bytes after a bad record) a whole format-2 record
+/// newer than `last_seq` starts, if one does: format 2's test for damage in
+/// the middle of the log. (Offset 0 is the bad record itself.)
+fn newer_record_in(tail: &[u8], last_seq: u64) -> Option<usize> {
+    (1..tail.len()).find(|&at| matches!(scan(&tail[at..], &Salt::UNSALTED), Scan::Record(r) if r.seq > last_seq))
+}
+
+/// Walks the format-2 records of `file` (`file_len` bytes) from the end of
+/// its header, handing each record's bytes to `each`, and returns the end
+/// of the last valid record, the largest sequence number seen, and what
+/// stopped the walk before the end of the file, if anything.
+fn walk(
     path: &Path,
     file: &dyn FileHandle,
-    segment: SegmentId,
-    active: bool,
-    report: &mut UpgradeReport,
-) -> Result<u64> {
-    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
-    let salt = segment::fresh_salt()?;
-    let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
-    let mut out = SegmentBuilder::new(out, tmp.clone());
-    out.buffer().extend_from_slice(&SegmentHeader { segment, salt }.encode());
-
+    file_len: u64,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(u64, u64, Option<Corruption>)> {
     let read_error = || Error::io(format!("reading {}", path.display()));
-    let file_len = file.len().map_err(read_error())?;
     // `buf` holds the file's bytes from `at` on.
     let (mut buf, mut at) = (Vec::new(), UNSALTED_HEADER_LEN as u64);
-    let (mut records, mut last_seq) = (0, 0);
-    let stop = loop {
+    let mut last_seq = 0;
+    loop {
         match scan(&buf, &Salt::UNSALTED) {
             Scan::Record(record) => {
                 let len = record.len();
                 last_seq = last_seq.max(record.seq);
-                let start = out.buffer().len();
-                out.buffer().extend_from_slice(&buf[..len]);
-                seal_record(&mut out.buffer()[start..], &salt);
-                out.maybe_flush()?;
+                each(&buf[..len])?;
                 buf.drain(..len);
                 at += len as u64;
-                records += 1;
             }
             Scan::Incomplete { needed } => {
                 let read_to = at + buf.len() as u64;
                 let remaining = file_len.saturating_sub(read_to);
                 if remaining == 0 {
-                    break (!buf.is_empty()).then_some(Corruption::Truncated { missing: needed - buf.len() });
+                    let stop = (!buf.is_empty()).then_some(Corruption::Truncated { missing: needed - buf.len() });
+                    return Ok((at, last_seq, stop));
                 }
                 let want = (needed.saturating_sub(buf.len()).max(READ_CHUNK) as u64).min(remaining) as usize;
                 let start = buf.len();
                 buf.resize(start + want, 0);
                 file.read_exact_at(&mut buf[start..], read_to).map_err(read_error())?;
             }
-            Scan::Invalid(corruption) => break Some(corruption),
+            Scan::Invalid(corruption) => return Ok((at, last_seq, Some(corruption))),
         }
-    };
-    if let Some(reason) = stop {
-        if !active {
-            let _ = fs.remove(&tmp);
-            return Err(Error::Corrupt { file: path.to_path_buf(), offset: at, defect: reason.into() });
-        }
-        tracing::warn!(file = %path.display(), valid_len = at, dropped = file_len - at, %reason,
-            "cutting off a torn tail of the format-2 active segment");
-        report.cut_tail = Some((at, file_len - at));
     }
-    if active && records > 0 {
+}
+
+/// Rewrites the format-2 segment at `path` with a fresh salt, keeping what
+/// `keep` says; returns the number of records copied.
+fn rewrite(fs: &dyn FileSystem, path: &Path, file: &dyn FileHandle, segment: SegmentId, keep: &Keep) -> Result<u64> {
+    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
+    let salt = segment::fresh_salt()?;
+    let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
+    let mut out = SegmentBuilder::new(out, tmp.clone());
+    out.buffer().extend_from_slice(&SegmentHeader { segment, salt }.encode());
+    let mut records = 0;
+    let copied = walk(path, file, keep.valid_len, |record| {
+        let start = out.buffer().len();
+        out.buffer().extend_from_slice(record);
+        seal_record(&mut out.buffer()[start..], &salt);
+        records += 1;
+        out.maybe_flush()
+    });
+    if let Err(e) = copied {
+        let _ = fs.remove(&tmp);
+        return Err(e);
+    }
+    if keep.active && records > 0 {
         // Everything before it is synced below: the engine will treat
         // damage there as damage, never as a torn write.
         let upto = out.len();
-        encode_record(out.buffer(), &salt, last_seq + 1, 0, &Mutation::Durable { upto });
+        encode_record(out.buffer(), &salt, keep.last_seq + 1, 0, &Mutation::Durable { upto });
     }
     out.finish()?;
     fs.rename(&tmp, path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))?;

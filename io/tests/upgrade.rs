@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use stratum_core::{Mutation, Salt, SegmentHeader, SegmentId, encode_record};
+use stratum_core::{Mutation, Salt, SegmentHeader, SegmentId, UNSALTED_HEADER_LEN, encode_record};
 use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name, upgrade};
 
 /// A format-2 segment header: magic, version 2, reserved, id, CRC-32 of
@@ -136,4 +136,28 @@ fn damage_in_a_format_2_sealed_segment_stops_the_upgrade_and_changes_nothing() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Damage in the middle of a format-2 `active.seg` (a whole, newer record
+/// after the bad one) is refused, as the format-2 server refused it, and
+/// nothing is changed: no file is rewritten, not even the older ones.
+#[test]
+fn damage_in_the_middle_of_a_format_2_active_segment_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let active = write_v2_store(dir.path());
+    let path = dir.path().join(ACTIVE_NAME);
+    let mut damaged = active.clone();
+    // The first record after the header: the update of input 2.
+    damaged[UNSALTED_HEADER_LEN + 30] ^= 0x04;
+    fs::write(&path, &damaged).unwrap();
+    let before: Vec<_> =
+        ["seg_001.seg", "seg_001.hint", ACTIVE_NAME].iter().map(|n| fs::read(dir.path().join(n)).unwrap()).collect();
+
+    let err = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap_err();
+    let Error::Corrupt { file, offset, .. } = &err else { panic!("expected corruption, got {err:?}") };
+    assert_eq!((file, *offset), (&path, UNSALTED_HEADER_LEN as u64));
+    assert!(err.to_string().contains("not a torn write"), "{err}");
+    let after: Vec<_> =
+        ["seg_001.seg", "seg_001.hint", ACTIVE_NAME].iter().map(|n| fs::read(dir.path().join(n)).unwrap()).collect();
+    assert_eq!(after, before, "a file changed although the upgrade refused");
 }

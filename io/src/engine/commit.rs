@@ -18,6 +18,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub(super) struct Durability {
     pub(super) state: Mutex<SyncState>,
+    /// Held for every fsync of the active segment (the group commit
+    /// leader's and `sync_active`'s), and until a failed one is recorded
+    /// in `state.failed`: on Linux the fsync after a failed one succeeds
+    /// without the dropped pages, so it must not start before the failure
+    /// is known, or it would count them durable. Taken after `writer` and
+    /// before `state`; never held while waiting for `writer`.
+    pub(super) gate: Mutex<()>,
     /// Signalled when an fsync ends (or the engine is poisoned).
     pub(super) synced: Condvar,
     /// Signalled when a writer starts waiting for an fsync: the leader of
@@ -93,12 +100,15 @@ impl Shared {
     /// or after a `ReserveIds` record outside `always`): everything
     /// appended is durable afterwards. A failure poisons the engine.
     pub(super) fn sync_active(&self, w: &Writer) -> Result<()> {
+        let gate = self.durability.gate.lock();
         if let Err(e) = w.file.sync_data() {
             let e = Error::io(format!("syncing segment {}", w.segment))(e);
             self.durability.state.lock().failed = Some(e.to_string().into());
+            drop(gate);
             self.set_poison(&e);
             return Err(e);
         }
+        drop(gate);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.mark_durable(w.appended);
         Ok(())
@@ -164,9 +174,16 @@ impl Shared {
                     let w = self.writer.lock();
                     (w.file.clone(), w.appended, w.segment, w.len, w.records_end)
                 };
+                let gate = self.durability.gate.lock();
                 let started = Instant::now();
                 let result = file.sync_data();
                 let took = started.elapsed();
+                if let Err(e) = &result {
+                    // Known before the gate opens: see `Durability::gate`.
+                    let reason = format!("syncing the active segment: {e}");
+                    self.durability.state.lock().failed.get_or_insert(reason.into());
+                }
+                drop(gate);
                 if result.is_ok() {
                     // Before any writer this fsync covered is answered.
                     self.mark_durable_upto(&mut self.writer.lock(), segment, upto, records);
@@ -180,15 +197,18 @@ impl Shared {
             // this lock, and that wakeup may have been missed.
             self.durability.synced.notify_all();
             match result {
-                // A rotation's fsync failed meanwhile: the loop answers.
+                // An fsync failed meanwhile (a rotation's, or one before
+                // this one whose dropped pages this one did not write): the
+                // loop answers.
                 Ok(()) if state.failed.is_some() => {}
                 Ok(()) => {
                     self.fsyncs.fetch_add(1, Ordering::Relaxed);
                     state.durable = state.durable.max(target);
                 }
                 Err(e) => {
-                    // Marked failed before the lock is let go: no thread can
-                    // start another fsync and count the lost bytes durable.
+                    // Marked failed inside the gate already, and so before
+                    // any other fsync could start and count the lost bytes
+                    // durable (see `Durability::gate`).
                     let e = Error::io("syncing the active segment")(e);
                     state.failed = Some(e.to_string().into());
                     self.set_poison(&e);

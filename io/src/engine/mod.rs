@@ -22,7 +22,9 @@
 //! 2. `Shared::writer`: serialises appends (check, encode, append, apply);
 //! 3. `Shared::index`: held only to look up or apply, never across IO, so
 //!    readers never wait for a write or an fsync;
-//! 4. `Durability::state` (`commit.rs`): who syncs and what is durable;
+//! 4. `Durability::gate` (`commit.rs`), held across every fsync of the
+//!    active segment, then `Durability::state`: who syncs and what is
+//!    durable;
 //! 5. `Shared::poison`;
 //! 6. `Shared::last_compaction`;
 //! 7. `SegmentFile::map` (`segment.rs`), the memory-map lock inside each

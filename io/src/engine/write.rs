@@ -92,7 +92,13 @@ impl Shared {
     /// cannot be appended is only logged: the writes it would cover are
     /// durable all the same.
     pub(super) fn mark_durable_upto(&self, w: &mut Writer, segment: SegmentId, upto: u64, records: u64) {
-        if w.segment != segment || records <= w.marked || self.durability.state.lock().failed.is_some() {
+        // Not into a poisoned engine's segment: a rotation that failed past
+        // its rename left `w` on a file that is sealed now.
+        if w.segment != segment
+            || records <= w.marked
+            || self.durability.state.lock().failed.is_some()
+            || self.poison.lock().is_some()
+        {
             return;
         }
         match self.append_unrotated(w, 0, &Mutation::Durable { upto }) {
@@ -151,6 +157,8 @@ impl Shared {
             let active_path = self.dir.join(ACTIVE_NAME);
             let next = w.segment.next().ok_or(Error::SegmentIdsExhausted)?;
             self.sync_active(w)?;
+            // A sealed segment is synced whole: it takes no more marks.
+            w.marked = w.records_end;
             let rename = format!("sealing {} as {}", active_path.display(), sealed_path.display());
             self.fs.rename(&active_path, &sealed_path).map_err(Error::io(rename))?;
             self.fs.sync_dir(&self.dir).map_err(Error::io(format!("syncing directory {}", self.dir.display())))?;
