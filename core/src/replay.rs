@@ -10,7 +10,7 @@
 //! sealed, so damage there is corruption.
 
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Corruption, SEGMENT_HEADER_LEN, Salt, Scan, scan};
+use crate::record::{Body, Corruption, SEGMENT_HEADER_LEN, Salt, Scan, scan};
 use crate::{Location, SegmentId};
 
 /// What may be done with a bad tail.
@@ -83,18 +83,26 @@ pub struct SegmentReplay {
     valid_len: u64,
     records: u64,
     ignored: u64,
+    /// The furthest offset a valid durability mark said was synced.
+    durable_upto: u64,
 }
 
 impl SegmentReplay {
     /// Starts replaying `segment`, salted with `salt` (from its header),
     /// at the first record after its header.
     pub fn new(segment: SegmentId, salt: Salt) -> Self {
-        SegmentReplay { segment, salt, valid_len: SEGMENT_HEADER_LEN as u64, records: 0, ignored: 0 }
+        SegmentReplay { segment, salt, valid_len: SEGMENT_HEADER_LEN as u64, records: 0, ignored: 0, durable_upto: 0 }
     }
 
     /// The file offset just past the last valid record so far.
     pub fn valid_len(&self) -> u64 {
         self.valid_len
+    }
+
+    /// The furthest offset a durability mark replayed so far says was
+    /// synced (0 if none): bytes past it may be in no fsync's reach yet.
+    pub fn durable_upto(&self) -> u64 {
+        self.durable_upto
     }
 
     /// Records applied so far.
@@ -125,6 +133,11 @@ impl SegmentReplay {
             let Some(location) = Location::new(self.segment, self.valid_len, len as u32) else {
                 return Feed::Stopped { consumed, corruption: Corruption::BeyondMaxOffset };
             };
+            if let Body::Durable { salt, upto } = body
+                && salt == *self.salt.bytes()
+            {
+                self.durable_upto = self.durable_upto.max(upto);
+            }
             let meta = RecordMeta { seq: record.seq, id: record.id, location };
             if sink.record(meta, body.into_effect()) == Applied::Ignored {
                 self.ignored += 1;

@@ -226,6 +226,19 @@ pub fn replay(
     sink: &mut impl RecordSink,
     policy: TailPolicy,
 ) -> Result<Replayed> {
+    replay_with_marks(file, path, segment, salt, sink, policy).map(|(replayed, _)| replayed)
+}
+
+/// [`replay`], and the furthest offset a durability mark in the valid
+/// prefix says was synced (0 if none).
+pub fn replay_with_marks(
+    file: &dyn FileHandle,
+    path: &Path,
+    segment: SegmentId,
+    salt: Salt,
+    sink: &mut impl RecordSink,
+    policy: TailPolicy,
+) -> Result<(Replayed, u64)> {
     let read_error = || Error::io(format!("reading {}", path.display()));
     let file_len = file.len().map_err(read_error())?;
     let mut replay = SegmentReplay::new(segment, salt);
@@ -254,11 +267,13 @@ pub fn replay(
             }
         }
     }
-    replay.finish(file_len, stop, policy).map_err(|e| Error::Corrupt {
+    let durable_upto = replay.durable_upto();
+    let replayed = replay.finish(file_len, stop, policy).map_err(|e| Error::Corrupt {
         file: path.to_path_buf(),
         offset: e.offset,
         defect: e.reason.into(),
-    })
+    })?;
+    Ok((replayed, durable_upto))
 }
 
 /// The hint file beside a segment file: `seg_001.seg` → `seg_001.hint`.

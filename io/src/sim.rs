@@ -68,9 +68,9 @@ struct Inode {
     /// truncation); then the next sync copies the whole file.
     rewritten: bool,
     /// Bytes a failed sync dropped (Linux marks the pages clean although
-    /// they never reached the disk): the next sync that succeeds leaves
-    /// zeros there on disk.
-    lost: Option<std::ops::Range<usize>>,
+    /// they never reached the disk) and nothing wrote again since: the
+    /// next sync that succeeds leaves zeros there on disk.
+    lost: Vec<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Default)]
@@ -227,7 +227,7 @@ impl SimFileSystem {
         for (path, &i) in &state.names {
             let data = state.inodes[i].data.clone();
             names.insert(path.clone(), inodes.len());
-            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: None });
+            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: Vec::new() });
         }
         let state = State { inodes, durable_names: names.clone(), names, dirs: state.dirs.clone(), ..State::default() };
         SimFileSystem { shared: Arc::new(Shared { state: Mutex::new(state), ..Shared::default() }) }
@@ -255,8 +255,15 @@ impl SimFileSystem {
                     data.extend_from_slice(&tail[..keep]);
                 }
             }
+            // What a failed sync dropped never reached the disk.
+            for lost in &inode.lost {
+                let end = lost.end.min(data.len());
+                if lost.start < end {
+                    data[lost.start..end].fill(0);
+                }
+            }
             names.insert(path.clone(), inodes.len());
-            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: None });
+            inodes.push(Inode { durable: data.clone(), data, rewritten: false, lost: Vec::new() });
         }
         let state = State { inodes, durable_names: names.clone(), names, dirs: state.dirs.clone(), ..State::default() };
         SimFileSystem { shared: Arc::new(Shared { state: Mutex::new(state), ..Shared::default() }) }
@@ -379,6 +386,17 @@ impl FileHandle for SimFile {
         if start < inode.durable.len() {
             inode.rewritten = true;
         }
+        // Written again: dirty pages, which the next sync writes.
+        let written_range = start..start + written;
+        inode.lost = std::mem::take(&mut inode.lost)
+            .into_iter()
+            .flat_map(|lost| {
+                let before = lost.start..lost.end.min(written_range.start);
+                let after = lost.start.max(written_range.end)..lost.end;
+                [before, after]
+            })
+            .filter(|r| r.start < r.end)
+            .collect();
         if inode.data.len() < start + written {
             inode.data.resize(start + written, 0);
         }
@@ -429,8 +447,7 @@ impl FileHandle for SimFile {
             // reached the disk, and the error is reported this once.
             let from = inode.durable.len();
             if from < inode.data.len() {
-                let lost = inode.lost.take().map_or(from, |l| l.start.min(from))..inode.data.len();
-                inode.lost = Some(lost);
+                inode.lost.push(from..inode.data.len());
             }
             return Err(e);
         }
@@ -441,7 +458,7 @@ impl FileHandle for SimFile {
             let synced = inode.durable.len();
             inode.durable.extend_from_slice(&inode.data[synced..]);
         }
-        if let Some(lost) = inode.lost.take() {
+        for lost in std::mem::take(&mut inode.lost) {
             let end = lost.end.min(inode.durable.len());
             if lost.start < end {
                 inode.durable[lost.start..end].fill(0);

@@ -134,18 +134,61 @@ pub(super) fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
     Ok(Recovered { keydir, files, active, merged, hinted })
 }
 
-/// Replays `active.seg` and cuts a torn tail off it; returns its length.
+/// Replays `active.seg`, cuts a torn tail off it and makes sure what it
+/// keeps is on the disk; returns its length.
 fn replay_active(file: &dyn FileHandle, path: &Path, id: SegmentId, salt: Salt, keydir: &mut KeyDir) -> Result<u64> {
     let policy = ReplayKind::Active.tail_policy();
-    let (valid_len, dropped, reason) = match segment::replay(file, path, id, salt, keydir, policy)? {
-        Replayed::Clean { len } => return Ok(len),
-        Replayed::TornTail { valid_len, dropped, reason } => (valid_len, dropped, reason),
+    let (replayed, durable_upto) = segment::replay_with_marks(file, path, id, salt, keydir, policy)?;
+    let len = match replayed {
+        Replayed::Clean { len } => len,
+        Replayed::TornTail { valid_len, dropped, reason } => {
+            cut_torn_tail(file, path, &salt, valid_len, dropped, reason)?
+        }
     };
+    resync_unmarked(file, path, durable_upto.max(SEGMENT_HEADER_LEN as u64), len)?;
+    Ok(len)
+}
+
+/// Writes the bytes of `active.seg` from `from` (where its last durability
+/// mark says it was synced) to `to` again, with the same content, and
+/// fsyncs them. The process that wrote them may have died right after an
+/// fsync of them failed: on Linux their pages are then clean in the page
+/// cache, so recovery reads them whole, yet no later fsync would write
+/// them, and a mark appended after new writes would claim them durable.
+/// Written again, they are dirty, and this fsync puts them on the disk.
+fn resync_unmarked(file: &dyn FileHandle, path: &Path, from: u64, to: u64) -> Result<()> {
+    let mut at = from;
+    let mut buf = vec![0; (to.saturating_sub(from) as usize).min(1 << 20)];
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at).map_err(Error::io(format!("reading {}", path.display())))?;
+        file.write_all_at(&buf[..n], at).map_err(Error::io(format!("rewriting {}", path.display())))?;
+        at += n as u64;
+    }
+    if from < to {
+        file.sync_data().map_err(Error::io(format!("syncing {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Judges the bad tail of `active.seg` and, if it is a torn write, cuts it
+/// off; returns the length kept.
+fn cut_torn_tail(
+    file: &dyn FileHandle,
+    path: &Path,
+    salt: &Salt,
+    valid_len: u64,
+    dropped: u64,
+    reason: stratum_core::Corruption,
+) -> Result<u64> {
     let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
     let mut tail = vec![0; (len - valid_len) as usize];
     file.read_exact_at(&mut tail, valid_len).map_err(Error::io(format!("reading {}", path.display())))?;
-    let TailDecision::Cut { to } = judge_bad_tail(valid_len, reason, &tail, &salt)
-        .map_err(|defect| Error::Corrupt { file: path.to_path_buf(), offset: valid_len, defect })?;
+    let TailDecision::Cut { to } = judge_bad_tail(valid_len, reason, &tail, salt).map_err(|defect| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: valid_len,
+        defect,
+    })?;
     tracing::warn!(file = %path.display(), valid_len, dropped, %reason, "cutting off a torn tail of the active segment");
     file.set_len(to).map_err(Error::io(format!("truncating torn tail of {}", path.display())))?;
     file.sync_data().map_err(Error::io(format!("syncing {}", path.display())))?;
