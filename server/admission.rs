@@ -38,15 +38,31 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 /// in an earlier tick than tonic's, which answers CANCELLED.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(1);
 
+/// What the service needs to know of the call it serves.
+#[derive(Clone)]
+struct CallContext {
+    /// When the call must be answered by, if the client set a deadline.
+    deadline: Option<Instant>,
+    /// The call's place among the calls in flight, if counted.
+    place: Option<Arc<OwnedSemaphorePermit>>,
+}
+
 tokio::task_local! {
-    /// When the call being served must be answered by.
-    static DEADLINE: Instant;
+    static CALL: CallContext;
 }
 
 /// The deadline of the call being served, if it has one and this runs
 /// inside it.
 pub fn deadline() -> Option<Instant> {
-    DEADLINE.try_with(|deadline| *deadline).ok()
+    CALL.try_with(|call| call.deadline).ok().flatten()
+}
+
+/// The place of the call being served among the calls in flight, if it has
+/// one: work the call hands to another thread holds it, so a call whose
+/// client gave up (or whose deadline passed) still counts against the
+/// limit until that work ends, and cancelling calls cannot pile work up.
+pub fn place() -> Option<Arc<OwnedSemaphorePermit>> {
+    CALL.try_with(|call| call.place.clone()).ok().flatten()
 }
 
 /// The [`Layer`] that admits calls (see the module doc).
@@ -138,18 +154,19 @@ where
             },
         };
         let timeout = grpc_timeout(request.headers());
-        let call = self.inner.call(request);
-        let Some(timeout) = timeout else {
-            return Box::pin(async move {
-                let _in_flight = (permit, on_connection);
-                call.await
-            });
+        let deadline = timeout.map(|timeout| received + timeout.saturating_sub(DEADLINE_MARGIN));
+        let place = permit.map(Arc::new);
+        // A streaming call is in flight until its response's last message,
+        // not only until its headers: the body holds the place and the
+        // connection's count.
+        let in_flight = (place.clone(), on_connection);
+        let call = CALL.scope(CallContext { deadline, place }, self.inner.call(request));
+        let Some((timeout, deadline)) = timeout.zip(deadline) else {
+            return Box::pin(async move { call.await.map(|response| hold_until_sent(response, in_flight)) });
         };
-        let deadline = received + timeout.saturating_sub(DEADLINE_MARGIN);
         Box::pin(async move {
-            let _in_flight = (permit, on_connection);
-            match tokio::time::timeout_at(deadline.into(), DEADLINE.scope(deadline, call)).await {
-                Ok(response) => response,
+            match tokio::time::timeout_at(deadline.into(), call).await {
+                Ok(response) => response.map(|response| hold_until_sent(response, in_flight)),
                 Err(_) => Ok(Status::deadline_exceeded(format!(
                     "deadline exceeded: the call's timeout of {timeout:?} passed before the server answered"
                 ))
@@ -167,6 +184,37 @@ fn connection_calls<B>(request: &http::Request<B>) -> Option<&Arc<Calls>> {
         return Some(&info.calls);
     }
     extensions.get::<TlsConnectInfo<TrackedInfo<TcpConnectInfo>>>().map(|info| &info.get_ref().calls)
+}
+
+/// `response` with a body that keeps `guard` until it has been sent.
+fn hold_until_sent<G: Send + Unpin + 'static>(response: http::Response<Body>, guard: G) -> http::Response<Body> {
+    response.map(|inner| Body::new(Guarded { inner, _guard: guard }))
+}
+
+/// A response body holding a guard until it ends (or is dropped).
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response with `status` and no message.

@@ -289,7 +289,8 @@ mod tests {
         };
         refused("", "no tokens");
         refused("# only a comment\n", "no tokens");
-        refused("admin 0123456789abcdef\n", "line 1: role \"admin\"");
+        refused("admin 0123456789abcdef\n", "line 1: the role");
+        refused("0123456789abcdef rw\n", "line 1: the role");
         refused("rw\n", "line 1: expected");
         refused("rw 0123456789abcdef extra\n", "line 1: expected");
         refused("rw short\n", "16 to 4096");

@@ -58,9 +58,15 @@ impl LseService {
     {
         let engine = self.engine.clone();
         let deadline = admission::deadline();
-        let run = move || match deadline {
-            Some(deadline) if Instant::now() >= deadline => None,
-            _ => Some(f(&engine)),
+        // Released when the engine call ends, not when its client is
+        // answered (see `admission::place`).
+        let place = admission::place();
+        let run = move || {
+            let _place = place;
+            match deadline {
+                Some(deadline) if Instant::now() >= deadline => None,
+                _ => Some(f(&engine)),
+            }
         };
         match tokio::task::spawn_blocking(run).await {
             Ok(Some(result)) => result.map(Response::new).map_err(convert::status),

@@ -567,6 +567,25 @@ async fn a_connection_idle_past_the_limit_is_closed_and_one_with_a_call_in_fligh
     assert_eq!(html, "<p>idle</p>");
 }
 
+/// A streaming call is in flight until its stream ends, not only until its
+/// first answer: a health Watch keeps its connection from being closed as
+/// idle.
+#[tokio::test]
+async fn a_connection_with_an_open_stream_is_not_idle() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("data"), &["--max-connection-idle-secs", "1"]).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().expect("the current status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // Well past the idle time, the stream is still open: no end, no error,
+    // just no news.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let next = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+    assert!(next.is_err(), "the watch ended while it was open: {next:?}");
+}
+
 /// Opens an HTTP/2 connection by hand and then never answers anything (in
 /// particular no PING): how long until the server closes it, if it does
 /// within `within`.
