@@ -48,20 +48,7 @@ const FILL_LIMIT: Duration = Duration::from_secs(60);
 const WRITES_AFTER: usize = 8;
 
 fn server_args() -> Vec<&'static str> {
-    vec![
-        "--sync",
-        "always",
-        "--segment-bytes",
-        "65536",
-        "--compact-interval-secs",
-        "1",
-        "--compact-min-garbage-bytes",
-        "1",
-        "--compact-min-garbage-ratio",
-        "0",
-        "--max-value-bytes",
-        MAX_VALUE_BYTES_ARG,
-    ]
+    durability_oracle::server_args("65536")
 }
 
 /// A tmpfs mounted on a temporary directory for as long as this lives.

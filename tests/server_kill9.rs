@@ -41,22 +41,9 @@ const DEFAULT_CYCLES: usize = 40;
 const SHAPE: Shape = Shape { problems: 6, cases: 10 };
 
 fn server_args() -> Vec<&'static str> {
-    vec![
-        "--sync",
-        "always",
-        "--segment-bytes",
-        "4096",
-        "--compact-interval-secs",
-        "1",
-        "--compact-min-garbage-bytes",
-        "1",
-        "--compact-min-garbage-ratio",
-        "0",
-        "--max-value-bytes",
-        MAX_VALUE_BYTES_ARG,
-        "--log",
-        "info",
-    ]
+    let mut args = durability_oracle::server_args("4096");
+    args.extend(["--log", "info"]);
+    args
 }
 
 fn env_number(name: &str) -> Option<u64> {

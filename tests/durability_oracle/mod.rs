@@ -42,6 +42,26 @@ const OVERSIZE_BYTES: usize = 120_000;
 /// drawn value, below [`OVERSIZE_BYTES`].
 pub const MAX_VALUE_BYTES_ARG: &str = "100000";
 
+/// The server flags both durability tests run with: `--sync always`,
+/// segments of `segment_bytes`, an eager background compactor (every
+/// second, whatever the garbage) and the value limit above.
+pub fn server_args(segment_bytes: &'static str) -> Vec<&'static str> {
+    vec![
+        "--sync",
+        "always",
+        "--segment-bytes",
+        segment_bytes,
+        "--compact-interval-secs",
+        "1",
+        "--compact-min-garbage-bytes",
+        "1",
+        "--compact-min-garbage-ratio",
+        "0",
+        "--max-value-bytes",
+        MAX_VALUE_BYTES_ARG,
+    ]
+}
+
 const TAG_WRITER_SHIFT: u32 = 40;
 
 // ----- a seeded generator ---------------------------------------------------
