@@ -90,26 +90,32 @@ impl Lse for Ceiling {
         &self,
         _: Request<proto::CreateProblemRequest>,
     ) -> Result<Response<proto::CreateProblemResponse>, Status> {
-        Ok(Response::new(proto::CreateProblemResponse { problem_id: self.ids.fetch_add(1, Ordering::Relaxed) }))
+        Ok(Response::new(proto::CreateProblemResponse {
+            problem_id: self.ids.fetch_add(1, Ordering::Relaxed),
+            ..Default::default()
+        }))
     }
     async fn get_problem_html(
         &self,
         r: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemHtmlResponse>, Status> {
         let id = r.into_inner().problem_id as usize;
-        Ok(Response::new(proto::GetProblemHtmlResponse { html: self.blobs[id % self.blobs.len()].clone() }))
+        Ok(Response::new(proto::GetProblemHtmlResponse {
+            html: self.blobs[id % self.blobs.len()].clone(),
+            ..Default::default()
+        }))
     }
     async fn get_problem_meta(
         &self,
         _: Request<proto::ProblemRef>,
     ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
-        Ok(Response::new(proto::GetProblemMetaResponse { columns: self.columns.clone() }))
+        Ok(Response::new(proto::GetProblemMetaResponse { columns: self.columns.clone(), ..Default::default() }))
     }
     async fn update_problem_html(
         &self,
         _: Request<proto::UpdateProblemHtmlRequest>,
     ) -> Result<Response<proto::UpdateProblemHtmlResponse>, Status> {
-        Ok(Response::new(proto::UpdateProblemHtmlResponse {}))
+        Ok(Response::new(proto::UpdateProblemHtmlResponse { ..Default::default() }))
     }
     async fn update_problem_column(
         &self,
@@ -133,7 +139,10 @@ impl Lse for Ceiling {
         &self,
         _: Request<proto::AddTestCaseRequest>,
     ) -> Result<Response<proto::AddTestCaseResponse>, Status> {
-        Ok(Response::new(proto::AddTestCaseResponse { test_case_id: self.ids.fetch_add(1, Ordering::Relaxed) }))
+        Ok(Response::new(proto::AddTestCaseResponse {
+            test_case_id: self.ids.fetch_add(1, Ordering::Relaxed),
+            ..Default::default()
+        }))
     }
     async fn get_test_case(
         &self,
@@ -143,6 +152,7 @@ impl Lse for Ceiling {
         let value = self.values[id as usize % self.values.len()].clone();
         Ok(Response::new(proto::GetTestCaseResponse {
             test_case: Some(proto::TestCase { test_case_id: id, value: Some(value) }),
+            ..Default::default()
         }))
     }
     async fn get_all_test_cases(
@@ -155,7 +165,7 @@ impl Lse for Ceiling {
         &self,
         _: Request<proto::UpdateTestCaseRequest>,
     ) -> Result<Response<proto::UpdateTestCaseResponse>, Status> {
-        Ok(Response::new(proto::UpdateTestCaseResponse {}))
+        Ok(Response::new(proto::UpdateTestCaseResponse { ..Default::default() }))
     }
     async fn delete_test_case(
         &self,
@@ -167,7 +177,7 @@ impl Lse for Ceiling {
         &self,
         _: Request<proto::SetExpectedOutputRequest>,
     ) -> Result<Response<proto::SetExpectedOutputResponse>, Status> {
-        Ok(Response::new(proto::SetExpectedOutputResponse {}))
+        Ok(Response::new(proto::SetExpectedOutputResponse { ..Default::default() }))
     }
     async fn get_expected_output(
         &self,
@@ -175,7 +185,11 @@ impl Lse for Ceiling {
     ) -> Result<Response<proto::GetExpectedOutputResponse>, Status> {
         let id = r.into_inner().test_case_id;
         let value = self.values[(id as usize + 1) % self.values.len()].clone();
-        Ok(Response::new(proto::GetExpectedOutputResponse { test_case_id: id, value: Some(value) }))
+        Ok(Response::new(proto::GetExpectedOutputResponse {
+            test_case_id: id,
+            value: Some(value),
+            ..Default::default()
+        }))
     }
     async fn update_expected_output(
         &self,
@@ -199,6 +213,61 @@ impl Lse for Ceiling {
         &self,
         _: Request<proto::CompactNowRequest>,
     ) -> Result<Response<proto::CompactNowResponse>, Status> {
+        unimplemented()
+    }
+
+    type GetProblemStreamStream = <stratum::LseService as Lse>::GetProblemStreamStream;
+    async fn import_problem(
+        &self,
+        r: Request<proto::ImportProblemRequest>,
+    ) -> Result<Response<proto::ImportProblemResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn import_problem_stream(
+        &self,
+        r: Request<tonic::Streaming<proto::ImportProblemRequest>>,
+    ) -> Result<Response<proto::ImportProblemResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn get_problem(
+        &self,
+        r: Request<proto::GetProblemRequest>,
+    ) -> Result<Response<proto::GetProblemResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn get_problem_stream(
+        &self,
+        r: Request<proto::GetProblemRequest>,
+    ) -> Result<Response<Self::GetProblemStreamStream>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn replace_test_cases(
+        &self,
+        r: Request<proto::ReplaceTestCasesRequest>,
+    ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn replace_test_cases_stream(
+        &self,
+        r: Request<tonic::Streaming<proto::ReplaceTestCasesRequest>>,
+    ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn batch(&self, r: Request<proto::BatchRequest>) -> Result<Response<proto::BatchResponse>, Status> {
+        let _ = r;
+        unimplemented()
+    }
+    async fn move_test_case(
+        &self,
+        r: Request<proto::MoveTestCaseRequest>,
+    ) -> Result<Response<proto::MoveTestCaseResponse>, Status> {
+        let _ = r;
         unimplemented()
     }
 }
@@ -244,7 +313,7 @@ impl Lse for BlockingReads {
         let id = checked(r.into_inner().problem_id, "problem_id")?;
         let blob = self.blocking(move |engine| engine.document_blob(id)).await?;
         let html = String::from_utf8(blob).map_err(|_| Status::data_loss("blob is not UTF-8"))?;
-        Ok(Response::new(proto::GetProblemHtmlResponse { html }))
+        Ok(Response::new(proto::GetProblemHtmlResponse { html, ..Default::default() }))
     }
     async fn get_problem_meta(
         &self,
@@ -252,7 +321,7 @@ impl Lse for BlockingReads {
     ) -> Result<Response<proto::GetProblemMetaResponse>, Status> {
         let id = checked(r.into_inner().problem_id, "problem_id")?;
         let columns = self.blocking(move |engine| engine.document_columns(id)).await?;
-        Ok(Response::new(proto::GetProblemMetaResponse { columns }))
+        Ok(Response::new(proto::GetProblemMetaResponse { columns, ..Default::default() }))
     }
     async fn update_problem_html(
         &self,
@@ -293,6 +362,7 @@ impl Lse for BlockingReads {
         let value = self.blocking(move |engine| engine.input(doc, input)).await?;
         Ok(Response::new(proto::GetTestCaseResponse {
             test_case: Some(proto::TestCase { test_case_id: input, value: Some(wire(&value)) }),
+            ..Default::default()
         }))
     }
     async fn get_all_test_cases(
@@ -326,7 +396,11 @@ impl Lse for BlockingReads {
         let r = r.into_inner();
         let (doc, input) = (checked(r.problem_id, "problem_id")?, checked(r.test_case_id, "test_case_id")?);
         let value = self.blocking(move |engine| engine.output(doc, input)).await?;
-        Ok(Response::new(proto::GetExpectedOutputResponse { test_case_id: input, value: Some(wire(&value)) }))
+        Ok(Response::new(proto::GetExpectedOutputResponse {
+            test_case_id: input,
+            value: Some(wire(&value)),
+            ..Default::default()
+        }))
     }
     async fn update_expected_output(
         &self,
@@ -351,6 +425,53 @@ impl Lse for BlockingReads {
         r: Request<proto::CompactNowRequest>,
     ) -> Result<Response<proto::CompactNowResponse>, Status> {
         self.inner.compact_now(r).await
+    }
+
+    type GetProblemStreamStream = <stratum::LseService as Lse>::GetProblemStreamStream;
+    async fn import_problem(
+        &self,
+        r: Request<proto::ImportProblemRequest>,
+    ) -> Result<Response<proto::ImportProblemResponse>, Status> {
+        self.inner.import_problem(r).await
+    }
+    async fn import_problem_stream(
+        &self,
+        r: Request<tonic::Streaming<proto::ImportProblemRequest>>,
+    ) -> Result<Response<proto::ImportProblemResponse>, Status> {
+        self.inner.import_problem_stream(r).await
+    }
+    async fn get_problem(
+        &self,
+        r: Request<proto::GetProblemRequest>,
+    ) -> Result<Response<proto::GetProblemResponse>, Status> {
+        self.inner.get_problem(r).await
+    }
+    async fn get_problem_stream(
+        &self,
+        r: Request<proto::GetProblemRequest>,
+    ) -> Result<Response<Self::GetProblemStreamStream>, Status> {
+        self.inner.get_problem_stream(r).await
+    }
+    async fn replace_test_cases(
+        &self,
+        r: Request<proto::ReplaceTestCasesRequest>,
+    ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
+        self.inner.replace_test_cases(r).await
+    }
+    async fn replace_test_cases_stream(
+        &self,
+        r: Request<tonic::Streaming<proto::ReplaceTestCasesRequest>>,
+    ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
+        self.inner.replace_test_cases_stream(r).await
+    }
+    async fn batch(&self, r: Request<proto::BatchRequest>) -> Result<Response<proto::BatchResponse>, Status> {
+        self.inner.batch(r).await
+    }
+    async fn move_test_case(
+        &self,
+        r: Request<proto::MoveTestCaseRequest>,
+    ) -> Result<Response<proto::MoveTestCaseResponse>, Status> {
+        self.inner.move_test_case(r).await
     }
 }
 
@@ -501,17 +622,35 @@ async fn one_call(client: &mut LseClient<Channel>, mix: Mix, work: &Work, rng: &
         },
     };
     match op {
-        0 => drop(client.get_problem_html(proto::ProblemRef { problem_id }).await?),
-        1 => drop(client.get_problem_meta(proto::ProblemRef { problem_id }).await?),
-        2 => drop(client.get_test_case(proto::TestCaseRef { problem_id, test_case_id }).await?),
-        3 => drop(client.get_expected_output(proto::TestCaseRef { problem_id, test_case_id }).await?),
-        4 => drop(client.add_test_case(proto::AddTestCaseRequest { problem_id, value: value() }).await?),
+        0 => drop(client.get_problem_html(proto::ProblemRef { problem_id, ..Default::default() }).await?),
+        1 => drop(client.get_problem_meta(proto::ProblemRef { problem_id, ..Default::default() }).await?),
+        2 => drop(client.get_test_case(proto::TestCaseRef { problem_id, test_case_id, ..Default::default() }).await?),
+        3 => drop(
+            client.get_expected_output(proto::TestCaseRef { problem_id, test_case_id, ..Default::default() }).await?,
+        ),
+        4 => drop(
+            client
+                .add_test_case(proto::AddTestCaseRequest { problem_id, value: value(), ..Default::default() })
+                .await?,
+        ),
         5 => drop(
-            client.update_test_case(proto::UpdateTestCaseRequest { problem_id, test_case_id, value: value() }).await?,
+            client
+                .update_test_case(proto::UpdateTestCaseRequest {
+                    problem_id,
+                    test_case_id,
+                    value: value(),
+                    ..Default::default()
+                })
+                .await?,
         ),
         6 => drop(
             client
-                .set_expected_output(proto::SetExpectedOutputRequest { problem_id, test_case_id, value: value() })
+                .set_expected_output(proto::SetExpectedOutputRequest {
+                    problem_id,
+                    test_case_id,
+                    value: value(),
+                    ..Default::default()
+                })
                 .await?,
         ),
         7 => drop(
@@ -519,6 +658,7 @@ async fn one_call(client: &mut LseClient<Channel>, mix: Mix, work: &Work, rng: &
                 .update_problem_html(proto::UpdateProblemHtmlRequest {
                     problem_id,
                     html: work.blobs[rng.below(work.blobs.len())].clone(),
+                    ..Default::default()
                 })
                 .await?,
         ),

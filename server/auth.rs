@@ -190,7 +190,7 @@ pub fn access(path: &str) -> Access {
 pub fn lse_access(method: &str) -> Option<Access> {
     Some(match method {
         "GetProblemHtml" | "GetProblemMeta" | "ListProblems" | "GetTestCase" | "GetAllTestCases"
-        | "GetExpectedOutput" | "GetStats" => Access::Read,
+        | "GetExpectedOutput" | "GetStats" | "GetProblem" | "GetProblemStream" => Access::Read,
         "CreateProblem"
         | "UpdateProblemHtml"
         | "UpdateProblemColumn"
@@ -201,6 +201,12 @@ pub fn lse_access(method: &str) -> Option<Access> {
         | "SetExpectedOutput"
         | "UpdateExpectedOutput"
         | "DeleteExpectedOutput"
+        | "ImportProblem"
+        | "ImportProblemStream"
+        | "ReplaceTestCases"
+        | "ReplaceTestCasesStream"
+        | "Batch"
+        | "MoveTestCase"
         | "Flush"
         | "CompactNow" => Access::Write,
         _ => return None,
@@ -231,7 +237,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("rpc "))
             .map(|rest| rest.split('(').next().unwrap().trim())
             .collect();
-        assert_eq!(methods.len(), 19, "{methods:?}");
+        assert_eq!(methods.len(), 27, "{methods:?}");
         for method in methods {
             assert!(lse_access(method).is_some(), "{method} is not classified as a read or a write");
         }

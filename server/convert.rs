@@ -22,6 +22,13 @@ pub fn status(error: Error) -> Status {
         other => other.to_string(),
     };
     match error {
+        Error::VersionMismatch { document, current, .. } => {
+            let mut status = Status::aborted(message.replace("document", "problem"));
+            let metadata = status.metadata_mut();
+            metadata.insert("lse-current-version", current.into());
+            metadata.insert("lse-problem-id", document.into());
+            status
+        }
         Error::NotFound(_) => Status::not_found(message),
         Error::Invalid(_) => Status::invalid_argument(message),
         Error::Corrupt { .. } => Status::data_loss(message),
@@ -30,6 +37,35 @@ pub fn status(error: Error) -> Status {
         Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
         Error::SegmentIdsExhausted | Error::MergedTooLarge => Status::resource_exhausted(message),
         Error::Io { .. } => Status::internal(message),
+    }
+}
+
+/// Why an engine call failed: an engine error, or a status the call
+/// decided itself (a stale version on a read, html that is not UTF-8).
+#[derive(Debug)]
+pub enum Failed {
+    Engine(Error),
+    Status(Status),
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed::Engine(error)
+    }
+}
+
+impl From<Status> for Failed {
+    fn from(status: Status) -> Failed {
+        Failed::Status(status)
+    }
+}
+
+impl Failed {
+    pub fn into_status(self) -> Status {
+        match self {
+            Failed::Engine(error) => status(error),
+            Failed::Status(status) => status,
+        }
     }
 }
 

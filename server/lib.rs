@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 mod convert;
 pub mod idle;
+mod problems;
 pub mod security;
 mod service;
 

@@ -111,8 +111,12 @@ async fn client_run(mut c: Client, k: u64, deadline: Instant) -> (BTreeMap<u64, 
             5 if !chain.is_empty() => {
                 let tc = *rng.pick(&chain);
                 let value = rng.value(k, n);
-                let request =
-                    proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tc, value: Some(value.clone()) };
+                let request = proto::UpdateTestCaseRequest {
+                    problem_id: p,
+                    test_case_id: tc,
+                    value: Some(value.clone()),
+                    ..Default::default()
+                };
                 c.update_test_case(request).await.expect("UpdateTestCase");
                 mine.get_mut(&p).unwrap().values.insert(tc, canon(&value));
                 assert_eq!(test_case(&mut c, p, tc).await, canon(&value), "client {k}: updated {tc}");
@@ -120,30 +124,39 @@ async fn client_run(mut c: Client, k: u64, deadline: Instant) -> (BTreeMap<u64, 
             6 if !with_output.is_empty() => {
                 let tc = *rng.pick(&with_output);
                 let value = rng.value(k, n);
-                let request =
-                    proto::UpdateExpectedOutputRequest { problem_id: p, test_case_id: tc, value: Some(value.clone()) };
+                let request = proto::UpdateExpectedOutputRequest {
+                    problem_id: p,
+                    test_case_id: tc,
+                    value: Some(value.clone()),
+                    ..Default::default()
+                };
                 c.update_expected_output(request).await.expect("UpdateExpectedOutput");
                 mine.get_mut(&p).unwrap().outputs.insert(tc, canon(&value));
                 assert_eq!(output(&mut c, p, tc).await, Some(canon(&value)), "client {k}: updated output of {tc}");
             }
             7 => {
                 let html_text = format!("<h1>client {k} problem {p} op {n}</h1>");
-                let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: html_text.clone() };
+                let request =
+                    proto::UpdateProblemHtmlRequest { problem_id: p, html: html_text.clone(), ..Default::default() };
                 c.update_problem_html(request).await.expect("UpdateProblemHtml");
                 mine.get_mut(&p).unwrap().html = html_text.clone();
                 assert_eq!(html(&mut c, p).await, html_text, "client {k}: html of {p}");
             }
             8 => {
                 let name = format!("c{}", rng.below(4));
-                let request =
-                    proto::UpdateProblemColumnRequest { problem_id: p, name: name.clone(), value: n.to_string() };
+                let request = proto::UpdateProblemColumnRequest {
+                    problem_id: p,
+                    name: name.clone(),
+                    value: n.to_string(),
+                    ..Default::default()
+                };
                 c.update_problem_column(request).await.expect("UpdateProblemColumn");
                 mine.get_mut(&p).unwrap().columns.insert(name, n.to_string());
                 assert_eq!(meta(&mut c, p).await, mine[&p].columns, "client {k}: columns of {p}");
             }
             9 if chain.len() > 2 => {
                 let tc = *rng.pick(&chain);
-                c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tc })
+                c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tc, ..Default::default() })
                     .await
                     .expect("DeleteTestCase");
                 let e = mine.get_mut(&p).unwrap();
@@ -155,15 +168,18 @@ async fn client_run(mut c: Client, k: u64, deadline: Instant) -> (BTreeMap<u64, 
             }
             9 if !with_output.is_empty() => {
                 let tc = *rng.pick(&with_output);
-                let request = proto::TestCaseRef { problem_id: p, test_case_id: tc };
+                let request = proto::TestCaseRef { problem_id: p, test_case_id: tc, ..Default::default() };
                 c.delete_expected_output(request).await.expect("DeleteExpectedOutput");
                 mine.get_mut(&p).unwrap().outputs.remove(&tc);
                 assert_eq!(output(&mut c, p, tc).await, None, "client {k}: deleted output of {tc}");
             }
             10 if ids.len() > 3 => {
-                c.delete_problem(proto::ProblemRef { problem_id: p }).await.expect("DeleteProblem");
+                c.delete_problem(proto::ProblemRef { problem_id: p, ..Default::default() })
+                    .await
+                    .expect("DeleteProblem");
                 mine.remove(&p);
-                let status = c.get_problem_html(proto::ProblemRef { problem_id: p }).await.unwrap_err();
+                let status =
+                    c.get_problem_html(proto::ProblemRef { problem_id: p, ..Default::default() }).await.unwrap_err();
                 assert_eq!(status.code(), tonic::Code::NotFound, "client {k}: deleted problem {p}");
             }
             _ => {
@@ -274,7 +290,8 @@ async fn compact_now_alongside_one_writer_never_hangs() {
     let mut writes = 0;
     while Instant::now() < deadline {
         let p = problems[writes % problems.len()];
-        let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: format!("v{writes}") };
+        let request =
+            proto::UpdateProblemHtmlRequest { problem_id: p, html: format!("v{writes}"), ..Default::default() };
         let written = tokio::time::timeout(HANG, writer.update_problem_html(request)).await;
         written.unwrap_or_else(|_| panic!("a write hung for {HANG:?} after {writes} writes")).unwrap();
         writes += 1;

@@ -50,12 +50,12 @@ impl Fixture {
         let mut fresh = self.server.client().await;
         let p = create(&mut fresh, "still serving", Columns::new()).await;
         assert_eq!(html(&mut fresh, p).await, "still serving");
-        fresh.delete_problem(proto::ProblemRef { problem_id: p }).await.unwrap();
+        fresh.delete_problem(proto::ProblemRef { problem_id: p, ..Default::default() }).await.unwrap();
         self.records += 2;
     }
 
     fn tc_ref(&self, problem_id: u64, test_case_id: u64) -> proto::TestCaseRef {
-        proto::TestCaseRef { problem_id, test_case_id }
+        proto::TestCaseRef { problem_id, test_case_id, ..Default::default() }
     }
 }
 
@@ -66,18 +66,23 @@ const UNKNOWN: u64 = 987_654_321;
 #[tokio::test]
 async fn unknown_problem_id_is_not_found_on_every_problem_rpc() {
     let mut f = Fixture::new().await;
-    let r = proto::ProblemRef { problem_id: UNKNOWN };
+    let r = proto::ProblemRef { problem_id: UNKNOWN, ..Default::default() };
     let id = &format!("problem {UNKNOWN} not found");
     let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
     assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
-    let html_req = proto::UpdateProblemHtmlRequest { problem_id: UNKNOWN, html: "x".into() };
+    let html_req = proto::UpdateProblemHtmlRequest { problem_id: UNKNOWN, html: "x".into(), ..Default::default() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
-    let col_req = proto::UpdateProblemColumnRequest { problem_id: UNKNOWN, name: "n".into(), value: "v".into() };
+    let col_req = proto::UpdateProblemColumnRequest {
+        problem_id: UNKNOWN,
+        name: "n".into(),
+        value: "v".into(),
+        ..Default::default()
+    };
     assert_status(f.c.update_problem_column(col_req).await, Code::NotFound, needles);
-    let add_req = proto::AddTestCaseRequest { problem_id: UNKNOWN, value: Some(int(1)) };
+    let add_req = proto::AddTestCaseRequest { problem_id: UNKNOWN, value: Some(int(1)), ..Default::default() };
     assert_status(f.c.add_test_case(add_req).await, Code::NotFound, needles);
     let tc = f.tc_ref(UNKNOWN, f.test_case);
     assert_status(f.c.get_test_case(tc).await, Code::NotFound, needles);
@@ -90,24 +95,30 @@ async fn deleted_problem_is_not_found() {
     let mut f = Fixture::new().await;
     let gone = create(&mut f.c, "doomed", columns(&[("a", "b")])).await;
     let tc = add(&mut f.c, gone, int(1)).await;
-    f.c.delete_problem(proto::ProblemRef { problem_id: gone }).await.unwrap();
+    f.c.delete_problem(proto::ProblemRef { problem_id: gone, ..Default::default() }).await.unwrap();
     f.records = stats(&mut f.c).await.records;
 
-    let r = proto::ProblemRef { problem_id: gone };
+    let r = proto::ProblemRef { problem_id: gone, ..Default::default() };
     let id = format!("problem {gone} not found");
     let needles = &[id.as_str()];
     assert_status(f.c.get_problem_html(r).await, Code::NotFound, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::NotFound, needles);
     assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, needles);
     assert_status(f.c.delete_problem(r).await, Code::NotFound, needles);
-    let html_req = proto::UpdateProblemHtmlRequest { problem_id: gone, html: "back".into() };
+    let html_req = proto::UpdateProblemHtmlRequest { problem_id: gone, html: "back".into(), ..Default::default() };
     assert_status(f.c.update_problem_html(html_req).await, Code::NotFound, needles);
-    let add_req = proto::AddTestCaseRequest { problem_id: gone, value: Some(int(1)) };
+    let add_req = proto::AddTestCaseRequest { problem_id: gone, value: Some(int(1)), ..Default::default() };
     assert_status(f.c.add_test_case(add_req).await, Code::NotFound, needles);
     assert_status(f.c.get_test_case(f.tc_ref(gone, tc)).await, Code::NotFound, needles);
-    let upd = proto::UpdateTestCaseRequest { problem_id: gone, test_case_id: tc, value: Some(int(2)) };
+    let upd =
+        proto::UpdateTestCaseRequest { problem_id: gone, test_case_id: tc, value: Some(int(2)), ..Default::default() };
     assert_status(f.c.update_test_case(upd).await, Code::NotFound, needles);
-    let set = proto::SetExpectedOutputRequest { problem_id: gone, test_case_id: tc, value: Some(int(2)) };
+    let set = proto::SetExpectedOutputRequest {
+        problem_id: gone,
+        test_case_id: tc,
+        value: Some(int(2)),
+        ..Default::default()
+    };
     assert_status(f.c.set_expected_output(set).await, Code::NotFound, needles);
     assert!(!list_all(&mut f.c, 0).await.contains(&gone));
     f.assert_intact().await;
@@ -123,9 +134,19 @@ async fn unknown_test_case_is_not_found() {
     assert_status(f.c.delete_test_case(tc).await, Code::NotFound, needles);
     assert_status(f.c.get_expected_output(tc).await, Code::NotFound, needles);
     assert_status(f.c.delete_expected_output(tc).await, Code::NotFound, needles);
-    let upd = proto::UpdateTestCaseRequest { problem_id: f.problem, test_case_id: UNKNOWN, value: Some(int(1)) };
+    let upd = proto::UpdateTestCaseRequest {
+        problem_id: f.problem,
+        test_case_id: UNKNOWN,
+        value: Some(int(1)),
+        ..Default::default()
+    };
     assert_status(f.c.update_test_case(upd).await, Code::NotFound, needles);
-    let set = proto::SetExpectedOutputRequest { problem_id: f.problem, test_case_id: UNKNOWN, value: Some(int(1)) };
+    let set = proto::SetExpectedOutputRequest {
+        problem_id: f.problem,
+        test_case_id: UNKNOWN,
+        value: Some(int(1)),
+        ..Default::default()
+    };
     assert_status(f.c.set_expected_output(set).await, Code::NotFound, needles);
     // A problem id is not a test case id.
     assert_status(f.c.get_test_case(f.tc_ref(f.problem, f.problem)).await, Code::NotFound, &["not found"]);
@@ -144,11 +165,26 @@ async fn test_case_under_the_wrong_problem_is_not_found() {
     assert_status(f.c.get_expected_output(wrong).await, Code::NotFound, needles);
     assert_status(f.c.delete_expected_output(wrong).await, Code::NotFound, needles);
     assert_status(f.c.delete_test_case(wrong).await, Code::NotFound, needles);
-    let upd = proto::UpdateTestCaseRequest { problem_id: other, test_case_id: f.test_case, value: Some(int(9)) };
+    let upd = proto::UpdateTestCaseRequest {
+        problem_id: other,
+        test_case_id: f.test_case,
+        value: Some(int(9)),
+        ..Default::default()
+    };
     assert_status(f.c.update_test_case(upd).await, Code::NotFound, needles);
-    let set = proto::SetExpectedOutputRequest { problem_id: other, test_case_id: f.test_case, value: Some(int(9)) };
+    let set = proto::SetExpectedOutputRequest {
+        problem_id: other,
+        test_case_id: f.test_case,
+        value: Some(int(9)),
+        ..Default::default()
+    };
     assert_status(f.c.set_expected_output(set).await, Code::NotFound, needles);
-    let uo = proto::UpdateExpectedOutputRequest { problem_id: other, test_case_id: f.test_case, value: Some(int(9)) };
+    let uo = proto::UpdateExpectedOutputRequest {
+        problem_id: other,
+        test_case_id: f.test_case,
+        value: Some(int(9)),
+        ..Default::default()
+    };
     assert_status(f.c.update_expected_output(uo).await, Code::NotFound, needles);
     assert_eq!(all_test_cases(&mut f.c, other).await, vec![]);
     f.assert_intact().await;
@@ -171,6 +207,7 @@ async fn update_expected_output_without_an_output_is_not_found_and_sets_nothing(
         problem_id: f.problem,
         test_case_id: f.bare_test_case,
         value: Some(int(42)),
+        ..Default::default()
     };
     let id = f.bare_test_case.to_string();
     assert_status(f.c.update_expected_output(request).await, Code::NotFound, &[id.as_str(), "has no expected output"]);
@@ -183,17 +220,18 @@ async fn update_expected_output_without_an_output_is_not_found_and_sets_nothing(
 #[tokio::test]
 async fn problem_id_zero_is_invalid_argument() {
     let mut f = Fixture::new().await;
-    let r = proto::ProblemRef { problem_id: 0 };
+    let r = proto::ProblemRef { problem_id: 0, ..Default::default() };
     let needles = &["problem_id"];
     assert_status(f.c.get_problem_html(r).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_problem_meta(r).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_all_test_cases(whole_chain(r)).await, Code::InvalidArgument, needles);
     assert_status(f.c.delete_problem(r).await, Code::InvalidArgument, needles);
-    let html_req = proto::UpdateProblemHtmlRequest { problem_id: 0, html: "x".into() };
+    let html_req = proto::UpdateProblemHtmlRequest { problem_id: 0, html: "x".into(), ..Default::default() };
     assert_status(f.c.update_problem_html(html_req).await, Code::InvalidArgument, needles);
-    let col_req = proto::UpdateProblemColumnRequest { problem_id: 0, name: "n".into(), value: "v".into() };
+    let col_req =
+        proto::UpdateProblemColumnRequest { problem_id: 0, name: "n".into(), value: "v".into(), ..Default::default() };
     assert_status(f.c.update_problem_column(col_req).await, Code::InvalidArgument, needles);
-    let add_req = proto::AddTestCaseRequest { problem_id: 0, value: Some(int(1)) };
+    let add_req = proto::AddTestCaseRequest { problem_id: 0, value: Some(int(1)), ..Default::default() };
     assert_status(f.c.add_test_case(add_req).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_test_case(f.tc_ref(0, f.test_case)).await, Code::InvalidArgument, needles);
     assert_status(f.c.delete_test_case(f.tc_ref(0, f.test_case)).await, Code::InvalidArgument, needles);
@@ -209,9 +247,19 @@ async fn test_case_id_zero_is_invalid_argument() {
     assert_status(f.c.delete_test_case(tc).await, Code::InvalidArgument, needles);
     assert_status(f.c.get_expected_output(tc).await, Code::InvalidArgument, needles);
     assert_status(f.c.delete_expected_output(tc).await, Code::InvalidArgument, needles);
-    let upd = proto::UpdateTestCaseRequest { problem_id: f.problem, test_case_id: 0, value: Some(int(1)) };
+    let upd = proto::UpdateTestCaseRequest {
+        problem_id: f.problem,
+        test_case_id: 0,
+        value: Some(int(1)),
+        ..Default::default()
+    };
     assert_status(f.c.update_test_case(upd).await, Code::InvalidArgument, needles);
-    let set = proto::SetExpectedOutputRequest { problem_id: f.problem, test_case_id: 0, value: Some(int(1)) };
+    let set = proto::SetExpectedOutputRequest {
+        problem_id: f.problem,
+        test_case_id: 0,
+        value: Some(int(1)),
+        ..Default::default()
+    };
     assert_status(f.c.set_expected_output(set).await, Code::InvalidArgument, needles);
     f.assert_intact().await;
 }
@@ -220,13 +268,15 @@ async fn test_case_id_zero_is_invalid_argument() {
 /// mentioning `needles`.
 async fn assert_value_rejected(f: &mut Fixture, value: Option<proto::Value>, needles: &[&str]) {
     let (p, tc) = (f.problem, f.test_case);
-    let add_req = proto::AddTestCaseRequest { problem_id: p, value: value.clone() };
+    let add_req = proto::AddTestCaseRequest { problem_id: p, value: value.clone(), ..Default::default() };
     assert_status(f.c.add_test_case(add_req).await, Code::InvalidArgument, needles);
-    let upd = proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tc, value: value.clone() };
+    let upd =
+        proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tc, value: value.clone(), ..Default::default() };
     assert_status(f.c.update_test_case(upd).await, Code::InvalidArgument, needles);
-    let set = proto::SetExpectedOutputRequest { problem_id: p, test_case_id: tc, value: value.clone() };
+    let set =
+        proto::SetExpectedOutputRequest { problem_id: p, test_case_id: tc, value: value.clone(), ..Default::default() };
     assert_status(f.c.set_expected_output(set).await, Code::InvalidArgument, needles);
-    let uo = proto::UpdateExpectedOutputRequest { problem_id: p, test_case_id: tc, value };
+    let uo = proto::UpdateExpectedOutputRequest { problem_id: p, test_case_id: tc, value, ..Default::default() };
     assert_status(f.c.update_expected_output(uo).await, Code::InvalidArgument, needles);
 }
 
@@ -285,7 +335,12 @@ async fn empty_column_name_in_create_problem_is_invalid_argument() {
 #[tokio::test]
 async fn empty_column_name_in_update_problem_column_is_invalid_argument() {
     let mut f = Fixture::new().await;
-    let request = proto::UpdateProblemColumnRequest { problem_id: f.problem, name: String::new(), value: "v".into() };
+    let request = proto::UpdateProblemColumnRequest {
+        problem_id: f.problem,
+        name: String::new(),
+        value: "v".into(),
+        ..Default::default()
+    };
     assert_status(f.c.update_problem_column(request).await, Code::InvalidArgument, &["column name is empty"]);
     f.assert_intact().await;
 }
@@ -296,7 +351,12 @@ async fn very_long_column_name_is_invalid_argument() {
     let long = "n".repeat(10_000);
     let create_req = proto::CreateProblemRequest { html: "x".into(), columns: columns(&[(&long, "v")]) };
     assert_status(f.c.create_problem(create_req).await, Code::InvalidArgument, &["column name", "10000", "limit"]);
-    let update_req = proto::UpdateProblemColumnRequest { problem_id: f.problem, name: long, value: "v".into() };
+    let update_req = proto::UpdateProblemColumnRequest {
+        problem_id: f.problem,
+        name: long,
+        value: "v".into(),
+        ..Default::default()
+    };
     assert_status(f.c.update_problem_column(update_req).await, Code::InvalidArgument, &["column name", "10000"]);
     f.assert_intact().await;
 }
@@ -307,7 +367,12 @@ async fn very_long_column_value_is_invalid_argument() {
     let long = "v".repeat(100_000);
     let create_req = proto::CreateProblemRequest { html: "x".into(), columns: columns(&[("big", &long)]) };
     assert_status(f.c.create_problem(create_req).await, Code::InvalidArgument, &["column \"big\"", "100000"]);
-    let update_req = proto::UpdateProblemColumnRequest { problem_id: f.problem, name: "big".into(), value: long };
+    let update_req = proto::UpdateProblemColumnRequest {
+        problem_id: f.problem,
+        name: "big".into(),
+        value: long,
+        ..Default::default()
+    };
     assert_status(f.c.update_problem_column(update_req).await, Code::InvalidArgument, &["column \"big\"", "100000"]);
     f.assert_intact().await;
 }
@@ -331,12 +396,22 @@ async fn update_problem_column_past_the_column_limit_is_invalid_argument() {
     let full: Columns = (0..256).map(|i| (format!("col{i:03}"), "v".to_string())).collect();
     let p = create(&mut f.c, "full", full.clone()).await;
     f.records = stats(&mut f.c).await.records;
-    let request = proto::UpdateProblemColumnRequest { problem_id: p, name: "one_more".into(), value: "v".into() };
+    let request = proto::UpdateProblemColumnRequest {
+        problem_id: p,
+        name: "one_more".into(),
+        value: "v".into(),
+        ..Default::default()
+    };
     assert_status(f.c.update_problem_column(request).await, Code::InvalidArgument, &["257 columns", "256"]);
     assert_eq!(meta(&mut f.c, p).await, full);
     f.assert_intact().await;
     // Replacing an existing column of a full problem is still fine.
-    let request = proto::UpdateProblemColumnRequest { problem_id: p, name: "col000".into(), value: "w".into() };
+    let request = proto::UpdateProblemColumnRequest {
+        problem_id: p,
+        name: "col000".into(),
+        value: "w".into(),
+        ..Default::default()
+    };
     f.c.update_problem_column(request).await.expect("replacing a column");
     let mut replaced = full;
     replaced.insert("col000".into(), "w".into());
@@ -365,7 +440,7 @@ async fn blob_above_max_blob_bytes_is_invalid_argument() {
         Code::InvalidArgument,
         &["html is 2000 bytes", "limit of 1000"],
     );
-    let update_req = proto::UpdateProblemHtmlRequest { problem_id: f.problem, html: big };
+    let update_req = proto::UpdateProblemHtmlRequest { problem_id: f.problem, html: big, ..Default::default() };
     assert_status(
         f.c.update_problem_html(update_req).await,
         Code::InvalidArgument,
@@ -402,7 +477,11 @@ async fn request_over_max_message_bytes_is_rejected_with_out_of_range() {
     let request = proto::CreateProblemRequest { html: "m".repeat(300_000), columns: Columns::new() };
     let status = assert_status(f.c.create_problem(request).await, OVERSIZE_CODE, &["too large", "200000"]);
     eprintln!("over-size request: {:?} {:?}", status.code(), status.message());
-    let request = proto::AddTestCaseRequest { problem_id: f.problem, value: Some(string(&"m".repeat(300_000))) };
+    let request = proto::AddTestCaseRequest {
+        problem_id: f.problem,
+        value: Some(string(&"m".repeat(300_000))),
+        ..Default::default()
+    };
     assert_status(f.c.add_test_case(request).await, OVERSIZE_CODE, &["too large", "200000"]);
     assert_eq!(list_all(&mut f.c, 0).await, vec![f.problem]);
     f.assert_intact().await;
@@ -425,7 +504,7 @@ async fn get_all_test_cases_over_max_message_bytes_fails_but_each_test_case_read
     let mut f = Fixture::with_args(SMALL_MESSAGES).await;
     let (p, tcs) = problem_too_big_for_one_response(&mut f).await;
     let status = assert_status(
-        f.c.get_all_test_cases(whole_chain(proto::ProblemRef { problem_id: p })).await,
+        f.c.get_all_test_cases(whole_chain(proto::ProblemRef { problem_id: p, ..Default::default() })).await,
         OVERSIZE_CODE,
         &["too large", "200000"],
     );
@@ -531,7 +610,7 @@ async fn a_damaged_record_read_by_a_running_server_is_data_loss_naming_the_file(
     flip_bit_in(&active, b"DAMAGED-BLOB-MARKER");
     flip_bit_in(&active, b"DAMAGED-VALUE-MARKER");
 
-    let r = proto::ProblemRef { problem_id: damaged };
+    let r = proto::ProblemRef { problem_id: damaged, ..Default::default() };
     assert_status(f.c.get_problem_html(r).await, Code::DataLoss, &["active.seg", "offset"]);
     let t = f.tc_ref(damaged, tc);
     assert_status(f.c.get_test_case(t).await, Code::DataLoss, &["active.seg", "offset"]);
@@ -621,7 +700,12 @@ async fn get_all_test_cases_pages_a_chain_too_big_for_one_message() {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let request = proto::GetAllTestCasesRequest { problem_id: p, page_size: 100, page_token: token.clone() };
+        let request = proto::GetAllTestCasesRequest {
+            problem_id: p,
+            page_size: 100,
+            page_token: token.clone(),
+            ..Default::default()
+        };
         let page = f.c.get_all_test_cases(request).await.expect("a page").into_inner();
         pages += 1;
         seen.extend(page.test_cases.iter().map(|tc| (tc.test_case_id, canon_field(&tc.value))));

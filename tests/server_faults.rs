@@ -51,7 +51,12 @@ async fn a_failed_disk_write_turns_writes_unavailable_and_health_not_serving() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("reopen"), "{refused:?}");
 
-    let html = lse.get_problem_html(proto::ProblemRef { problem_id: kept }).await.unwrap().into_inner().html;
+    let html = lse
+        .get_problem_html(proto::ProblemRef { problem_id: kept, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .html;
     assert_eq!(html, "kept", "reads keep working");
     let stats = lse.get_stats(proto::GetStatsRequest {}).await.unwrap().into_inner();
     assert!(stats.write_error.contains("simulated write failure"), "{stats:?}");

@@ -43,25 +43,49 @@ async fn write_varied_store(c: &mut Client) -> u64 {
             tcs.push(tc);
         }
         if i % 2 == 0 {
-            let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: format!("<p>updated {i}</p>") };
+            let request = proto::UpdateProblemHtmlRequest {
+                problem_id: p,
+                html: format!("<p>updated {i}</p>"),
+                ..Default::default()
+            };
             c.update_problem_html(request).await.unwrap();
-            let request = proto::UpdateProblemColumnRequest { problem_id: p, name: "n".into(), value: "2".into() };
+            let request = proto::UpdateProblemColumnRequest {
+                problem_id: p,
+                name: "n".into(),
+                value: "2".into(),
+                ..Default::default()
+            };
             c.update_problem_column(request).await.unwrap();
-            let request = proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tcs[1], value: Some(int(-7)) };
+            let request = proto::UpdateTestCaseRequest {
+                problem_id: p,
+                test_case_id: tcs[1],
+                value: Some(int(-7)),
+                ..Default::default()
+            };
             c.update_test_case(request).await.unwrap();
-            let request =
-                proto::UpdateExpectedOutputRequest { problem_id: p, test_case_id: tcs[0], value: Some(double(0.25)) };
+            let request = proto::UpdateExpectedOutputRequest {
+                problem_id: p,
+                test_case_id: tcs[0],
+                value: Some(double(0.25)),
+                ..Default::default()
+            };
             c.update_expected_output(request).await.unwrap();
         }
-        c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tcs[3] }).await.unwrap();
-        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[1] }).await.unwrap_err();
-        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[2] }).await.unwrap();
+        c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tcs[3], ..Default::default() })
+            .await
+            .unwrap();
+        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[1], ..Default::default() })
+            .await
+            .unwrap_err();
+        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[2], ..Default::default() })
+            .await
+            .unwrap();
     }
     // The newest problem and its test case are deleted: their ids must not
     // be handed out again after a restart.
     let doomed = create(c, "doomed", Columns::new()).await;
     let doomed_tc = add(c, doomed, int(0)).await;
-    c.delete_problem(proto::ProblemRef { problem_id: doomed }).await.unwrap();
+    c.delete_problem(proto::ProblemRef { problem_id: doomed, ..Default::default() }).await.unwrap();
     max_id.max(doomed).max(doomed_tc)
 }
 
@@ -188,21 +212,30 @@ async fn writer(mut c: Client, w: i64, compact: bool) -> Acked {
 
         for j in 0..3 {
             let value = int_list(vec![w, i, j]);
-            let request = proto::AddTestCaseRequest { problem_id: p, value: Some(value.clone()) };
+            let request = proto::AddTestCaseRequest { problem_id: p, value: Some(value.clone()), ..Default::default() };
             let tc = send!(Op::Add { problem: p }, c.add_test_case(request)).test_case_id;
             acked.chains.get_mut(&p).unwrap().push(tc);
             acked.values.insert(tc, canon(&value));
 
             let out = string(&format!("out {w} {i} {j}"));
-            let request = proto::SetExpectedOutputRequest { problem_id: p, test_case_id: tc, value: Some(out.clone()) };
+            let request = proto::SetExpectedOutputRequest {
+                problem_id: p,
+                test_case_id: tc,
+                value: Some(out.clone()),
+                ..Default::default()
+            };
             let op = Op::SetOutput { problem: p, test_case: tc, value: canon(&out) };
             send!(op, c.set_expected_output(request));
             acked.outputs.insert(tc, canon(&out));
 
             if j == 1 {
                 let value = double(i as f64 + 0.5);
-                let request =
-                    proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tc, value: Some(value.clone()) };
+                let request = proto::UpdateTestCaseRequest {
+                    problem_id: p,
+                    test_case_id: tc,
+                    value: Some(value.clone()),
+                    ..Default::default()
+                };
                 let op = Op::UpdateTestCase { problem: p, test_case: tc, value: canon(&value) };
                 send!(op, c.update_test_case(request));
                 acked.values.insert(tc, canon(&value));
@@ -210,12 +243,15 @@ async fn writer(mut c: Client, w: i64, compact: bool) -> Acked {
         }
 
         let html = format!("<p>writer {w} problem {i} v2</p>");
-        let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: html.clone() };
+        let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: html.clone(), ..Default::default() };
         send!(Op::UpdateHtml { problem: p, html: html.clone() }, c.update_problem_html(request));
         acked.html.insert(p, html);
 
         if i % 4 == 0 {
-            send!(Op::Delete { problem: p }, c.delete_problem(proto::ProblemRef { problem_id: p }));
+            send!(
+                Op::Delete { problem: p },
+                c.delete_problem(proto::ProblemRef { problem_id: p, ..Default::default() })
+            );
             acked.deleted.insert(p);
         }
         if compact && i % 2 == 0 {
@@ -376,7 +412,7 @@ async fn upgrade_rewrites_a_format_2_directory_and_exits() {
 
     let server = TestServer::start(dir.path(), &[]).await;
     let mut c = server.client().await;
-    let html = c.get_problem_html(proto::ProblemRef { problem_id: problem }).await.unwrap();
+    let html = c.get_problem_html(proto::ProblemRef { problem_id: problem, ..Default::default() }).await.unwrap();
     assert_eq!(html.into_inner().html, "<p>kept</p>");
     server.stop().await;
 }

@@ -60,9 +60,13 @@ async fn update_problem_html_replaces_the_blob_only() {
     let id = create(&mut c, "old html", cols.clone()).await;
     let other = create(&mut c, "other", Columns::new()).await;
     let tc = add(&mut c, id, string("in")).await;
-    c.update_problem_html(proto::UpdateProblemHtmlRequest { problem_id: id, html: "<b>new</b> html".into() })
-        .await
-        .expect("UpdateProblemHtml");
+    c.update_problem_html(proto::UpdateProblemHtmlRequest {
+        problem_id: id,
+        html: "<b>new</b> html".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateProblemHtml");
     assert_eq!(html(&mut c, id).await, "<b>new</b> html");
     assert_eq!(meta(&mut c, id).await, cols, "columns are untouched");
     assert_eq!(all_test_cases(&mut c, id).await, vec![(tc, Canon::Str("in".into()))]);
@@ -78,6 +82,7 @@ async fn update_problem_column_adds_and_replaces_columns() {
         problem_id: id,
         name: name.to_string(),
         value: value.to_string(),
+        ..Default::default()
     };
     c.update_problem_column(update("name", "second")).await.expect("replace");
     c.update_problem_column(update("added", "")).await.expect("add with an empty value");
@@ -99,13 +104,13 @@ async fn delete_problem_removes_it_and_its_test_cases() {
     set_output(&mut c, gone, tc, int(6)).await;
     let keep_before = dump_problem(&mut c, keep).await;
 
-    c.delete_problem(proto::ProblemRef { problem_id: gone }).await.expect("DeleteProblem");
+    c.delete_problem(proto::ProblemRef { problem_id: gone, ..Default::default() }).await.expect("DeleteProblem");
 
-    let r = proto::ProblemRef { problem_id: gone };
+    let r = proto::ProblemRef { problem_id: gone, ..Default::default() };
     assert_status(c.get_problem_html(r).await, Code::NotFound, &[]);
     assert_status(c.get_problem_meta(r).await, Code::NotFound, &[]);
     assert_status(c.get_all_test_cases(whole_chain(r)).await, Code::NotFound, &[]);
-    let t = proto::TestCaseRef { problem_id: gone, test_case_id: tc };
+    let t = proto::TestCaseRef { problem_id: gone, test_case_id: tc, ..Default::default() };
     assert_status(c.get_test_case(t).await, Code::NotFound, &[]);
     assert_status(c.get_expected_output(t).await, Code::NotFound, &[]);
     assert_eq!(list_all(&mut c, 0).await, vec![keep]);
@@ -174,7 +179,7 @@ async fn list_problems_default_page_size_returns_everything_and_skips_deleted() 
     for i in 0..12 {
         ids.push(create(&mut c, &format!("p{i}"), Columns::new()).await);
     }
-    c.delete_problem(proto::ProblemRef { problem_id: ids[4] }).await.unwrap();
+    c.delete_problem(proto::ProblemRef { problem_id: ids[4], ..Default::default() }).await.unwrap();
     ids.remove(4);
     let page = c.list_problems(proto::ListProblemsRequest::default()).await.unwrap().into_inner();
     assert_eq!(page.problem_ids, ids);
@@ -309,7 +314,9 @@ async fn get_all_test_cases_keeps_chain_order_after_deleting_a_middle_one() {
         add(&mut c, other, int(-i)).await;
     }
     let middle = chain.remove(2).0;
-    c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: middle }).await.expect("DeleteTestCase");
+    c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: middle, ..Default::default() })
+        .await
+        .expect("DeleteTestCase");
     assert_eq!(all_test_cases(&mut c, p).await, chain);
 
     // New test cases go to the end of the chain.
@@ -332,6 +339,7 @@ async fn update_test_case_replaces_value_and_keeps_position_and_output() {
         problem_id: p,
         test_case_id: b,
         value: Some(string_list(&["new"])),
+        ..Default::default()
     })
     .await
     .expect("UpdateTestCase");
@@ -354,7 +362,7 @@ async fn delete_test_case_removes_it_and_its_expected_output() {
     set_output(&mut c, p, gone, int(20)).await;
     assert_eq!(stats(&mut c).await.expected_outputs, 2);
 
-    let r = proto::TestCaseRef { problem_id: p, test_case_id: gone };
+    let r = proto::TestCaseRef { problem_id: p, test_case_id: gone, ..Default::default() };
     c.delete_test_case(r).await.expect("DeleteTestCase");
     assert_status(c.get_test_case(r).await, Code::NotFound, &[]);
     assert_status(c.get_expected_output(r).await, Code::NotFound, &[]);
@@ -375,8 +383,11 @@ async fn set_expected_output_sets_and_then_replaces() {
     let other = add(&mut c, p, int(0)).await;
     assert_eq!(output(&mut c, p, tc).await, None);
     set_output(&mut c, p, tc, int_list(vec![0, 1])).await;
-    let response =
-        c.get_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tc }).await.unwrap().into_inner();
+    let response = c
+        .get_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tc, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(response.test_case_id, tc);
     assert_eq!(canon_field(&response.value), Canon::IntList(vec![0, 1]));
     set_output(&mut c, p, tc, double(0.5)).await;
@@ -396,6 +407,7 @@ async fn update_expected_output_replaces_an_existing_output() {
         problem_id: p,
         test_case_id: tc,
         value: Some(string("after")),
+        ..Default::default()
     })
     .await
     .expect("UpdateExpectedOutput");
@@ -410,7 +422,7 @@ async fn delete_expected_output_removes_only_the_output() {
     let p = create(&mut c, "out", Columns::new()).await;
     let tc = add(&mut c, p, int(1)).await;
     set_output(&mut c, p, tc, int(2)).await;
-    c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tc })
+    c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tc, ..Default::default() })
         .await
         .expect("DeleteExpectedOutput");
     assert_eq!(output(&mut c, p, tc).await, None);
@@ -467,7 +479,13 @@ async fn get_stats_counts_problems_test_cases_outputs_and_bytes() {
     // Replacing a blob twice turns the first replacement into garbage (the
     // creating record still holds the columns).
     for text in ["TWO", "2"] {
-        c.update_problem_html(proto::UpdateProblemHtmlRequest { problem_id: p2, html: text.into() }).await.unwrap();
+        c.update_problem_html(proto::UpdateProblemHtmlRequest {
+            problem_id: p2,
+            html: text.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
     let after = stats(&mut c).await;
     let new_marks = (after.records - s.records).checked_sub(2).expect("two records written");
@@ -530,22 +548,39 @@ async fn write_garbage(c: &mut Client) {
             tcs.push(tc);
         }
         for v in 1..4 {
-            let request = proto::UpdateProblemHtmlRequest { problem_id: p, html: format!("v{v} {i}") };
+            let request =
+                proto::UpdateProblemHtmlRequest { problem_id: p, html: format!("v{v} {i}"), ..Default::default() };
             c.update_problem_html(request).await.unwrap();
         }
-        let request =
-            proto::UpdateProblemColumnRequest { problem_id: p, name: "name".into(), value: format!("n1 {i}") };
+        let request = proto::UpdateProblemColumnRequest {
+            problem_id: p,
+            name: "name".into(),
+            value: format!("n1 {i}"),
+            ..Default::default()
+        };
         c.update_problem_column(request).await.unwrap();
-        let request =
-            proto::UpdateTestCaseRequest { problem_id: p, test_case_id: tcs[0], value: Some(string("updated")) };
+        let request = proto::UpdateTestCaseRequest {
+            problem_id: p,
+            test_case_id: tcs[0],
+            value: Some(string("updated")),
+            ..Default::default()
+        };
         c.update_test_case(request).await.unwrap();
-        let request =
-            proto::UpdateExpectedOutputRequest { problem_id: p, test_case_id: tcs[1], value: Some(double(-0.0)) };
+        let request = proto::UpdateExpectedOutputRequest {
+            problem_id: p,
+            test_case_id: tcs[1],
+            value: Some(double(-0.0)),
+            ..Default::default()
+        };
         c.update_expected_output(request).await.unwrap();
-        c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tcs[2] }).await.unwrap();
-        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[3] }).await.unwrap();
+        c.delete_test_case(proto::TestCaseRef { problem_id: p, test_case_id: tcs[2], ..Default::default() })
+            .await
+            .unwrap();
+        c.delete_expected_output(proto::TestCaseRef { problem_id: p, test_case_id: tcs[3], ..Default::default() })
+            .await
+            .unwrap();
         if i == 3 {
-            c.delete_problem(proto::ProblemRef { problem_id: p }).await.unwrap();
+            c.delete_problem(proto::ProblemRef { problem_id: p, ..Default::default() }).await.unwrap();
         }
     }
 }
@@ -715,7 +750,8 @@ async fn get_all_test_cases_pages_follow_the_chain() {
     let mut token = String::new();
     let mut pages = Vec::new();
     loop {
-        let request = proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: token };
+        let request =
+            proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: token, ..Default::default() };
         let page = c.get_all_test_cases(request).await.unwrap().into_inner();
         pages.push(page.test_cases.iter().map(|tc| tc.test_case_id).collect::<Vec<_>>());
         token = page.next_page_token;
@@ -725,6 +761,7 @@ async fn get_all_test_cases_pages_follow_the_chain() {
     }
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
     assert_eq!(pages.concat(), ids);
-    let bad = proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: "x".into() };
+    let bad =
+        proto::GetAllTestCasesRequest { problem_id: p, page_size: 10, page_token: "x".into(), ..Default::default() };
     assert_status(c.get_all_test_cases(bad).await, Code::InvalidArgument, &["page_token"]);
 }

@@ -138,12 +138,13 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
 
     let created = proto::CreateProblemRequest { html: "<p>kept</p>".into(), columns: columns(&[("k", "v")]) };
     let problem_id = client.create_problem(bearer(created, RW)).await.unwrap().into_inner().problem_id;
-    let add = proto::AddTestCaseRequest { problem_id, value: Some(int(1)) };
+    let add = proto::AddTestCaseRequest { problem_id, value: Some(int(1)), ..Default::default() };
     let test_case_id = client.add_test_case(bearer(add, RW)).await.unwrap().into_inner().test_case_id;
-    let output = proto::SetExpectedOutputRequest { problem_id, test_case_id, value: Some(int(2)) };
+    let output =
+        proto::SetExpectedOutputRequest { problem_id, test_case_id, value: Some(int(2)), ..Default::default() };
     client.set_expected_output(bearer(output, RW)).await.unwrap();
-    let problem = proto::ProblemRef { problem_id };
-    let test_case = proto::TestCaseRef { problem_id, test_case_id };
+    let problem = proto::ProblemRef { problem_id, ..Default::default() };
+    let test_case = proto::TestCaseRef { problem_id, test_case_id, ..Default::default() };
     let before_stats = client.get_stats(bearer(proto::GetStatsRequest {}, RO)).await.unwrap().into_inner();
 
     // Every read works with the read-only token.
@@ -161,7 +162,10 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
         (
             "UpdateProblemHtml",
             client
-                .update_problem_html(bearer(proto::UpdateProblemHtmlRequest { problem_id, html: "x".into() }, RO))
+                .update_problem_html(bearer(
+                    proto::UpdateProblemHtmlRequest { problem_id, html: "x".into(), ..Default::default() },
+                    RO,
+                ))
                 .await
                 .map(drop),
         ),
@@ -169,7 +173,12 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
             "UpdateProblemColumn",
             client
                 .update_problem_column(bearer(
-                    proto::UpdateProblemColumnRequest { problem_id, name: "k".into(), value: "w".into() },
+                    proto::UpdateProblemColumnRequest {
+                        problem_id,
+                        name: "k".into(),
+                        value: "w".into(),
+                        ..Default::default()
+                    },
                     RO,
                 ))
                 .await
@@ -178,12 +187,21 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
         ("DeleteProblem", client.delete_problem(bearer(problem, RO)).await.map(drop)),
         (
             "AddTestCase",
-            client.add_test_case(bearer(proto::AddTestCaseRequest { problem_id, value: value() }, RO)).await.map(drop),
+            client
+                .add_test_case(bearer(
+                    proto::AddTestCaseRequest { problem_id, value: value(), ..Default::default() },
+                    RO,
+                ))
+                .await
+                .map(drop),
         ),
         (
             "UpdateTestCase",
             client
-                .update_test_case(bearer(proto::UpdateTestCaseRequest { problem_id, test_case_id, value: value() }, RO))
+                .update_test_case(bearer(
+                    proto::UpdateTestCaseRequest { problem_id, test_case_id, value: value(), ..Default::default() },
+                    RO,
+                ))
                 .await
                 .map(drop),
         ),
@@ -192,7 +210,7 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
             "SetExpectedOutput",
             client
                 .set_expected_output(bearer(
-                    proto::SetExpectedOutputRequest { problem_id, test_case_id, value: value() },
+                    proto::SetExpectedOutputRequest { problem_id, test_case_id, value: value(), ..Default::default() },
                     RO,
                 ))
                 .await
@@ -202,7 +220,12 @@ async fn a_read_only_token_reads_and_every_write_is_permission_denied_and_change
             "UpdateExpectedOutput",
             client
                 .update_expected_output(bearer(
-                    proto::UpdateExpectedOutputRequest { problem_id, test_case_id, value: value() },
+                    proto::UpdateExpectedOutputRequest {
+                        problem_id,
+                        test_case_id,
+                        value: value(),
+                        ..Default::default()
+                    },
                     RO,
                 ))
                 .await
@@ -239,11 +262,16 @@ async fn a_read_write_token_writes_and_reads() {
     let mut client = server.client().await;
     let created = proto::CreateProblemRequest { html: "<p>rw</p>".into(), columns: Default::default() };
     let problem_id = client.create_problem(bearer(created, RW)).await.unwrap().into_inner().problem_id;
-    let update = proto::UpdateProblemHtmlRequest { problem_id, html: "<p>rw 2</p>".into() };
+    let update = proto::UpdateProblemHtmlRequest { problem_id, html: "<p>rw 2</p>".into(), ..Default::default() };
     client.update_problem_html(bearer(update, RW)).await.unwrap();
     client.flush(bearer(proto::FlushRequest {}, RW)).await.unwrap();
     client.compact_now(bearer(proto::CompactNowRequest {}, RW)).await.unwrap();
-    let html = client.get_problem_html(bearer(proto::ProblemRef { problem_id }, RW)).await.unwrap().into_inner().html;
+    let html = client
+        .get_problem_html(bearer(proto::ProblemRef { problem_id, ..Default::default() }, RW))
+        .await
+        .unwrap()
+        .into_inner()
+        .html;
     assert_eq!(html, "<p>rw 2</p>");
 }
 
@@ -478,7 +506,11 @@ async fn health_and_reads_answer_while_a_thousand_calls_are_in_flight() {
     held.truncate(1000);
     let html = eventually("a read with 1000 calls in flight", || async {
         let mut client = server.client().await;
-        client.get_problem_html(proto::ProblemRef { problem_id }).await.ok().map(|r| r.into_inner().html)
+        client
+            .get_problem_html(proto::ProblemRef { problem_id, ..Default::default() })
+            .await
+            .ok()
+            .map(|r| r.into_inner().html)
     })
     .await;
     assert_eq!(html, "<p>busy</p>");
@@ -509,7 +541,7 @@ async fn a_call_past_its_deadline_is_deadline_exceeded() {
     let problem_id = big_chain(&mut client, 4, 4 << 20).await;
 
     let mut raw = RawConnection::connect(server.addr).await;
-    let request = whole_chain(proto::ProblemRef { problem_id });
+    let request = whole_chain(proto::ProblemRef { problem_id, ..Default::default() });
     let path = "/lse.Lse/GetAllTestCases";
     for timeout in ["1m", "1000u", "500u"] {
         let (code, message) = raw.unary(path, &request, &[("grpc-timeout", timeout)]).await;
@@ -534,7 +566,12 @@ async fn a_connection_past_its_maximum_age_is_closed_and_clients_reconnect() {
     eventually("the aged connection closed", || async { raw.is_closed().then_some(()) }).await;
     // tonic's channel reconnects after the server sent it away.
     let html = eventually("a call after the connection aged", || async {
-        client.clone().get_problem_html(proto::ProblemRef { problem_id }).await.ok().map(|r| r.into_inner().html)
+        client
+            .clone()
+            .get_problem_html(proto::ProblemRef { problem_id, ..Default::default() })
+            .await
+            .ok()
+            .map(|r| r.into_inner().html)
     })
     .await;
     assert_eq!(html, "<p>aged</p>");
@@ -561,7 +598,12 @@ async fn a_connection_idle_past_the_limit_is_closed_and_one_with_a_call_in_fligh
     assert!(!busy.is_closed(), "a connection with a call in flight was closed as idle");
 
     let html = eventually("a call after the client's connection went idle", || async {
-        client.clone().get_problem_html(proto::ProblemRef { problem_id }).await.ok().map(|r| r.into_inner().html)
+        client
+            .clone()
+            .get_problem_html(proto::ProblemRef { problem_id, ..Default::default() })
+            .await
+            .ok()
+            .map(|r| r.into_inner().html)
     })
     .await;
     assert_eq!(html, "<p>idle</p>");

@@ -28,6 +28,10 @@ pub enum DecodeError {
     /// the encoder never writes one, so it is corruption.
     #[error("map keys are not in strictly increasing order")]
     UnorderedMap,
+    /// A batch frame holds a record of a kind that may not be inside one
+    /// (a frame, a mark, a checkpoint, a reservation).
+    #[error("a record of kind {0} inside a batch")]
+    NotInBatch(u8),
     /// A checkpoint names segment 0 or one above [`crate::MAX_SEGMENT_ID`].
     #[error("segment id is 0 or above the largest segment id")]
     ZeroSegmentId,

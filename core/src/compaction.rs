@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use crate::check::checked_record;
 use crate::defect::Defect;
 use crate::keydir::{InputEntry, KeyDir, SegmentUsage, decode_columns};
-use crate::record::{Body, Mutation, Salt, SegmentHeader, encode_record, seal_record};
+use crate::record::{Body, Mutation, Salt, SegmentHeader, encode_record, seal_record, set_seq};
 use crate::{Columns, Id, Location, MAX_OFFSET, SegmentId};
 
 /// When the background compactor rewrites the store.
@@ -98,8 +98,14 @@ pub struct PlannedDocument {
     /// The record holding the current column map (the same as `blob` when
     /// one create wrote both).
     pub columns_at: Location,
-    /// The inputs in chain order, as the index had them.
+    /// The inputs in id order, as the index had them.
     pub inputs: Vec<InputEntry>,
+    /// The document's version: the merged segment's copy of its blob
+    /// record carries it as its sequence number, so the version survives
+    /// the tombstones and overwritten records that made it.
+    pub version: u64,
+    /// The document's `SetChain` record, if it has a chain order.
+    pub chain: Option<Location>,
 }
 
 impl PlannedDocument {
@@ -142,6 +148,8 @@ pub enum Target {
     DocumentBlob(Id),
     /// The column map pointer of the document.
     DocumentColumns(Id),
+    /// The chain order pointer of the document.
+    DocumentChain(Id),
     /// The value pointer of an input.
     InputValue {
         /// The input's document.
@@ -224,6 +232,8 @@ impl KeyDir {
                     blob: doc.blob,
                     columns_at: doc.columns_at,
                     inputs: doc.inputs.clone(),
+                    version: doc.version(),
+                    chain: doc.chain_order().map(|chain| chain.at),
                 })
             })
             .collect();
@@ -262,9 +272,11 @@ pub enum MergeError {
 /// under the merged segment's own salt; [`MergeWriter::finish`] says where
 /// everything went.
 ///
-/// Documents come in id order, each followed by its inputs in chain order,
-/// each input by its output. A document's blob and columns become one
-/// `CreateDocument` record (copied as it is when it already is one).
+/// Documents come in id order, each followed by its chain order (if it
+/// has one), then its inputs in id order, each input by its output. A
+/// document's blob and columns become one `CreateDocument` record (copied
+/// as it is when it already is one) whose sequence number is the
+/// document's version.
 #[derive(Debug)]
 pub struct MergeWriter<'p> {
     plan: &'p CompactionPlan,
@@ -276,8 +288,17 @@ pub struct MergeWriter<'p> {
     merged: MergedSegment,
 }
 
-/// Which source record comes next: `step` 0 is the document's blob, then
-/// two steps per input (value, output).
+/// A source record of the merged segment, as the plan names it.
+#[derive(Clone, Copy, Debug)]
+enum Step<'p> {
+    Blob(&'p PlannedDocument),
+    Chain(&'p PlannedDocument),
+    Value(&'p PlannedDocument, &'p InputEntry),
+    Output(&'p PlannedDocument, &'p InputEntry),
+}
+
+/// Which source record comes next: `step` 0 is the document's blob, 1 its
+/// chain order, then two steps per input (value, output).
 #[derive(Clone, Copy, Debug)]
 struct Cursor {
     document: usize,
@@ -310,27 +331,27 @@ impl<'p> MergeWriter<'p> {
     /// record is copied.
     #[must_use]
     pub fn next_source(&self) -> Option<Location> {
-        let (document, input, output) = self.current()?;
-        Some(match input {
-            None => document.blob,
-            Some(input) if output => input.output.expect("settle skips missing outputs"),
-            Some(input) => input.value,
+        Some(match self.current()? {
+            Step::Blob(document) => document.blob,
+            Step::Chain(document) => document.chain.expect("settle skips missing chains"),
+            Step::Output(_, input) => input.output.expect("settle skips missing outputs"),
+            Step::Value(_, input) => input.value,
         })
     }
 
     /// Checks `bytes`, the record read from [`MergeWriter::next_source`] in
     /// a segment salted with `source`, and appends its copy to `out`.
     pub fn copy(&mut self, bytes: &[u8], source: &Salt, out: &mut Vec<u8>) -> Result<(), MergeError> {
-        let (document, input, output) = self.current().expect("copy is called only while there is a source");
+        let step = self.current().expect("copy is called only while there is a source");
         let from = self.next_source().expect("there is a source");
         let damaged = |defect: Defect| MergeError::Damaged { at: from, defect };
         let start = out.len();
-        let target = match input {
-            None => {
+        let target = match step {
+            Step::Blob(document) => {
                 let record = checked_record(bytes, source, document.id).map_err(damaged)?;
                 match record.body().map_err(|e| damaged(e.into()))? {
                     Body::CreateDocument { .. } if document.columns_at == document.blob => {
-                        self.append_copy(bytes, out);
+                        out.extend_from_slice(bytes);
                     }
                     Body::CreateDocument { blob, .. } | Body::SetBlob { blob } => {
                         let columns = document.columns();
@@ -339,9 +360,20 @@ impl<'p> MergeWriter<'p> {
                     }
                     other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
                 }
+                set_seq(&mut out[start..], document.version);
+                seal_record(&mut out[start..], &self.salt);
                 Target::DocumentBlob(document.id)
             }
-            Some(input) => {
+            Step::Chain(document) => {
+                let record = checked_record(bytes, source, document.id).map_err(damaged)?;
+                match record.body().map_err(|e| damaged(e.into()))? {
+                    Body::SetChain { .. } => self.append_copy(bytes, out),
+                    other => return Err(damaged(Defect::UnexpectedKind(other.kind()))),
+                }
+                Target::DocumentChain(document.id)
+            }
+            Step::Value(document, input) | Step::Output(document, input) => {
+                let output = matches!(step, Step::Output(..));
                 let record = checked_record(bytes, source, input.id).map_err(damaged)?;
                 let owner = match record.body().map_err(|e| damaged(e.into()))? {
                     Body::PutInput { document, .. } if !output => document,
@@ -359,7 +391,7 @@ impl<'p> MergeWriter<'p> {
         };
         let to = self.place(out.len() - start)?;
         self.merged.relocations.push(Relocation { target, from, to });
-        if let Target::DocumentBlob(id) = target {
+        if let (Target::DocumentBlob(id), Step::Blob(document)) = (target, step) {
             let columns_from = document.columns_at;
             self.merged.relocations.push(Relocation { target: Target::DocumentColumns(id), from: columns_from, to });
         }
@@ -381,23 +413,29 @@ impl<'p> MergeWriter<'p> {
         self.merged
     }
 
-    /// The document, input and whether it is the output, at the cursor.
-    fn current(&self) -> Option<(&'p PlannedDocument, Option<&'p InputEntry>, bool)> {
+    /// The source record at the cursor.
+    fn current(&self) -> Option<Step<'p>> {
         let document = self.plan.documents.get(self.cursor.document)?;
-        match self.cursor.step {
-            0 => Some((document, None, false)),
-            step => Some((document, Some(&document.inputs[(step - 1) / 2]), (step - 1) % 2 == 1)),
-        }
+        Some(match self.cursor.step {
+            0 => Step::Blob(document),
+            1 => Step::Chain(document),
+            step => {
+                let input = &document.inputs[(step - 2) / 2];
+                if (step - 2) % 2 == 1 { Step::Output(document, input) } else { Step::Value(document, input) }
+            }
+        })
     }
 
-    /// Moves the cursor past outputs that do not exist and past the end of
-    /// each document's records.
+    /// Moves the cursor past chains and outputs that do not exist and past
+    /// the end of each document's records.
     fn settle(&mut self) {
         while let Some(document) = self.plan.documents.get(self.cursor.document) {
             let step = self.cursor.step;
-            if step > 2 * document.inputs.len() {
+            if step > 1 + 2 * document.inputs.len() {
                 self.cursor = Cursor { document: self.cursor.document + 1, step: 0 };
-            } else if step > 0 && (step - 1) % 2 == 1 && document.inputs[(step - 1) / 2].output.is_none() {
+            } else if (step == 1 && document.chain.is_none())
+                || (step > 1 && (step - 2) % 2 == 1 && document.inputs[(step - 2) / 2].output.is_none())
+            {
                 self.cursor.step += 1;
             } else {
                 return;

@@ -10,14 +10,16 @@
 //!
 //! `extra` is the part of the record the index keeps: the column map of a
 //! `CreateDocument` or `SetColumns`, the document id of an input or output
-//! record, the id counter of a `Checkpoint`, the bound of a `ReserveIds`;
-//! empty otherwise. A hint is used only if its
+//! record, the id counter of a `Checkpoint`, the bound of a `ReserveIds`,
+//! the input ids of a `SetChain` (8 bytes each, no count); empty otherwise.
+//! A batch frame is an entry for its header (kind `Batch`, the header's
+//! offset, length 25) followed by an entry for each record inside it. A hint is used only if its
 //! checksum holds and it names the segment and the length the segment file
 //! has; anything else falls back to scanning the segment.
 
 use crate::codec::{DecodeError, Reader, put_len};
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Effect, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN};
+use crate::record::{Effect, EncodedIds, RECORD_HEADER_LEN, RecordKind, SEGMENT_HEADER_LEN};
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
@@ -28,7 +30,7 @@ const HEADER_LEN: usize = 16;
 
 /// The format version of hint files this build writes and reads. It
 /// changes when the entry layout does, apart from the segment format.
-pub const HINT_VERSION: u16 = 3;
+pub const HINT_VERSION: u16 = 4;
 
 /// What tells one kind of framed file from another: its magic and the
 /// version of its layout.
@@ -126,7 +128,8 @@ impl HintBuilder {
             | Effect::DeleteOutput { document } => self.buf.extend_from_slice(&document.to_le_bytes()),
             Effect::Checkpoint { next_id } => self.buf.extend_from_slice(&next_id.to_le_bytes()),
             Effect::ReserveIds { below } => self.buf.extend_from_slice(&below.to_le_bytes()),
-            Effect::SetBlob | Effect::DeleteDocument | Effect::Durable => {}
+            Effect::SetChain { inputs } => self.buf.extend_from_slice(inputs.as_bytes()),
+            Effect::SetBlob | Effect::DeleteDocument | Effect::Durable | Effect::Batch => {}
         }
         let extra = self.buf.len() - len_at - 4;
         let mut len = Vec::with_capacity(4);
@@ -276,6 +279,8 @@ fn entry_fields<'a>(r: &mut Reader<'a>) -> Result<(u64, u64, u64, u32, Effect<'a
         RecordKind::Checkpoint => Effect::Checkpoint { next_id: extra.u64()? },
         RecordKind::ReserveIds => Effect::ReserveIds { below: extra.u64()? },
         RecordKind::Durable => Effect::Durable,
+        RecordKind::SetChain => Effect::SetChain { inputs: EncodedIds::new(extra.rest())? },
+        RecordKind::Batch => Effect::Batch,
     };
     extra.finish()?;
     Ok((seq, id, offset, len, effect))

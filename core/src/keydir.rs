@@ -54,13 +54,70 @@ pub struct DocumentEntry {
     /// The column map in its record encoding: a few bytes where a
     /// `BTreeMap` would take a node of several hundred.
     columns: Box<[u8]>,
-    /// The document's inputs in chain order (ascending ids).
+    /// The document's inputs, in ascending id order (the chain order too,
+    /// unless `chain` says otherwise).
     pub inputs: Vec<InputEntry>,
+    /// The sequence number of the newest record that changed the document
+    /// or its chain: the document's version.
+    version: u64,
+    /// The chain order of the newest `SetChain` record, if the document
+    /// has one; `None` is id order.
+    chain: Option<Box<Chain>>,
+}
+
+/// A document's chain order, when it is not id order: the inputs of its
+/// newest `SetChain` record in their order, then every input added since
+/// (their ids are above all of those listed) in id order. Inputs deleted
+/// since are skipped when the chain is read, not removed from the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// The `SetChain` record.
+    pub at: Location,
+    ids: Box<[Id]>,
+    /// The largest id listed.
+    max: Id,
+}
+
+impl Chain {
+    pub(crate) fn new(at: Location, ids: impl IntoIterator<Item = Id>) -> Chain {
+        let ids: Box<[Id]> = ids.into_iter().collect();
+        let max = ids.iter().copied().max().unwrap_or(0);
+        Chain { at, ids, max }
+    }
+
+    /// The ids the record lists, in its order (deleted inputs included).
+    pub fn listed(&self) -> &[Id] {
+        &self.ids
+    }
 }
 
 impl DocumentEntry {
-    pub(crate) fn new(location: Location, columns: EncodedColumns<'_>) -> Self {
-        DocumentEntry { blob: location, columns_at: location, columns: columns.as_bytes().into(), inputs: Vec::new() }
+    pub(crate) fn new(location: Location, columns: EncodedColumns<'_>, version: u64) -> Self {
+        DocumentEntry {
+            blob: location,
+            columns_at: location,
+            columns: columns.as_bytes().into(),
+            inputs: Vec::new(),
+            version,
+            chain: None,
+        }
+    }
+
+    /// The document's version: it grows with every change to the document
+    /// or its chain, survives restarts and compaction, and is the same
+    /// number only for the same content.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The document's chain order, if it is not id order.
+    pub fn chain_order(&self) -> Option<&Chain> {
+        self.chain.as_deref()
+    }
+
+    pub(crate) fn set_parts(&mut self, version: u64, chain: Option<Chain>) {
+        self.version = version;
+        self.chain = chain.map(Box::new);
     }
 
     /// The document's columns.
@@ -97,9 +154,59 @@ impl DocumentEntry {
         }
     }
 
-    /// The inputs after input `after` in the chain (all of them for 0).
-    pub fn inputs_after(&self, after: Id) -> &[InputEntry] {
-        &self.inputs[self.inputs.partition_point(|input| input.id <= after)..]
+    /// The inputs in chain order.
+    pub fn chain(&self) -> ChainIter<'_> {
+        self.chain_after(0)
+    }
+
+    /// The inputs after input `after` in chain order (all of them for 0;
+    /// for an id that is not in the chain, those after where it would be in
+    /// id order).
+    pub fn chain_after(&self, after: Id) -> ChainIter<'_> {
+        let by_id = |after: Id| self.inputs[self.inputs.partition_point(|input| input.id <= after)..].iter();
+        match self.chain.as_deref() {
+            None => ChainIter { doc: self, listed: &[], rest: by_id(after) },
+            Some(chain) => {
+                let listed = match after {
+                    0 => &chain.ids[..],
+                    _ => match chain.ids.iter().position(|&id| id == after) {
+                        Some(at) => &chain.ids[at + 1..],
+                        None => &[],
+                    },
+                };
+                ChainIter { doc: self, listed, rest: by_id(after.max(chain.max)) }
+            }
+        }
+    }
+
+    /// Where input `id` is in the chain (0 is the first), if it is there.
+    pub fn chain_position(&self, id: Id) -> Option<usize> {
+        self.input(id)?;
+        self.chain().position(|input| input.id == id)
+    }
+}
+
+/// The inputs of a document in chain order (see [`DocumentEntry::chain`]).
+#[derive(Clone, Debug)]
+pub struct ChainIter<'a> {
+    doc: &'a DocumentEntry,
+    /// The ids of the chain record still to come (some may be deleted).
+    listed: &'a [Id],
+    /// Then these, in id order.
+    rest: std::slice::Iter<'a, InputEntry>,
+}
+
+impl<'a> Iterator for ChainIter<'a> {
+    type Item = &'a InputEntry;
+
+    fn next(&mut self) -> Option<&'a InputEntry> {
+        while let Some((&id, listed)) = self.listed.split_first() {
+            self.listed = listed;
+            if let Some(input) = self.doc.input(id) {
+                return Some(input);
+            }
+        }
+        self.rest.next()
     }
 }
 
@@ -307,7 +414,7 @@ impl KeyDir {
         let RecordMeta { seq, id, location } = meta;
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         self.next_id = self.next_id.max(id.saturating_add(1));
-        let changed = self.change(id, location, effect);
+        let changed = self.change(seq, id, location, effect);
         if let Some((Some(old), _)) = changed {
             self.remove_live(old);
         }
@@ -329,23 +436,27 @@ impl KeyDir {
     /// Changes the index for one record; `None` if the record is ignored.
     /// Returns what the record does to live bytes: a record no longer
     /// pointed at, and whether this record now is.
-    fn change(&mut self, id: Id, location: Location, effect: Effect<'_>) -> Option<(Option<Location>, bool)> {
+    /// A record that takes effect on a document makes `seq` its version.
+    fn change(&mut self, seq: u64, id: Id, location: Location, effect: Effect<'_>) -> Option<(Option<Location>, bool)> {
+        let touch = |doc: &mut DocumentEntry| doc.version = doc.version.max(seq);
         Some(match effect {
             Effect::CreateDocument { columns } => {
                 if self.documents.contains_key(&id) {
                     return None;
                 }
-                self.documents.insert(id, DocumentEntry::new(location, columns));
+                self.documents.insert(id, DocumentEntry::new(location, columns, seq));
                 self.order.insert(id);
                 (None, true)
             }
             Effect::SetBlob => {
                 let doc = self.documents.get_mut(&id)?;
+                touch(doc);
                 let old = std::mem::replace(&mut doc.blob, location);
                 (Some(old).filter(|&old| old != doc.columns_at), true)
             }
             Effect::SetColumns { columns } => {
                 let doc = self.documents.get_mut(&id)?;
+                touch(doc);
                 let old = std::mem::replace(&mut doc.columns_at, location);
                 doc.columns = columns.as_bytes().into();
                 (Some(old).filter(|&old| old != doc.blob), true)
@@ -356,6 +467,9 @@ impl KeyDir {
                 if doc.columns_at != doc.blob {
                     self.remove_live(doc.columns_at);
                 }
+                if let Some(chain) = doc.chain {
+                    self.remove_live(chain.at);
+                }
                 for input in doc.inputs {
                     self.release_input(input);
                 }
@@ -363,6 +477,7 @@ impl KeyDir {
             }
             Effect::PutInput { document } => {
                 let doc = self.documents.get_mut(&document)?;
+                touch(doc);
                 match doc.position(id) {
                     Ok(at) => (Some(std::mem::replace(&mut doc.inputs[at].value, location)), true),
                     Err(at) => {
@@ -377,21 +492,26 @@ impl KeyDir {
             Effect::DeleteInput { document } => {
                 let doc = self.documents.get_mut(&document)?;
                 let at = doc.position(id).ok()?;
+                touch(doc);
                 let input = doc.inputs.remove(at);
                 self.release_input(input);
                 (None, false)
             }
             Effect::PutOutput { document } => {
-                let input = self.documents.get_mut(&document)?.input_mut(id)?;
-                let old = input.output.replace(location);
+                let doc = self.documents.get_mut(&document)?;
+                let at = doc.position(id).ok()?;
+                touch(doc);
+                let old = doc.inputs[at].output.replace(location);
                 if old.is_none() {
                     self.outputs += 1;
                 }
                 (old, true)
             }
             Effect::DeleteOutput { document } => {
-                let input = self.documents.get_mut(&document)?.input_mut(id)?;
-                let old = input.output.take()?;
+                let doc = self.documents.get_mut(&document)?;
+                let at = doc.position(id).ok()?;
+                let old = doc.inputs[at].output.take()?;
+                touch(doc);
                 self.outputs -= 1;
                 (Some(old), false)
             }
@@ -406,8 +526,20 @@ impl KeyDir {
                 self.reserved_ids = self.reserved_ids.max(below);
                 (self.reservation.replace(location), true)
             }
-            // Recovery reads marks from the segment, never from the index.
-            Effect::Durable => (None, false),
+            Effect::SetChain { inputs } => {
+                let doc = self.documents.get_mut(&id)?;
+                touch(doc);
+                let old = doc.chain.take().map(|chain| chain.at);
+                // An empty order is id order: the record is garbage at once.
+                let live = inputs.len() > 0;
+                if live {
+                    doc.chain = Some(Box::new(Chain::new(location, inputs.iter())));
+                }
+                (old, live)
+            }
+            // Recovery reads marks from the segment, never from the index;
+            // a frame's header holds nothing its records do not.
+            Effect::Durable | Effect::Batch => (None, false),
         })
     }
 
@@ -422,6 +554,7 @@ impl KeyDir {
             if doc.columns_at != doc.blob {
                 live.push(doc.columns_at);
             }
+            live.extend(doc.chain.as_ref().map(|chain| chain.at));
             for input in &doc.inputs {
                 live.push(input.value);
                 live.extend(input.output);
@@ -465,6 +598,9 @@ impl KeyDir {
             let slot = match r.target {
                 Target::DocumentBlob(id) => self.documents.get_mut(&id).map(|d| &mut d.blob),
                 Target::DocumentColumns(id) => self.documents.get_mut(&id).map(|d| &mut d.columns_at),
+                Target::DocumentChain(id) => {
+                    self.documents.get_mut(&id).and_then(|d| d.chain.as_mut()).map(|chain| &mut chain.at)
+                }
                 Target::InputValue { document, input } => {
                     self.documents.get_mut(&document).and_then(|d| d.input_mut(input)).map(|i| &mut i.value)
                 }
@@ -493,6 +629,32 @@ impl KeyDir {
             .insert(plan.merged, SegmentUsage { total_bytes: merged.bytes, live_bytes: 0, records: merged.records });
         self.recount_live_bytes();
         installed
+    }
+
+    /// An index for planning a batch against (see `batch.rs`): the
+    /// counters and segment usage of this one, and no documents until
+    /// [`KeyDir::copy_document`] copies them in.
+    pub(crate) fn scratch(&self) -> KeyDir {
+        KeyDir {
+            documents: FxHashMap::default(),
+            order: BTreeSet::new(),
+            inputs: self.inputs,
+            outputs: self.outputs,
+            segments: self.segments.clone(),
+            checkpoint: self.checkpoint,
+            next_id: self.next_id,
+            reserved_ids: self.reserved_ids,
+            reservation: self.reservation,
+            next_seq: self.next_seq,
+        }
+    }
+
+    /// Copies document `id` of `from`, if it has one, into this index.
+    pub(crate) fn copy_document(&mut self, from: &KeyDir, id: Id) {
+        if let Some(doc) = from.documents.get(&id) {
+            self.documents.insert(id, doc.clone());
+            self.order.insert(id);
+        }
     }
 
     /// Counts `seq` as used: the next record gets a later one.
@@ -582,6 +744,12 @@ impl KeyDir {
             if doc.columns_at != doc.blob {
                 count(Some(doc.columns_at));
             }
+            if let Some(chain) = &doc.chain {
+                if chain.max != chain.ids.iter().copied().max().unwrap_or(0) {
+                    return Err(Violation::ChainMax(id));
+                }
+                count(Some(chain.at));
+            }
             for input in &doc.inputs {
                 inputs += 1;
                 count(Some(input.value));
@@ -656,6 +824,9 @@ pub enum Violation {
         /// What the usage says.
         usage: SegmentUsage,
     },
+    /// A chain order's largest id is not the largest it lists.
+    #[error("the chain order of document {0} has a wrong largest id")]
+    ChainMax(Id),
     /// A live record in a segment that has no usage entry.
     #[error("the index points into segment {0}, which has no usage entry")]
     NoUsage(SegmentId),

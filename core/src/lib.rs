@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod batch;
 mod check;
 mod codec;
 mod compaction;
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 
+pub use batch::{Expect, Op, Place, Planned, Ref, Refused, last_id_needed, plan_batch};
 pub use check::{checked_record, record_blob, record_value};
 pub use codec::DecodeError;
 pub use compaction::{
@@ -40,21 +42,22 @@ pub use compaction::{
 pub use defect::Defect;
 pub use hint::{HINT_MAGIC, HINT_VERSION, HintBuilder, HintError, replay_hints};
 pub use keydir::{
-    Applied, DocumentEntry, ID_RESERVATION, InputEntry, KeyDir, Missing, RecordMeta, RecordSink, SegmentUsage,
-    Violation,
+    Applied, Chain, ChainIter, DocumentEntry, ID_RESERVATION, InputEntry, KeyDir, Missing, RecordMeta, RecordSink,
+    SegmentUsage, Violation,
 };
 pub use limits::{Invalid, Limits};
 pub use record::{
-    Body, Corruption, Effect, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation, RECORD_HEADER_LEN, RecordKind,
-    RecordRef, SALT_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Salt, Scan, SegmentHeader, UNSALTED_FORMAT_VERSION,
-    UNSALTED_HEADER_LEN, decode_record, encode_record, scan, seal_record,
+    Body, Corruption, Effect, EncodedIds, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation,
+    PREVIOUS_FORMAT_VERSION, RECORD_HEADER_LEN, RecordKind, RecordRef, SALT_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    Salt, Scan, SegmentHeader, UNSALTED_FORMAT_VERSION, UNSALTED_HEADER_LEN, batch_entries, decode_record,
+    encode_record, finish_batch, reseal, scan, seal_record, start_batch,
 };
 pub use recovery::{
     ACTIVE_NAME, ACTIVE_TMP_NAME, LOCK_NAME, Listing, MERGED_NAME, MERGED_TMP_NAME, MergedHeader, PlanError,
     RecoveryPlan, RecoveryStep, ReplayKind, TailDecision, hint_name, judge_bad_tail, parse_sealed_name, plan_recovery,
     sealed_name,
 };
-pub use replay::{CorruptSegment, Feed, Replayed, SegmentReplay, TailPolicy};
+pub use replay::{CorruptSegment, Expanded, Feed, Replayed, SegmentReplay, TailPolicy, expand_record};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotDefect};
 pub use value::{EncodedColumns, Value};
 

@@ -20,6 +20,14 @@ pub struct Limits {
     pub max_column_value_bytes: usize,
     /// Most columns per document.
     pub max_columns: usize,
+    /// Largest batch, in bytes of its encoded records: a batch over it is
+    /// refused whole, never written in part.
+    pub max_batch_bytes: usize,
+    /// Most operations in one batch.
+    pub max_batch_ops: usize,
+    /// Most inputs in a document's chain whose order is not id order (its
+    /// chain record lists them all, 8 bytes each).
+    pub max_chain_inputs: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +38,9 @@ impl Default for Limits {
             max_column_name_bytes: 256,
             max_column_value_bytes: 64 << 10,
             max_columns: 256,
+            max_batch_bytes: 256 << 20,
+            max_batch_ops: 1 << 20,
+            max_chain_inputs: 1 << 20,
         }
     }
 }
@@ -82,6 +93,49 @@ pub enum Invalid {
         /// The limit.
         limit: usize,
     },
+    /// A batch whose records are over [`Limits::max_batch_bytes`].
+    #[error("batch is over {limit} bytes encoded")]
+    BatchTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A batch with more operations than [`Limits::max_batch_ops`].
+    #[error("batch has {count} operations, above the limit of {limit}")]
+    TooManyOps {
+        /// The number of operations.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A batch with no operations.
+    #[error("batch has no operations")]
+    EmptyBatch,
+    /// An operation names "what operation N created" for an N that is not
+    /// an earlier operation of the batch creating that kind of thing.
+    #[error("operation {op} refers to operation {to}, which is not an earlier operation creating a {what}")]
+    BadReference {
+        /// The operation that refers.
+        op: usize,
+        /// The operation it refers to.
+        to: usize,
+        /// "problem" or "test case".
+        what: &'static str,
+    },
+    /// An expected version given for a write that names no existing
+    /// document (a create).
+    #[error("an expected version applies only to a write to an existing problem")]
+    NothingToExpect,
+    /// A test case placed before or after itself.
+    #[error("test case {0} cannot be placed relative to itself")]
+    PlacedBesideItself(u64),
+    /// A reordered chain over [`Limits::max_chain_inputs`].
+    #[error("a chain of {count} inputs cannot be reordered (the limit is {limit})")]
+    ChainTooLong {
+        /// The chain's length.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A limit so high that a record within it would not fit the format
     /// (from [`Limits::validate`]).
     #[error("limit {name} = {value} is above what the format can store ({max})")]
@@ -114,6 +168,20 @@ impl Limits {
         let columns = self.max_columns.saturating_mul(per_column).saturating_add(4);
         if columns > COLUMNS_HEADROOM {
             return Err(Invalid::LimitTooLarge { name: "max_columns", value: self.max_columns, max: COLUMNS_HEADROOM });
+        }
+        let batch_max = MAX_PAYLOAD_LEN as usize;
+        if self.max_batch_bytes > batch_max {
+            return Err(Invalid::LimitTooLarge {
+                name: "max_batch_bytes",
+                value: self.max_batch_bytes,
+                max: batch_max,
+            });
+        }
+        // A chain record lists 8 bytes per input and must fit a payload.
+        let chain_max = (MAX_PAYLOAD_LEN as usize - 4) / 8;
+        if self.max_chain_inputs > chain_max {
+            let value = self.max_chain_inputs;
+            return Err(Invalid::LimitTooLarge { name: "max_chain_inputs", value, max: chain_max });
         }
         Ok(())
     }

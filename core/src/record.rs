@@ -63,6 +63,11 @@ pub enum RecordKind {
     /// A durability mark: how far the segment was covered by a completed
     /// fsync when it was appended (see [`Mutation::Durable`]).
     Durable = 11,
+    /// An atomic batch: a frame whose payload is whole records, applied
+    /// all together or not at all (see [`start_batch`]).
+    Batch = 12,
+    /// A document's chain order, replacing any earlier one.
+    SetChain = 13,
 }
 
 impl RecordKind {
@@ -82,6 +87,8 @@ impl RecordKind {
             9 => Checkpoint,
             10 => ReserveIds,
             11 => Durable,
+            12 => Batch,
+            13 => SetChain,
             _ => return None,
         })
     }
@@ -102,7 +109,9 @@ impl RecordKind {
 /// says ids below its value may have been handed out: it is synced before
 /// any of them is, so a restart never hands them out again. `Durable`
 /// (record id 0) is the segment's salt again (16 bytes, so recovery can
-/// find marks past damage) and a u64 offset.
+/// find marks past damage) and a u64 offset. `SetChain` (record id: the
+/// document) is a u32 count and that many input ids (u64 each), in chain
+/// order; an empty list goes back to id order.
 #[derive(Clone, Copy, Debug)]
 pub enum Mutation<'a> {
     /// Creates the document the record is about.
@@ -171,6 +180,13 @@ pub enum Mutation<'a> {
         /// completed fsync.
         upto: u64,
     },
+    /// Sets the chain order of the document the record is about: these
+    /// inputs in this order come first, then every input added later, in
+    /// id order (see [`crate::DocumentEntry::chain`]).
+    SetChain {
+        /// Every input of the document, in chain order (none: id order).
+        inputs: &'a [Id],
+    },
 }
 
 impl Mutation<'_> {
@@ -188,6 +204,7 @@ impl Mutation<'_> {
             Mutation::Checkpoint { .. } => RecordKind::Checkpoint,
             Mutation::ReserveIds { .. } => RecordKind::ReserveIds,
             Mutation::Durable { .. } => RecordKind::Durable,
+            Mutation::SetChain { .. } => RecordKind::SetChain,
         }
     }
 
@@ -199,6 +216,7 @@ impl Mutation<'_> {
             Mutation::PutInput { value, .. } | Mutation::PutOutput { value, .. } => 8 + value.encoded_len(),
             Mutation::Checkpoint { .. } => 12,
             Mutation::Durable { .. } => SALT_LEN + 8,
+            Mutation::SetChain { inputs } => 4 + 8 * inputs.len(),
             Mutation::ReserveIds { .. } | Mutation::DeleteInput { .. } | Mutation::DeleteOutput { .. } => 8,
             Mutation::DeleteDocument => 0,
         }
@@ -228,7 +246,63 @@ impl Mutation<'_> {
             Mutation::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Mutation::ReserveIds { below } => Effect::ReserveIds { below },
             Mutation::Durable { .. } => Effect::Durable,
+            Mutation::SetChain { inputs } => {
+                scratch.clear();
+                encode_ids(inputs, scratch);
+                Effect::SetChain { inputs: EncodedIds(&scratch[4..]) }
+            }
         }
+    }
+}
+
+fn encode_ids(ids: &[Id], out: &mut Vec<u8>) {
+    let count = u32::try_from(ids.len()).expect("chains are limited far below 2^32 inputs");
+    out.extend_from_slice(&count.to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// A list of ids in its record encoding (8 bytes each, little-endian),
+/// borrowed from a record or hint: a chain order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EncodedIds<'a>(&'a [u8]);
+
+impl<'a> EncodedIds<'a> {
+    /// The ids in `bytes`, which must be a whole number of ids.
+    pub(crate) fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if !bytes.len().is_multiple_of(8) {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(EncodedIds(bytes))
+    }
+
+    /// A u32 count and that many ids, from `r`.
+    pub(crate) fn take(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let count = r.count(8)?;
+        EncodedIds::new(r.take(count * 8)?)
+    }
+
+    /// The encoded bytes (without a count).
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// How many ids the list holds.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(self) -> usize {
+        self.0.len() / 8
+    }
+
+    /// The ids, in order.
+    pub fn iter(self) -> impl ExactSizeIterator<Item = Id> + 'a {
+        self.0.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    }
+}
+
+impl std::fmt::Debug for EncodedIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -317,6 +391,7 @@ pub fn encode_record(out: &mut Vec<u8>, salt: &Salt, seq: u64, id: Id, mutation:
             out.extend_from_slice(salt.bytes());
             out.extend_from_slice(&upto.to_le_bytes());
         }
+        Mutation::SetChain { inputs } => encode_ids(inputs, out),
         Mutation::DeleteDocument => {}
     }
     seal_record(&mut out[start..], salt);
@@ -330,6 +405,93 @@ pub fn encode_record(out: &mut Vec<u8>, salt: &Salt, seq: u64, id: Id, mutation:
 pub fn seal_record(record: &mut [u8], salt: &Salt) {
     let crc = salt.checksum(&record[4..]);
     record[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Sets the sequence number in the header of `record` (which must then be
+/// sealed again): how a merged segment's copy of a document's record
+/// carries the document's version.
+pub(crate) fn set_seq(record: &mut [u8], seq: u64) {
+    record[9..17].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Starts a batch frame at the end of `out`: a record header (kind
+/// `Batch`, record id 0) whose length and checksum [`finish_batch`] fills
+/// in once the batch's records, each encoded with [`encode_record`] under
+/// the same salt, follow it. Returns where the frame starts in `out`.
+///
+/// A frame's payload is nothing but whole records. Its checksum covers
+/// them all, so a torn or damaged batch fails as one record: recovery
+/// applies all of it or none. Each inner record is valid on its own too,
+/// so the index points into the frame and reads never see the frame.
+pub fn start_batch(out: &mut Vec<u8>, seq: u64) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.push(RecordKind::Batch as u8);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    start
+}
+
+/// Ends the batch frame [`start_batch`] began at `start`: writes its
+/// length and seals it.
+///
+/// The caller must have checked the batch against the limits: a payload
+/// above [`MAX_PAYLOAD_LEN`] is a bug and panics.
+pub fn finish_batch(out: &mut [u8], start: usize, salt: &Salt) {
+    let payload_len = out.len() - start - RECORD_HEADER_LEN;
+    assert!(payload_len <= MAX_PAYLOAD_LEN as usize, "batch of {payload_len} bytes passed the limits check");
+    out[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    seal_record(&mut out[start..], salt);
+}
+
+/// Seals the record in `record` for `salt` again, and, if it is a batch
+/// frame, every record inside it first: how an encoded write moves to a
+/// new segment when the active one is sealed before it is appended.
+pub fn reseal(record: &mut [u8], salt: &Salt) {
+    if record[8] == RecordKind::Batch as u8 {
+        let mut at = RECORD_HEADER_LEN;
+        while at < record.len() {
+            let len =
+                RECORD_HEADER_LEN + u32::from_le_bytes(record[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+            seal_record(&mut record[at..at + len], salt);
+            at += len;
+        }
+    }
+    seal_record(record, salt);
+}
+
+/// The records inside a batch frame's payload, each checked (its checksum
+/// under `salt` and its payload decoded), with its offset in the payload.
+/// Only data records may be inside a batch: no frame, mark, checkpoint or
+/// reservation. The first defect ends the walk; callers check every entry
+/// before they apply any.
+pub fn batch_entries<'a>(
+    payload: &'a [u8],
+    salt: &Salt,
+) -> impl Iterator<Item = Result<(usize, RecordRef<'a>, Body<'a>), Corruption>> {
+    let mut at = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at == payload.len() {
+            return None;
+        }
+        let entry = match scan(&payload[at..], salt) {
+            Scan::Record(record) => match record.kind {
+                RecordKind::Batch | RecordKind::Durable | RecordKind::Checkpoint | RecordKind::ReserveIds => {
+                    Err(Corruption::Payload(DecodeError::NotInBatch(record.kind as u8)))
+                }
+                _ => record.body().map(|body| (at, record, body)).map_err(Corruption::Payload),
+            },
+            // The frame's checksum held: its records must fill it exactly.
+            Scan::Incomplete { .. } => Err(Corruption::Payload(DecodeError::Truncated)),
+            Scan::Invalid(corruption) => Err(corruption),
+        };
+        match &entry {
+            Ok((_, record, _)) => at += record.len(),
+            Err(_) => failed = true,
+        }
+        Some(entry)
+    })
 }
 
 /// What a record does to the key directory: its kind plus the little the
@@ -384,6 +546,14 @@ pub enum Effect<'a> {
     /// A durability mark: garbage as soon as it is written (recovery reads
     /// marks from the segment, not from the index).
     Durable,
+    /// A document's chain order set.
+    SetChain {
+        /// The inputs listed, in chain order.
+        inputs: EncodedIds<'a>,
+    },
+    /// The header of a batch frame (its records are applied one by one,
+    /// after it): garbage as soon as it is written.
+    Batch,
 }
 
 impl Effect<'_> {
@@ -401,6 +571,8 @@ impl Effect<'_> {
             Effect::Checkpoint { .. } => RecordKind::Checkpoint,
             Effect::ReserveIds { .. } => RecordKind::ReserveIds,
             Effect::Durable => RecordKind::Durable,
+            Effect::SetChain { .. } => RecordKind::SetChain,
+            Effect::Batch => RecordKind::Batch,
         }
     }
 }
@@ -472,6 +644,17 @@ pub enum Body<'a> {
         /// The segment was durable up to this offset.
         upto: u64,
     },
+    /// A `SetChain` payload.
+    SetChain {
+        /// The inputs in chain order.
+        inputs: EncodedIds<'a>,
+    },
+    /// A `Batch` frame: whole records, not yet checked (see
+    /// [`batch_entries`]).
+    Batch {
+        /// The records, back to back.
+        records: &'a [u8],
+    },
 }
 
 impl<'a> Body<'a> {
@@ -489,6 +672,8 @@ impl<'a> Body<'a> {
             Body::Checkpoint { .. } => RecordKind::Checkpoint,
             Body::ReserveIds { .. } => RecordKind::ReserveIds,
             Body::Durable { .. } => RecordKind::Durable,
+            Body::SetChain { .. } => RecordKind::SetChain,
+            Body::Batch { .. } => RecordKind::Batch,
         }
     }
 
@@ -507,6 +692,8 @@ impl<'a> Body<'a> {
             Body::Checkpoint { next_id, .. } => Effect::Checkpoint { next_id },
             Body::ReserveIds { below } => Effect::ReserveIds { below },
             Body::Durable { .. } => Effect::Durable,
+            Body::SetChain { inputs } => Effect::SetChain { inputs },
+            Body::Batch { .. } => Effect::Batch,
         }
     }
 }
@@ -570,6 +757,8 @@ impl<'a> RecordRef<'a> {
             RecordKind::Durable => {
                 Body::Durable { salt: r.take(SALT_LEN)?.try_into().expect("SALT_LEN bytes"), upto: r.u64()? }
             }
+            RecordKind::SetChain => Body::SetChain { inputs: EncodedIds::take(&mut r)? },
+            RecordKind::Batch => Body::Batch { records: r.rest() },
             RecordKind::Checkpoint => Body::Checkpoint {
                 covers_from: SegmentId::new(r.u32()?).ok_or(DecodeError::ZeroSegmentId)?,
                 next_id: r.u64()?,
@@ -706,9 +895,14 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
 
 /// The segment format version this build writes and reads (hint files and
 /// index snapshots have their own: `HINT_VERSION`, `SNAPSHOT_VERSION`).
-/// Version 3 added the salt and durability marks; version 2 stores are
-/// upgraded offline (see `stratum_io::upgrade`).
-pub const FORMAT_VERSION: u16 = 3;
+/// Version 4 added batch frames and chain orders; version 3 the salt and
+/// durability marks. Stores of versions 2 and 3 are upgraded offline (see
+/// `stratum_io::upgrade`).
+pub const FORMAT_VERSION: u16 = 4;
+
+/// Format 3: the header and records of format 4, without batch frames and
+/// chain orders. Its upgrade rewrites only the headers.
+pub const PREVIOUS_FORMAT_VERSION: u16 = 3;
 
 /// The last format version without salts, which the upgrade reads.
 pub const UNSALTED_FORMAT_VERSION: u16 = 2;
@@ -751,7 +945,7 @@ pub enum HeaderError {
     /// The header's format version is not [`FORMAT_VERSION`].
     #[error(
         "segment format version {found} is not supported (this build reads version {FORMAT_VERSION}; \
-         a version 2 store is upgraded offline with `lse_server --upgrade --data-dir DIR`)"
+         a version 2 or 3 store is upgraded offline with `lse_server --upgrade --data-dir DIR`)"
     )]
     UnsupportedVersion {
         /// The version in the header.
@@ -781,16 +975,23 @@ impl SegmentHeader {
     /// Checks and reads the header at the start of `bytes` (which may go on
     /// past it): magic, version, checksum, then segment id.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        let (header, len) = Self::decode_any(bytes)?;
-        if len != SEGMENT_HEADER_LEN {
-            return Err(HeaderError::UnsupportedVersion { found: UNSALTED_FORMAT_VERSION });
+        let (header, _) = Self::decode_any(bytes)?;
+        match Self::stored_version(bytes) {
+            Some(FORMAT_VERSION) => Ok(header),
+            found => Err(HeaderError::UnsupportedVersion { found: found.unwrap_or_default() }),
         }
-        Ok(header)
     }
 
-    /// Like [`SegmentHeader::decode`], but also reads a format-2 header
-    /// (with [`Salt::UNSALTED`]), for the upgrade: the header and its
-    /// length, where the segment's first record starts.
+    /// The format version field of the header at the start of `bytes`,
+    /// unchecked (`None` if there are too few bytes to hold one).
+    pub fn stored_version(bytes: &[u8]) -> Option<u16> {
+        Some(u16::from_le_bytes(bytes.get(8..10)?.try_into().expect("2 bytes")))
+    }
+
+    /// Like [`SegmentHeader::decode`], but also reads the headers of
+    /// formats 3 and 2 (the latter with [`Salt::UNSALTED`]), for the
+    /// upgrade: the header and its length, where the segment's first record
+    /// starts.
     pub fn decode_any(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
         let magic = bytes.get(..8).ok_or(HeaderError::Truncated)?;
         if magic != SEGMENT_MAGIC {
@@ -798,12 +999,12 @@ impl SegmentHeader {
         }
         let version = u16::from_le_bytes(bytes.get(8..10).ok_or(HeaderError::Truncated)?.try_into().expect("2 bytes"));
         let len = match version {
-            FORMAT_VERSION => SEGMENT_HEADER_LEN,
+            FORMAT_VERSION | PREVIOUS_FORMAT_VERSION => SEGMENT_HEADER_LEN,
             UNSALTED_FORMAT_VERSION => UNSALTED_HEADER_LEN,
             // A version of its own, or a damaged one? Versions before the
             // salt had the 20-byte header, later ones at least this one's.
             found => {
-                let len = if found < FORMAT_VERSION { UNSALTED_HEADER_LEN } else { SEGMENT_HEADER_LEN };
+                let len = if found < PREVIOUS_FORMAT_VERSION { UNSALTED_HEADER_LEN } else { SEGMENT_HEADER_LEN };
                 let h = bytes.get(..len).ok_or(HeaderError::Truncated)?;
                 let stored = u32::from_le_bytes(h[len - 4..].try_into().expect("4 bytes"));
                 if crc32fast::hash(&h[..len - 4]) != stored {
@@ -820,7 +1021,7 @@ impl SegmentHeader {
         let id = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
         let segment = SegmentId::new(id).ok_or(HeaderError::ZeroSegmentId)?;
         let salt = match version {
-            FORMAT_VERSION => Salt::new(h[16..32].try_into().expect("16 bytes")),
+            FORMAT_VERSION | PREVIOUS_FORMAT_VERSION => Salt::new(h[16..32].try_into().expect("16 bytes")),
             _ => Salt::UNSALTED,
         };
         Ok((SegmentHeader { segment, salt }, len))

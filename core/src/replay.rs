@@ -10,8 +10,58 @@
 //! sealed, so damage there is corruption.
 
 use crate::keydir::{Applied, RecordMeta, RecordSink};
-use crate::record::{Body, Corruption, SEGMENT_HEADER_LEN, Salt, Scan, scan};
+use crate::record::{
+    Body, Corruption, Effect, RECORD_HEADER_LEN, RecordRef, SEGMENT_HEADER_LEN, Salt, Scan, batch_entries, scan,
+};
 use crate::{Location, SegmentId};
+
+/// What one checked record at `location` (in a segment salted with
+/// `salt`) does to the index, record by record: the record itself or, for
+/// a batch frame, the frame's header (an [`Effect::Batch`] as long as a
+/// record header, which is garbage) and then each record inside it at its
+/// own location. Every record of a frame is checked before any is given
+/// out, so a batch is applied whole or not at all. Recovery and the live
+/// write path both apply records through here.
+pub fn expand_record<'a>(
+    record: &RecordRef<'a>,
+    body: Body<'a>,
+    location: Location,
+    salt: &Salt,
+) -> Result<Expanded<'a>, Corruption> {
+    let Body::Batch { records } = body else {
+        return Ok(Expanded::One(Some((RecordMeta { seq: record.seq, id: record.id, location }, body.into_effect()))));
+    };
+    let header = Location::new(location.segment(), location.offset(), RECORD_HEADER_LEN as u32)
+        .expect("the frame's own location is valid");
+    let mut all = vec![(RecordMeta { seq: record.seq, id: 0, location: header }, Effect::Batch)];
+    for entry in batch_entries(records, salt) {
+        let (at, inner, body) = entry?;
+        let offset = location.offset() + (RECORD_HEADER_LEN + at) as u64;
+        let at = Location::new(location.segment(), offset, inner.len() as u32).ok_or(Corruption::BeyondMaxOffset)?;
+        all.push((RecordMeta { seq: inner.seq, id: inner.id, location: at }, body.into_effect()));
+    }
+    Ok(Expanded::Many(all.into_iter()))
+}
+
+/// The records [`expand_record`] found, in the order they apply.
+#[derive(Debug)]
+pub enum Expanded<'a> {
+    /// A record on its own.
+    One(Option<(RecordMeta, Effect<'a>)>),
+    /// A batch frame's header, then its records.
+    Many(std::vec::IntoIter<(RecordMeta, Effect<'a>)>),
+}
+
+impl<'a> Iterator for Expanded<'a> {
+    type Item = (RecordMeta, Effect<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Expanded::One(one) => one.take(),
+            Expanded::Many(many) => many.next(),
+        }
+    }
+}
 
 /// What may be done with a bad tail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,11 +188,16 @@ impl SegmentReplay {
             {
                 self.durable_upto = self.durable_upto.max(upto);
             }
-            let meta = RecordMeta { seq: record.seq, id: record.id, location };
-            if sink.record(meta, body.into_effect()) == Applied::Ignored {
-                self.ignored += 1;
+            let expanded = match expand_record(&record, body, location, &self.salt) {
+                Ok(expanded) => expanded,
+                Err(corruption) => return Feed::Stopped { consumed, corruption },
+            };
+            for (meta, effect) in expanded {
+                self.records += 1;
+                if sink.record(meta, effect) == Applied::Ignored {
+                    self.ignored += 1;
+                }
             }
-            self.records += 1;
             self.valid_len += len as u64;
             consumed += len;
         }

@@ -11,8 +11,9 @@
 //! header    magic "STRATSNP" (8) | format version u16 | reserved u16 | segment id u32
 //! scalars   next seq u64 | next id u64 | reserved ids u64 | checkpoint
 //!           | segment bytes u64 | live bytes u64 | records u64
-//! documents id u64 | blob | columns at | column map | input count u32
-//!           | inputs: id u64 | value | output (len 0: none)
+//! documents id u64 | version u64 | blob | columns at | column map
+//!           | chain (len 0: none) | chain count u32 | chain ids: u64 each
+//!           | input count u32 | inputs: id u64 | value | output (len 0: none)
 //! trailer   segment length u64 | document count u64 | CRC-32 of everything before it
 //! ```
 //!
@@ -28,8 +29,8 @@
 
 use crate::codec::{DecodeError, Reader};
 use crate::hint::{Frame, HintError, frame_header, frame_trailer, record_location, unframe};
-use crate::keydir::{DocumentEntry, InputEntry, KeyDir, SegmentUsage, SnapshotParts, Violation};
-use crate::record::SEGMENT_HEADER_LEN;
+use crate::keydir::{Chain, DocumentEntry, InputEntry, KeyDir, SegmentUsage, SnapshotParts, Violation};
+use crate::record::{EncodedIds, SEGMENT_HEADER_LEN};
 use crate::value::EncodedColumns;
 use crate::{Location, SegmentId};
 
@@ -37,7 +38,7 @@ use crate::{Location, SegmentId};
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STRATSNP";
 
 /// The format version of index snapshots this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 3;
+pub const SNAPSHOT_VERSION: u16 = 4;
 
 const SNAPSHOT_FRAME: Frame = Frame { magic: SNAPSHOT_MAGIC, version: SNAPSHOT_VERSION };
 
@@ -50,6 +51,7 @@ impl KeyDir {
         let documents_here = self.documents_in_order().all(|(_, doc)| {
             only_here(doc.blob)
                 && only_here(doc.columns_at)
+                && doc.chain_order().is_none_or(|chain| only_here(chain.at))
                 && doc.inputs.iter().all(|input| only_here(input.value) && input.output.is_none_or(only_here))
         });
         let others = self.segments().keys().any(|&s| s != segment);
@@ -68,9 +70,18 @@ impl KeyDir {
         }
         for (id, doc) in self.documents_in_order() {
             buf.extend_from_slice(&id.to_le_bytes());
+            buf.extend_from_slice(&doc.version().to_le_bytes());
             put_location(&mut buf, Some(doc.blob));
             put_location(&mut buf, Some(doc.columns_at));
             buf.extend_from_slice(doc.encoded_columns());
+            let chain = doc.chain_order();
+            put_location(&mut buf, chain.map(|chain| chain.at));
+            let listed = chain.map_or(&[][..], |chain| chain.listed());
+            let count = u32::try_from(listed.len()).expect("a chain holds fewer than 2^32 inputs");
+            buf.extend_from_slice(&count.to_le_bytes());
+            for id in listed {
+                buf.extend_from_slice(&id.to_le_bytes());
+            }
             let count = u32::try_from(doc.inputs.len()).expect("a chain holds fewer than 2^32 inputs");
             buf.extend_from_slice(&count.to_le_bytes());
             for input in &doc.inputs {
@@ -158,9 +169,17 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64, announced: u64
     let mut documents = Vec::with_capacity((announced as usize).min(r.remaining().len() / 40));
     while !r.is_empty() {
         let id = r.u64()?;
+        let version = r.u64()?;
         let blob = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
         let columns_at = location(r)?.ok_or(SnapshotDefect::MissingLocation)?;
         let columns = EncodedColumns::take(r)?;
+        let chain_at = location(r)?;
+        let listed = EncodedIds::take(r)?;
+        let chain = match chain_at {
+            Some(at) if listed.len() > 0 => Some(Chain::new(at, listed.iter())),
+            None if listed.len() == 0 => None,
+            _ => return Err(SnapshotDefect::MissingLocation),
+        };
         let count = r.count(32)?;
         let mut inputs = Vec::with_capacity(count);
         for _ in 0..count {
@@ -173,9 +192,10 @@ fn load(r: &mut Reader<'_>, segment: SegmentId, segment_len: u64, announced: u64
             inputs.push(InputEntry { id: input, value, output });
         }
         largest = largest.max(id).max(inputs.last().map_or(0, |input: &InputEntry| input.id));
-        let mut doc = DocumentEntry::new(blob, columns);
+        let mut doc = DocumentEntry::new(blob, columns, version);
         doc.columns_at = columns_at;
         doc.inputs = inputs;
+        doc.set_parts(version, chain);
         documents.push((id, doc));
     }
     if next_id <= largest {

@@ -134,6 +134,7 @@ fn installing_a_merged_segment_repoints_every_entry_into_it() {
         let now = match r.target {
             Target::DocumentBlob(id) => log.kd.document(id).unwrap().blob,
             Target::DocumentColumns(id) => log.kd.document(id).unwrap().columns_at,
+            Target::DocumentChain(id) => log.kd.document(id).unwrap().chain_order().unwrap().at,
             Target::InputValue { document, input } => log.kd.input(document, input).unwrap().value,
             Target::Output { document, input } => log.kd.output(document, input).unwrap(),
         };

@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use stratum_core::{Columns, Salt, SegmentHeader, SegmentId, Value, encode_record};
+use stratum_core::{
+    Columns, Mutation, Salt, SegmentHeader, SegmentId, Value, encode_record, finish_batch, start_batch,
+};
 
 fn example_columns() -> Columns {
     columns(&[("name", "Example"), ("version", "1.0")])
@@ -27,13 +29,13 @@ fn segment_header_for_segment_1() {
     insta::assert_snapshot!("segment_header_1", hex_dump(&bytes));
 }
 
-/// The format-3 header with every field distinct: the salt's bytes are
-/// 0x10..=0x1f.
+/// The format-4 header with every field distinct: the salt's bytes are
+/// 0x10..=0x1f. (Format 3's header differs only in its version field.)
 #[test]
-fn segment_header_v3() {
+fn segment_header_v4() {
     let salt = Salt::new(std::array::from_fn(|i| 0x10 + i as u8));
     let bytes = SegmentHeader { segment: SegmentId::new(0x0003_0201).unwrap(), salt }.encode();
-    insta::assert_snapshot!("segment_header_v3", hex_dump(&bytes));
+    insta::assert_snapshot!("segment_header_v4", hex_dump(&bytes));
 }
 
 /// A durability mark: its payload repeats the salt, then the offset.
@@ -159,4 +161,25 @@ fn small_segment_image() {
     encode_record(&mut image, &salt(), 2, 2, &input.as_mutation());
     encode_record(&mut image, &salt(), 3, 2, &output.as_mutation());
     insta::assert_snapshot!("segment_image", hex_dump(&image));
+}
+
+/// A chain order: a count, then the input ids in chain order.
+#[test]
+fn set_chain_record() {
+    let mut bytes = Vec::new();
+    encode_record(&mut bytes, &salt(), 17, 1, &Mutation::SetChain { inputs: &[3, 2, 4] });
+    insta::assert_snapshot!("set_chain", hex_dump(&bytes));
+}
+
+/// A batch frame of two records: a record header of kind 12 (record id 0)
+/// whose payload is the two whole records, each sealed on its own.
+#[test]
+fn batch_frame() {
+    let mut bytes = Vec::new();
+    let start = start_batch(&mut bytes, 20);
+    let value = Value::Int(7);
+    encode_record(&mut bytes, &salt(), 21, 2, &Mutation::PutInput { document: 1, value: &value });
+    encode_record(&mut bytes, &salt(), 22, 1, &Mutation::SetChain { inputs: &[2] });
+    finish_batch(&mut bytes, start, &salt());
+    insta::assert_snapshot!("batch_frame", hex_dump(&bytes));
 }

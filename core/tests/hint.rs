@@ -136,7 +136,7 @@ fn hint_entries_follow_the_documented_layout() {
 
     assert_eq!(hint[0..8], HINT_MAGIC);
     assert_eq!(hint[8..10], HINT_VERSION.to_le_bytes());
-    assert_eq!(hint[8..10], [3, 0]);
+    assert_eq!(hint[8..10], [4, 0]);
     assert_eq!(hint[10..12], [0, 0]);
     assert_eq!(hint[12..16], segment.get().to_le_bytes());
     let trailer = &hint[hint.len() - 20..];

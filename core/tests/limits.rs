@@ -55,6 +55,7 @@ fn a_create_within_validated_limits_fits_the_format() {
         max_column_name_bytes: 1,
         max_column_value_bytes: (64 << 20) - 13,
         max_columns: 1,
+        ..Limits::default()
     };
     assert_eq!(edge.validate(), Ok(()));
     let over = Limits { max_column_value_bytes: edge.max_column_value_bytes + 1, ..edge };

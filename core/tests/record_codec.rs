@@ -10,8 +10,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use stratum_core::{
     Body, Corruption, DecodeError, Effect, EncodedColumns, FORMAT_VERSION, HeaderError, MAX_PAYLOAD_LEN, Mutation,
-    RECORD_HEADER_LEN, RecordKind, SALT_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Salt, Scan, SegmentHeader, SegmentId,
-    UNSALTED_FORMAT_VERSION, UNSALTED_HEADER_LEN, Value, decode_record, encode_record, scan, seal_record,
+    PREVIOUS_FORMAT_VERSION, RECORD_HEADER_LEN, RecordKind, SALT_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, Salt, Scan,
+    SegmentHeader, SegmentId, UNSALTED_FORMAT_VERSION, UNSALTED_HEADER_LEN, Value, decode_record, encode_record, scan,
+    seal_record,
 };
 
 /// Encodes `m`, then checks that `scan` and `decode_record` give back every
@@ -215,7 +216,7 @@ proptest! {
     /// payload.
     #[test]
     fn body_of_an_arbitrary_checksummed_payload_never_panics(
-        kind in 1u8..=11,
+        kind in 1u8..=13,
         payload in prop_oneof![
             vec(any::<u8>(), 0..80),
             // A Durable payload's size, sometimes repeating the salt.
@@ -259,6 +260,16 @@ proptest! {
                     } else {
                         bytes.clone()
                     }
+                }
+                Body::SetChain { inputs } => {
+                    prop_assert_eq!(&payload[..4], &(inputs.len() as u32).to_le_bytes());
+                    prop_assert_eq!(inputs.as_bytes(), &payload[4..]);
+                    bytes.clone()
+                }
+                // A frame's records are checked by batch_entries, not here.
+                Body::Batch { records } => {
+                    prop_assert_eq!(records, &payload[..]);
+                    bytes.clone()
                 }
                 // Values stay encoded in the body; only their position is checked.
                 Body::PutInput { document, value } | Body::PutOutput { document, value } => {
@@ -414,7 +425,7 @@ fn a_length_at_the_maximum_is_incomplete_not_too_large() {
 
 #[test]
 fn unknown_record_kinds_are_rejected() {
-    for kind in [0u8, 12, 0x7f, 0xff] {
+    for kind in [0u8, 14, 0x7f, 0xff] {
         let mut bytes = record_bytes(1, 1, &Owned::DeleteDocument);
         bytes[8] = kind;
         fix_record_crc(&mut bytes);
@@ -431,7 +442,7 @@ fn a_wrong_checksum_is_a_checksum_mismatch() {
 }
 
 /// Every kind byte the format defines, in order.
-const KINDS: [RecordKind; 11] = [
+const KINDS: [RecordKind; 13] = [
     RecordKind::CreateDocument,
     RecordKind::SetBlob,
     RecordKind::SetColumns,
@@ -443,6 +454,8 @@ const KINDS: [RecordKind; 11] = [
     RecordKind::Checkpoint,
     RecordKind::ReserveIds,
     RecordKind::Durable,
+    RecordKind::Batch,
+    RecordKind::SetChain,
 ];
 
 #[test]
@@ -580,11 +593,24 @@ fn segment_header_layout_matches_the_documented_format() {
     assert_eq!(bytes[0..8], SEGMENT_MAGIC);
     assert_eq!(&bytes[0..8], b"STRATSEG");
     assert_eq!(bytes[8..10], FORMAT_VERSION.to_le_bytes());
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     assert_eq!(bytes[10..12], [0, 0]);
     assert_eq!(bytes[12..16], [1, 2, 3, 0]);
     assert_eq!(&bytes[16..32], b"stratum-testsalt");
     assert_eq!(bytes[32..36], crc32fast::hash(&bytes[0..32]).to_le_bytes());
+}
+
+/// A format-3 header reads as its salt and segment for the upgrade, and
+/// `decode` refuses it: format 3 has no batch frames, so a format-3 build
+/// must never meet a segment that may hold them, nor this build append
+/// them to a format-3 file.
+#[test]
+fn a_format_3_header_is_read_by_decode_any_only() {
+    let bytes = header_with_version(PREVIOUS_FORMAT_VERSION);
+    assert_eq!(PREVIOUS_FORMAT_VERSION, 3);
+    assert_eq!(SegmentHeader::decode(&bytes), Err(HeaderError::UnsupportedVersion { found: 3 }));
+    assert_eq!(SegmentHeader::decode_any(&bytes), Ok((header(SegmentId::FIRST), SEGMENT_HEADER_LEN)));
+    assert_eq!(SegmentHeader::stored_version(&bytes), Some(3));
 }
 
 /// Makes the checksum of a format-3 header right after an edit.

@@ -155,11 +155,12 @@ fn a_sealed_segments_hint_is_not_a_snapshot() {
 }
 
 /// Layout of `two_documents`' snapshot: a 16-byte header, 60 bytes of
-/// scalars, then the documents in id order: id, blob and columns
-/// locations (12 bytes each), an empty column map (4), the input count (4),
-/// and 32 bytes per input (id, value, output).
+/// scalars, then the documents in id order: id, version (8 each), blob and
+/// columns locations (12 bytes each), an empty column map (4), no chain
+/// order (a location of length 0, 12, and a count of 0, 4), the input
+/// count (4), and 32 bytes per input (id, value, output).
 const FIRST_DOCUMENT: usize = 16 + 60;
-const DOCUMENT_HEAD: usize = 8 + 12 + 12 + 4 + 4;
+const DOCUMENT_HEAD: usize = 8 + 8 + 12 + 12 + 4 + 12 + 4 + 4;
 
 #[test]
 fn a_chain_out_of_order_is_refused() {
@@ -217,7 +218,7 @@ const NEXT_ID: usize = 16 + 8;
 const SEGMENT_BYTES: usize = 16 + 24 + 12;
 const LIVE_BYTES: usize = SEGMENT_BYTES + 8;
 /// The blob location of the first document: its offset, then its length.
-const FIRST_BLOB: usize = FIRST_DOCUMENT + 8;
+const FIRST_BLOB: usize = FIRST_DOCUMENT + 16;
 
 /// A snapshot that is intact but inconsistent is refused, whatever its
 /// checksum says: a location past the segment's end (a read there would be

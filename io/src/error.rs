@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use stratum_core::MAX_SEGMENT_ID;
+use stratum_core::{MAX_SEGMENT_ID, Refused};
 
 pub use stratum_core::{Defect, Invalid, Missing};
 
@@ -22,6 +22,19 @@ pub enum Error {
     /// The request is malformed or over a limit; nothing was written.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+
+    /// A precondition of the write does not hold: the document is at
+    /// another version than the writer expected (it changed since the
+    /// writer read it). Nothing was written.
+    #[error("document {document} is at version {current}, not the expected {expected}")]
+    VersionMismatch {
+        /// The document.
+        document: u64,
+        /// The version the writer expected.
+        expected: u64,
+        /// The document's version.
+        current: u64,
+    },
 
     /// Stored bytes failed a check: the file, the offset of the damage and
     /// the core's typed answer for what is wrong.
@@ -91,6 +104,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Error {
+        match refused {
+            Refused::Missing(missing) => Error::NotFound(missing),
+            Refused::Invalid(invalid) => Error::Invalid(invalid),
+            Refused::Stale { document, expected, current } => Error::VersionMismatch { document, expected, current },
+        }
+    }
 }
 
 impl Error {

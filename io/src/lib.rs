@@ -7,7 +7,7 @@
 //! segments into `merged.seg` (on demand or in the background), and on open
 //! replays every segment to rebuild the in-memory index, cutting a torn tail
 //! off the active segment (and refusing damage before a durability mark);
-//! [`upgrade`] rewrites a format-2 data directory in format 3. All file access goes through the [`FileSystem`] trait:
+//! [`upgrade`] rewrites a format-2 or format-3 data directory in format 4. All file access goes through the [`FileSystem`] trait:
 //! [`OsFileSystem`] in production, `SimFileSystem` (the `sim` feature) in crash and fault
 //! tests.
 
@@ -23,14 +23,14 @@ mod segment;
 mod sim;
 mod upgrade;
 
-pub use engine::{CompactionReport, Engine, Stats};
+pub use engine::{Committed, CompactionReport, DocumentSnapshot, DocumentView, Engine, InputView, Stats, Versioned};
 pub use error::{Error, Invalid, Missing, Result};
 pub use fs::{DirLock, FileBytes, FileHandle, FileSystem, MapRegion, Mapped, OsFile, OsFileSystem};
 pub use options::{CompactionSettings, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Options, SyncPolicy};
 #[cfg(feature = "sim")]
 pub use sim::{Faults, SimFileSystem, SyncHold};
 pub use stratum_core::{
-    ACTIVE_NAME, Columns, CompactionPolicy, Defect, Id, LOCK_NAME, Limits, MERGED_NAME, SegmentId, Value,
-    parse_sealed_name, sealed_name,
+    ACTIVE_NAME, Columns, CompactionPolicy, Defect, Expect, Id, LOCK_NAME, Limits, MERGED_NAME, Op, Place, Ref,
+    SegmentId, Value, parse_sealed_name, sealed_name,
 };
 pub use upgrade::{UpgradeReport, upgrade};

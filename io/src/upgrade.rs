@@ -1,15 +1,19 @@
 //! The offline upgrade of a data directory from segment format 2 (no
-//! salts) to format 3: `lse_server --upgrade`.
+//! salts) or 3 (no batch frames) to format 4: `lse_server --upgrade`.
 //!
-//! Every segment file (`seg_NNN.seg`, `merged.seg`, `active.seg`) with a
-//! format-2 header is rewritten record by record under
-//! `NAME.upgrade.tmp`: a format-3 header with a fresh salt, then each
+//! A format-3 segment's records are format-4 records already: only its
+//! header's version changes, so the file is copied under a new header (the
+//! same salt and segment id) byte for byte. Every segment file
+//! (`seg_NNN.seg`, `merged.seg`, `active.seg`) with a format-2 header is
+//! rewritten record by record under `NAME.upgrade.tmp`: a format-4 header
+//! with a fresh salt, then each
 //! record as it was (same sequence number, id and payload) with its
 //! checksum sealed for the new salt. The copy is synced, renamed over the
 //! original and the directory synced, one file at a time, so a crash
 //! leaves each file either in the old format or the new one, and running
 //! the upgrade again finishes the job (files already in format 3 are left
-//! alone). Hint files are removed: the engine rewrites them. The rewritten
+//! alone). Hint files are removed: the engine rewrites them (hints and
+//! index snapshots of format 3 name no versions or chain orders). The rewritten
 //! `active.seg` ends in a durability mark, since all of it is synced.
 //!
 //! Every file is read and judged before any is rewritten. A format-2
@@ -22,8 +26,9 @@
 use std::path::{Path, PathBuf};
 
 use stratum_core::{
-    ACTIVE_NAME, Corruption, Defect, LOCK_NAME, MERGED_NAME, Mutation, SEGMENT_HEADER_LEN, Salt, Scan, SegmentHeader,
-    SegmentId, UNSALTED_HEADER_LEN, encode_record, parse_sealed_name, scan, seal_record,
+    ACTIVE_NAME, Corruption, Defect, FORMAT_VERSION, LOCK_NAME, MERGED_NAME, Mutation, PREVIOUS_FORMAT_VERSION,
+    SEGMENT_HEADER_LEN, Salt, Scan, SegmentHeader, SegmentId, UNSALTED_HEADER_LEN, encode_record, parse_sealed_name,
+    scan, seal_record,
 };
 
 use crate::error::{Error, Result};
@@ -81,7 +86,7 @@ pub fn upgrade(fs: &dyn FileSystem, dir: &Path) -> Result<UpgradeReport> {
     segments.sort();
     // First every file is read and judged, then rewritten: damage anywhere
     // stops the upgrade before any file has changed.
-    let mut planned = Vec::new();
+    let (mut planned, mut headers) = (Vec::new(), Vec::new());
     for (_, _, name) in segments {
         let path = dir.join(name);
         let file = fs.open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
@@ -91,13 +96,19 @@ pub fn upgrade(fs: &dyn FileSystem, dir: &Path) -> Result<UpgradeReport> {
         file.read_exact_at(&mut head[..n], 0).map_err(Error::io(format!("reading {}", path.display())))?;
         let corrupt = |offset: u64, defect: Defect| Error::Corrupt { file: path.clone(), offset, defect };
         let (header, header_len) = SegmentHeader::decode_any(&head[..n]).map_err(|e| corrupt(0, e.into()))?;
-        if header_len == SEGMENT_HEADER_LEN {
-            report.already_current.push(path);
-            continue;
+        match SegmentHeader::stored_version(&head[..n]) {
+            Some(FORMAT_VERSION) => report.already_current.push(path),
+            Some(PREVIOUS_FORMAT_VERSION) => headers.push((path, file, header)),
+            _ => {
+                debug_assert_eq!(header_len, UNSALTED_HEADER_LEN);
+                let keep = judge(&path, file.as_ref(), name == ACTIVE_NAME)?;
+                planned.push((path, file, header.segment, keep));
+            }
         }
-        let active = name == ACTIVE_NAME;
-        let keep = judge(&path, file.as_ref(), active)?;
-        planned.push((path, file, header.segment, keep));
+    }
+    for (path, file, header) in headers {
+        rewrite_header(fs, &path, file.as_ref(), header)?;
+        report.rewritten.push(path);
     }
     for (path, file, segment, keep) in planned {
         if keep.valid_len < keep.file_len {
@@ -192,6 +203,38 @@ fn walk(
             Scan::Invalid(corruption) => return Ok((at, last_seq, Some(corruption))),
         }
     }
+}
+
+/// Copies the format-3 segment at `path` under a format-4 header with the
+/// same segment id and salt: its records, sealed for that salt, stay
+/// valid as they are.
+fn rewrite_header(fs: &dyn FileSystem, path: &Path, file: &dyn FileHandle, header: SegmentHeader) -> Result<()> {
+    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
+    let len = file.len().map_err(Error::io(format!("reading length of {}", path.display())))?;
+    let out = fs.create_new(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
+    let mut out = SegmentBuilder::new(out, tmp.clone());
+    out.buffer().extend_from_slice(&header.encode());
+    let copied = (|| {
+        let mut at = SEGMENT_HEADER_LEN as u64;
+        while at < len {
+            let n = (len - at).min(READ_CHUNK as u64) as usize;
+            let start = out.buffer().len();
+            out.buffer().resize(start + n, 0);
+            file.read_exact_at(&mut out.buffer()[start..], at)
+                .map_err(Error::io(format!("reading {}", path.display())))?;
+            at += n as u64;
+            out.maybe_flush()?;
+        }
+        out.finish()
+    })();
+    if let Err(e) = copied {
+        let _ = fs.remove(&tmp);
+        return Err(e);
+    }
+    fs.rename(&tmp, path).map_err(Error::io(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs.sync_dir(dir).map_err(Error::io(format!("syncing directory {}", dir.display())))?;
+    Ok(())
 }
 
 /// Rewrites the format-2 segment at `path` with a fresh salt, keeping what

@@ -35,7 +35,7 @@ fn reads_follow_a_growing_active_segment() {
         let bytes = blob(n, 256 << 10);
         let id = engine.create_document(&bytes, columns(n)).unwrap();
         assert_eq!(engine.document_blob(id).unwrap(), bytes, "document {n} read right after writing");
-        assert_eq!(engine.document_blob_now(id).unwrap().unwrap(), bytes, "non-blocking read of document {n}");
+        assert_eq!(engine.document_blob_now(id).unwrap().unwrap().value, bytes, "non-blocking read of document {n}");
         let input = engine.add_input(id, &Value::Int(n as i64)).unwrap();
         engine.set_output(id, input, &Value::Str(format!("out {n}"))).unwrap();
         written.push((id, input, bytes));
@@ -69,10 +69,10 @@ fn non_blocking_reads_agree_with_blocking_reads() {
     // blocking read has mapped the segment, it gives up.
     assert!(engine.document_blob_now(doc).is_none(), "the segment is not mapped yet");
     assert_eq!(engine.document_blob(doc).unwrap(), b"<p>hello</p>");
-    assert_eq!(engine.document_blob_now(doc).unwrap().unwrap(), b"<p>hello</p>");
-    assert_eq!(engine.document_columns_now(doc).unwrap().unwrap(), columns(1));
-    assert_eq!(engine.input_now(doc, input).unwrap().unwrap(), Value::IntList(vec![1, 2, 3]));
-    assert_eq!(engine.output_now(doc, input).unwrap().unwrap(), Value::Double(2.5));
+    assert_eq!(engine.document_blob_now(doc).unwrap().unwrap().value, b"<p>hello</p>");
+    assert_eq!(engine.document_columns_now(doc).unwrap().unwrap().value, columns(1));
+    assert_eq!(engine.input_now(doc, input).unwrap().unwrap().value, Value::IntList(vec![1, 2, 3]));
+    assert_eq!(engine.output_now(doc, input).unwrap().unwrap().value, Value::Double(2.5));
 
     let missing = doc + 1000;
     let not_found = |result: Option<Result<_, Error>>| match result {
@@ -101,7 +101,11 @@ fn non_blocking_reads_leave_large_records_to_the_blocking_path() {
     let large = engine.create_document(&blob(2, (1 << 20) + 100), columns(2)).unwrap();
     assert_eq!(engine.document_blob(large).unwrap().len(), (1 << 20) + 100);
     assert!(engine.document_blob_now(large).is_none(), "a record over 1 MiB");
-    assert_eq!(engine.document_blob_now(small).unwrap().unwrap(), blob(1, (1 << 20) - 100), "a record under 1 MiB");
+    assert_eq!(
+        engine.document_blob_now(small).unwrap().unwrap().value,
+        blob(1, (1 << 20) - 100),
+        "a record under 1 MiB"
+    );
 }
 
 /// A damaged record is never answered from the non-blocking path: it gives
@@ -122,7 +126,7 @@ fn non_blocking_reads_leave_damage_to_the_blocking_read() {
         other => panic!("expected a Corrupt error, got {:?}", other.map(|b| b.len())),
     }
     // The other record is untouched, and still answered from memory.
-    assert_eq!(engine.input_now(doc, input).unwrap().unwrap(), Value::Str("value".into()));
+    assert_eq!(engine.input_now(doc, input).unwrap().unwrap().value, Value::Str("value".into()));
 }
 
 /// Files that cannot be mapped (the simulated file system) never answer a
@@ -138,6 +142,6 @@ fn unmapped_files_send_reads_to_the_blocking_path() {
     assert!(engine.input_now(doc, input).is_none());
     assert_eq!(engine.document_blob(doc).unwrap(), b"blob");
     assert_eq!(engine.input(doc, input).unwrap(), Value::Int(7));
-    assert_eq!(engine.document_columns_now(doc).unwrap().unwrap(), columns(2));
+    assert_eq!(engine.document_columns_now(doc).unwrap().unwrap().value, columns(2));
     assert!(matches!(engine.document_blob_now(doc + 99), Some(Err(Error::NotFound(_)))));
 }

@@ -1,10 +1,13 @@
-//! The offline upgrade from segment format 2 (unsalted) to format 3, on a
-//! format-2 store built here byte by byte as the previous version wrote it.
+//! The offline upgrade from segment format 2 (unsalted) or format 3 (no
+//! batch frames) to format 4, on a format-2 store built here byte by byte
+//! as that version wrote it, and on a format-3 store (a store of this
+//! build whose headers are set back to version 3: format 3's records are a
+//! subset of format 4's).
 
 use std::fs;
 use std::path::Path;
 
-use stratum_core::{Mutation, Salt, SegmentHeader, SegmentId, UNSALTED_HEADER_LEN, encode_record};
+use stratum_core::{FORMAT_VERSION, Mutation, Salt, SegmentHeader, SegmentId, UNSALTED_HEADER_LEN, encode_record};
 use stratum_io::{ACTIVE_NAME, Columns, Engine, Error, Options, Value, sealed_name, upgrade};
 
 /// A format-2 segment header: magic, version 2, reserved, id, CRC-32 of
@@ -78,7 +81,7 @@ fn a_format_2_store_is_refused_until_upgraded_then_opens_with_everything() {
     assert!(!dir.path().join("seg_001.hint").exists());
     for name in [sealed_name(SegmentId::FIRST), ACTIVE_NAME.to_string()] {
         let path = dir.path().join(&name);
-        assert_eq!(format_of(&path), 3, "{name}");
+        assert_eq!(format_of(&path), FORMAT_VERSION, "{name}");
         let header = SegmentHeader::decode(&fs::read(&path).unwrap()).unwrap();
         assert_ne!(header.salt, Salt::UNSALTED);
     }
@@ -160,4 +163,55 @@ fn damage_in_the_middle_of_a_format_2_active_segment_is_refused_and_nothing_chan
     let after: Vec<_> =
         ["seg_001.seg", "seg_001.hint", ACTIVE_NAME].iter().map(|n| fs::read(dir.path().join(n)).unwrap()).collect();
     assert_eq!(after, before, "a file changed although the upgrade refused");
+}
+
+/// Sets a segment file's header back to format 3 (the version field and
+/// the header checksum: format 3's header is format 4's otherwise).
+fn set_format_3(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_format_3_store_is_refused_until_upgraded_then_opens_with_everything_and_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { segment_bytes: 200, ..Options::default() };
+    let (doc, inputs) = {
+        let engine = Engine::open(dir.path(), options).unwrap();
+        let doc = engine.create_document(b"<p>three</p>", Columns::new()).unwrap();
+        let inputs: Vec<_> = (0..6).map(|n| engine.add_input(doc, &Value::Int(n)).unwrap()).collect();
+        engine.set_output(doc, inputs[2], &Value::Str("two".into())).unwrap();
+        engine.write_hints().unwrap();
+        engine.close().unwrap();
+        (doc, inputs)
+    };
+    let segments: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert!(segments.len() >= 2, "{segments:?}");
+    let before: Vec<Vec<u8>> = segments.iter().map(|p| fs::read(p).unwrap()).collect();
+    for path in &segments {
+        set_format_3(path);
+    }
+
+    let err = Engine::open(dir.path(), options).unwrap_err();
+    assert!(err.to_string().contains("version 3") && err.to_string().contains("--upgrade"), "{err}");
+
+    let report = upgrade(&stratum_io::OsFileSystem, dir.path()).unwrap();
+    assert_eq!(report.rewritten.len(), segments.len());
+    assert!(report.hints_removed >= 1);
+    // Only the version field and the header checksum changed back.
+    for (path, old) in segments.iter().zip(&before) {
+        assert_eq!(&fs::read(path).unwrap(), old, "{}", path.display());
+    }
+    let engine = Engine::open(dir.path(), options).unwrap();
+    assert_eq!(engine.document_blob(doc).unwrap(), b"<p>three</p>");
+    let values: Vec<_> = engine.inputs(doc).unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(values, inputs);
+    assert_eq!(engine.output(doc, inputs[2]).unwrap(), Value::Str("two".into()));
 }

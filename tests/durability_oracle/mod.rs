@@ -356,42 +356,66 @@ impl Op {
                 c.create_problem(request).await.map(|r| r.into_inner().problem_id)
             }
             Op::UpdateHtml { problem, tag } => {
-                let request = proto::UpdateProblemHtmlRequest { problem_id: problem, html: draw_html(tag) };
+                let request =
+                    proto::UpdateProblemHtmlRequest { problem_id: problem, html: draw_html(tag), ..Default::default() };
                 c.update_problem_html(request).await.map(|_| 0)
             }
             Op::Add { problem, tag } => {
-                let request = proto::AddTestCaseRequest { problem_id: problem, value: Some(draw_value(tag)) };
+                let request = proto::AddTestCaseRequest {
+                    problem_id: problem,
+                    value: Some(draw_value(tag)),
+                    ..Default::default()
+                };
                 c.add_test_case(request).await.map(|r| r.into_inner().test_case_id)
             }
             Op::AddOversize { problem, tag } => {
-                let request = proto::AddTestCaseRequest { problem_id: problem, value: Some(draw_oversize(tag)) };
+                let request = proto::AddTestCaseRequest {
+                    problem_id: problem,
+                    value: Some(draw_oversize(tag)),
+                    ..Default::default()
+                };
                 c.add_test_case(request).await.map(|r| r.into_inner().test_case_id)
             }
             Op::UpdateCase { problem, case, tag } => {
                 let value = Some(draw_value(tag));
-                let request = proto::UpdateTestCaseRequest { problem_id: problem, test_case_id: case, value };
+                let request = proto::UpdateTestCaseRequest {
+                    problem_id: problem,
+                    test_case_id: case,
+                    value,
+                    ..Default::default()
+                };
                 c.update_test_case(request).await.map(|_| 0)
             }
             Op::SetOutput { problem, case, tag } => {
                 let value = Some(draw_value(tag));
-                let request = proto::SetExpectedOutputRequest { problem_id: problem, test_case_id: case, value };
+                let request = proto::SetExpectedOutputRequest {
+                    problem_id: problem,
+                    test_case_id: case,
+                    value,
+                    ..Default::default()
+                };
                 c.set_expected_output(request).await.map(|_| 0)
             }
             Op::UpdateOutput { problem, case, tag } => {
                 let value = Some(draw_value(tag));
-                let request = proto::UpdateExpectedOutputRequest { problem_id: problem, test_case_id: case, value };
+                let request = proto::UpdateExpectedOutputRequest {
+                    problem_id: problem,
+                    test_case_id: case,
+                    value,
+                    ..Default::default()
+                };
                 c.update_expected_output(request).await.map(|_| 0)
             }
             Op::DeleteCase { problem, case } => {
-                let request = proto::TestCaseRef { problem_id: problem, test_case_id: case };
+                let request = proto::TestCaseRef { problem_id: problem, test_case_id: case, ..Default::default() };
                 c.delete_test_case(request).await.map(|_| 0)
             }
             Op::DeleteOutput { problem, case } => {
-                let request = proto::TestCaseRef { problem_id: problem, test_case_id: case };
+                let request = proto::TestCaseRef { problem_id: problem, test_case_id: case, ..Default::default() };
                 c.delete_expected_output(request).await.map(|_| 0)
             }
             Op::DeleteProblem { problem } => {
-                c.delete_problem(proto::ProblemRef { problem_id: problem }).await.map(|_| 0)
+                c.delete_problem(proto::ProblemRef { problem_id: problem, ..Default::default() }).await.map(|_| 0)
             }
         }
     }
@@ -710,7 +734,7 @@ pub async fn read_until_stopped(mut c: Client, seed: u64, run: Arc<Run>) -> Read
             continue;
         }
         let problem_id = rng.pick(&ids);
-        match c.get_problem_html(proto::ProblemRef { problem_id }).await {
+        match c.get_problem_html(proto::ProblemRef { problem_id, ..Default::default() }).await {
             Ok(r) => {
                 if let Err(e) = identify_html(&r.into_inner().html, &none) {
                     surprise(&mut report, format!("GetProblemHtml({problem_id}): {e}"));
@@ -742,7 +766,7 @@ pub async fn read_until_stopped(mut c: Client, seed: u64, run: Arc<Run>) -> Read
             continue;
         }
         let test_case_id = chain[rng.below(chain.len() as u64) as usize].test_case_id;
-        match c.get_expected_output(proto::TestCaseRef { problem_id, test_case_id }).await {
+        match c.get_expected_output(proto::TestCaseRef { problem_id, test_case_id, ..Default::default() }).await {
             Ok(r) => {
                 report.reads += 1;
                 if let Err(e) = identify_value(&canon_field(&r.into_inner().value), &none) {

@@ -508,40 +508,56 @@ pub async fn create(client: &mut Client, html: &str, cols: Columns) -> u64 {
 }
 
 pub async fn add(client: &mut Client, problem_id: u64, value: Value) -> u64 {
-    let request = proto::AddTestCaseRequest { problem_id, value: Some(value) };
+    let request = proto::AddTestCaseRequest { problem_id, value: Some(value), ..Default::default() };
     client.add_test_case(request).await.expect("AddTestCase").into_inner().test_case_id
 }
 
 pub async fn set_output(client: &mut Client, problem_id: u64, test_case_id: u64, value: Value) {
-    let request = proto::SetExpectedOutputRequest { problem_id, test_case_id, value: Some(value) };
+    let request =
+        proto::SetExpectedOutputRequest { problem_id, test_case_id, value: Some(value), ..Default::default() };
     client.set_expected_output(request).await.expect("SetExpectedOutput");
 }
 
 pub async fn html(client: &mut Client, problem_id: u64) -> String {
-    client.get_problem_html(proto::ProblemRef { problem_id }).await.expect("GetProblemHtml").into_inner().html
+    client
+        .get_problem_html(proto::ProblemRef { problem_id, ..Default::default() })
+        .await
+        .expect("GetProblemHtml")
+        .into_inner()
+        .html
 }
 
 pub async fn meta(client: &mut Client, problem_id: u64) -> Columns {
-    client.get_problem_meta(proto::ProblemRef { problem_id }).await.expect("GetProblemMeta").into_inner().columns
+    client
+        .get_problem_meta(proto::ProblemRef { problem_id, ..Default::default() })
+        .await
+        .expect("GetProblemMeta")
+        .into_inner()
+        .columns
 }
 
 pub async fn test_case(client: &mut Client, problem_id: u64, test_case_id: u64) -> Canon {
-    let response =
-        client.get_test_case(proto::TestCaseRef { problem_id, test_case_id }).await.expect("GetTestCase").into_inner();
+    let response = client
+        .get_test_case(proto::TestCaseRef { problem_id, test_case_id, ..Default::default() })
+        .await
+        .expect("GetTestCase")
+        .into_inner();
     let tc = response.test_case.expect("GetTestCase returned no test case");
     assert_eq!(tc.test_case_id, test_case_id);
     canon_field(&tc.value)
 }
 
 pub async fn all_test_cases(client: &mut Client, problem_id: u64) -> Vec<(u64, Canon)> {
-    let response =
-        client.get_all_test_cases(whole_chain(proto::ProblemRef { problem_id })).await.expect("GetAllTestCases");
+    let response = client
+        .get_all_test_cases(whole_chain(proto::ProblemRef { problem_id, ..Default::default() }))
+        .await
+        .expect("GetAllTestCases");
     response.into_inner().test_cases.iter().map(|tc| (tc.test_case_id, canon_field(&tc.value))).collect()
 }
 
 /// The expected output of a test case, or None if it has none (NOT_FOUND).
 pub async fn output(client: &mut Client, problem_id: u64, test_case_id: u64) -> Option<Canon> {
-    match client.get_expected_output(proto::TestCaseRef { problem_id, test_case_id }).await {
+    match client.get_expected_output(proto::TestCaseRef { problem_id, test_case_id, ..Default::default() }).await {
         Ok(response) => {
             let response = response.into_inner();
             assert_eq!(response.test_case_id, test_case_id);

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use stratum_core::{Columns, Id, Location, Mutation, SegmentId, Trigger, Value, Violation};
+use stratum_core::{Columns, Expect, Id, Invalid, Location, Op, Place, Ref, SegmentId, Trigger, Value, Violation};
 
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, FileSystem, OsFileSystem};
@@ -61,6 +61,7 @@ mod compaction;
 mod index;
 mod read;
 mod recovery;
+mod snapshot;
 mod ticker;
 mod write;
 
@@ -69,6 +70,7 @@ pub use compaction::CompactionReport;
 use index::Index;
 use read::{Wait, answered, without_waiting};
 use recovery::Recovered;
+pub use snapshot::{DocumentSnapshot, DocumentView, InputView};
 use ticker::{Backoff, Ticker, Told};
 use write::Writer;
 
@@ -225,7 +227,7 @@ impl Engine {
                 records_end: 0,
                 marked: 0,
                 buf: Vec::new(),
-                scratch: Vec::new(),
+                frame: Vec::new(),
             }),
             durability: Durability::default(),
             poison: Mutex::new(None),
@@ -276,73 +278,144 @@ impl Engine {
         &self.shared.options
     }
 
+    // ----- batches and versions ---------------------------------------------
+
+    /// Applies `ops` atomically: every one of them or none. They are checked
+    /// in order against the index as the earlier ones leave it (so a batch
+    /// may create a document and fill its chain, naming it as
+    /// `Ref::Created(n)`), and after the preconditions in `expect`; any
+    /// failed check refuses the whole batch and writes nothing. The records
+    /// go to the log as one batch frame (one record when there is only
+    /// one), are applied to the index under one lock (a reader sees all of
+    /// them or none) and are covered by one fsync. A crash keeps all or
+    /// none of them.
+    pub fn batch(&self, ops: &[Op<'_>], expect: &[Expect]) -> Result<Committed> {
+        self.shared.write(ops, expect)
+    }
+
+    /// One operation (see [`Engine::batch`]), refused with
+    /// [`Error::VersionMismatch`] unless its document is at
+    /// `expected_version` when one is given.
+    pub fn write(&self, op: Op<'_>, expected_version: Option<u64>) -> Result<Committed> {
+        let expect = expectation(&op, expected_version)?;
+        self.shared.write(&[op], expect.as_slice())
+    }
+
+    /// The version of a document: it grows with every change to the
+    /// document or its chain.
+    pub fn document_version(&self, id: Id) -> Result<u64> {
+        Ok(self.shared.index.read().keydir.document(id)?.version())
+    }
+
+    /// A consistent view of a whole document, taken under one lock: its
+    /// version, columns, and where its blob and every input and output of
+    /// its chain are. Reading through it later gives the data of that
+    /// version even if writers or a compaction change the document
+    /// meanwhile (the records are immutable and the view keeps their files
+    /// open).
+    pub fn document_snapshot(&self, id: Id) -> Result<DocumentSnapshot> {
+        snapshot::take(&self.shared, id)
+    }
+
+    /// A whole document: blob, columns, version and every input of its
+    /// chain with its value and output, all of one version.
+    pub fn document(&self, id: Id) -> Result<DocumentView> {
+        let snapshot = self.document_snapshot(id)?;
+        let inputs = (0..snapshot.len()).map(|at| snapshot.input(at)).collect::<Result<_>>()?;
+        Ok(DocumentView {
+            id,
+            version: snapshot.version,
+            blob: snapshot.blob()?,
+            columns: snapshot.columns.clone(),
+            inputs,
+        })
+    }
+
+    /// Creates a document with its whole chain in one batch: `inputs` in
+    /// order, each with its output if it has one.
+    pub fn import_document(
+        &self,
+        blob: &[u8],
+        columns: &Columns,
+        inputs: &[(Value, Option<Value>)],
+    ) -> Result<Committed> {
+        let mut ops = vec![Op::CreateDocument { blob, columns }];
+        push_inputs(&mut ops, Ref::Created(0), inputs);
+        self.shared.write(&ops, &[])
+    }
+
+    /// Replaces a document's whole chain (inputs and outputs) by `inputs`
+    /// in one batch, if the document is at `expected_version` when one is
+    /// given. Readers see the old chain or the new one, never a mix.
+    pub fn replace_inputs(
+        &self,
+        document: Id,
+        inputs: &[(Value, Option<Value>)],
+        expected_version: Option<u64>,
+    ) -> Result<Committed> {
+        let mut ops = vec![Op::ClearInputs { document: Ref::Id(document) }];
+        push_inputs(&mut ops, Ref::Id(document), inputs);
+        let expect: Vec<Expect> = expected_version.map(|version| Expect { document, version }).into_iter().collect();
+        self.shared.write(&ops, &expect)
+    }
+
     // ----- documents -------------------------------------------------------
 
     /// Stores a new document and returns its id.
     pub fn create_document(&self, blob: &[u8], columns: Columns) -> Result<Id> {
-        let limits = &self.shared.options.limits;
-        limits.check_blob(blob)?;
-        limits.check_columns(&columns)?;
-        self.shared.write(|keydir| Ok((keydir.next_id(), Mutation::CreateDocument { columns: &columns, blob })))
+        Ok(self.write(Op::CreateDocument { blob, columns: &columns }, None)?.created())
     }
 
     /// The document's blob: one index lookup and one read of its record
     /// (a copy out of the segment's memory map, or a positioned read).
     pub fn document_blob(&self, id: Id) -> Result<Vec<u8>> {
+        self.document_blob_versioned(id).map(Versioned::into_value)
+    }
+
+    /// [`Engine::document_blob`] with the document's version at the read.
+    pub fn document_blob_versioned(&self, id: Id) -> Result<Versioned<Vec<u8>>> {
         answered(self.shared.blob(id, Wait::Yes))
     }
 
-    /// [`Engine::document_blob`] if it can be answered without waiting:
-    /// `None` if a writer holds the index, the record is not in memory, or
-    /// it is over 1 MiB. It takes no lock that it would wait for and reads
-    /// no byte that is not in memory, so an async task may call it and fall
-    /// back to a blocking thread when it gets `None`. (It may unmap a
-    /// segment's old map, if it held the last view of it.)
-    pub fn document_blob_now(&self, id: Id) -> Option<Result<Vec<u8>>> {
+    /// [`Engine::document_blob_versioned`] if it can be answered without
+    /// waiting: `None` if a writer holds the index, the record is not in
+    /// memory, or it is over 1 MiB. It takes no lock that it would wait for
+    /// and reads no byte that is not in memory, so an async task may call
+    /// it and fall back to a blocking thread when it gets `None`. (It may
+    /// unmap a segment's old map, if it held the last view of it.)
+    pub fn document_blob_now(&self, id: Id) -> Option<Result<Versioned<Vec<u8>>>> {
         without_waiting(self.shared.blob(id, Wait::No))
     }
 
     /// The document's columns, from memory.
     pub fn document_columns(&self, id: Id) -> Result<Columns> {
+        self.document_columns_versioned(id).map(Versioned::into_value)
+    }
+
+    /// [`Engine::document_columns`] with the document's version.
+    pub fn document_columns_versioned(&self, id: Id) -> Result<Versioned<Columns>> {
         answered(self.shared.columns(id, Wait::Yes))
     }
 
-    /// [`Engine::document_columns`] unless a writer holds the index.
-    pub fn document_columns_now(&self, id: Id) -> Option<Result<Columns>> {
+    /// [`Engine::document_columns_versioned`] unless a writer holds the
+    /// index.
+    pub fn document_columns_now(&self, id: Id) -> Option<Result<Versioned<Columns>>> {
         without_waiting(self.shared.columns(id, Wait::No))
     }
 
     /// Replaces the document's blob.
     pub fn update_blob(&self, id: Id, blob: &[u8]) -> Result<()> {
-        self.shared.options.limits.check_blob(blob)?;
-        self.shared.write(|keydir| {
-            keydir.document(id)?;
-            Ok((id, Mutation::SetBlob { blob }))
-        })?;
-        Ok(())
+        self.write(Op::SetBlob { document: Ref::Id(id), blob }, None).map(drop)
     }
 
     /// Sets (adds or replaces) one column of the document.
     pub fn set_column(&self, id: Id, name: &str, value: &str) -> Result<()> {
-        let limits = &self.shared.options.limits;
-        limits.check_column(name, value)?;
-        let mut columns = Columns::new();
-        self.shared.write(|keydir| {
-            columns = keydir.document(id)?.columns();
-            columns.insert(name.to_owned(), value.to_owned());
-            limits.check_columns(&columns)?;
-            Ok((id, Mutation::SetColumns { columns: &columns }))
-        })?;
-        Ok(())
+        self.write(Op::SetColumn { document: Ref::Id(id), name, value }, None).map(drop)
     }
 
     /// Deletes the document with its inputs and their outputs.
     pub fn delete_document(&self, id: Id) -> Result<()> {
-        self.shared.write(|keydir| {
-            keydir.document(id)?;
-            Ok((id, Mutation::DeleteDocument))
-        })?;
-        Ok(())
+        self.write(Op::DeleteDocument { document: Ref::Id(id) }, None).map(drop)
     }
 
     /// Every live document id, ascending.
@@ -360,103 +433,93 @@ impl Engine {
 
     /// Appends an input to the end of the document's chain; returns its id.
     pub fn add_input(&self, document: Id, value: &Value) -> Result<Id> {
-        self.shared.options.limits.check_value(value)?;
-        self.shared.write(|keydir| {
-            keydir.document(document)?;
-            Ok((keydir.next_id(), Mutation::PutInput { document, value }))
-        })
+        let op = Op::AddInput { document: Ref::Id(document), value, place: Place::End };
+        Ok(self.write(op, None)?.created())
     }
 
     /// The value of one input.
     pub fn input(&self, document: Id, input: Id) -> Result<Value> {
-        answered(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::Yes))
+        self.input_versioned(document, input).map(Versioned::into_value)
     }
 
-    /// [`Engine::input`] if it can be answered without waiting (see
-    /// [`Engine::document_blob_now`]).
-    pub fn input_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
-        without_waiting(self.shared.value(input, |k| Ok(k.input(document, input)?.value), Wait::No))
+    /// [`Engine::input`] with the document's version.
+    pub fn input_versioned(&self, document: Id, input: Id) -> Result<Versioned<Value>> {
+        answered(self.shared.value(document, input, |k| Ok(k.input(document, input)?.value), Wait::Yes))
+    }
+
+    /// [`Engine::input_versioned`] if it can be answered without waiting
+    /// (see [`Engine::document_blob_now`]).
+    pub fn input_now(&self, document: Id, input: Id) -> Option<Result<Versioned<Value>>> {
+        without_waiting(self.shared.value(document, input, |k| Ok(k.input(document, input)?.value), Wait::No))
     }
 
     /// Every input of the document, in chain order, with its value.
     pub fn inputs(&self, document: Id) -> Result<Vec<(Id, Value)>> {
-        self.inputs_after(document, 0, usize::MAX)
+        self.inputs_after(document, 0, usize::MAX).map(Versioned::into_value)
     }
 
     /// Up to `limit` inputs of the document that come after input `after`
-    /// in the chain (0 for the start), in chain order, with their values.
-    pub fn inputs_after(&self, document: Id, after: Id, limit: usize) -> Result<Vec<(Id, Value)>> {
-        let located: Vec<(Id, Location, Arc<SegmentFile>)> = {
+    /// in the chain (0 for the start), in chain order, with their values,
+    /// and the document's version they are from.
+    pub fn inputs_after(&self, document: Id, after: Id, limit: usize) -> Result<Versioned<Vec<(Id, Value)>>> {
+        let (version, located): (u64, Vec<(Id, Location, Arc<SegmentFile>)>) = {
             let index = self.shared.index.read();
             let doc = index.keydir.document(document)?;
-            doc.inputs_after(after)
-                .iter()
+            let located = doc
+                .chain_after(after)
                 .take(limit)
                 .map(|input| Ok((input.id, input.value, index.file(input.value)?)))
-                .collect::<Result<_>>()?
+                .collect::<Result<_>>()?;
+            (doc.version(), located)
         };
-        located.into_iter().map(|(id, location, file)| Ok((id, self.shared.read_value(location, &file, id)?))).collect()
+        let value = located
+            .into_iter()
+            .map(|(id, location, file)| Ok((id, self.shared.read_value(location, &file, id)?)))
+            .collect::<Result<_>>()?;
+        Ok(Versioned { value, version })
     }
 
     /// Replaces an input's value.
     pub fn update_input(&self, document: Id, input: Id, value: &Value) -> Result<()> {
-        self.shared.options.limits.check_value(value)?;
-        self.shared.write(|keydir| {
-            keydir.input(document, input)?;
-            Ok((input, Mutation::PutInput { document, value }))
-        })?;
-        Ok(())
+        self.write(Op::UpdateInput { document: Ref::Id(document), input: Ref::Id(input), value }, None).map(drop)
     }
 
     /// Deletes an input and its output; the chain keeps its order.
     pub fn delete_input(&self, document: Id, input: Id) -> Result<()> {
-        self.shared.write(|keydir| {
-            keydir.input(document, input)?;
-            Ok((input, Mutation::DeleteInput { document }))
-        })?;
-        Ok(())
+        self.write(Op::DeleteInput { document: Ref::Id(document), input: Ref::Id(input) }, None).map(drop)
     }
 
     // ----- outputs ---------------------------------------------------------
 
     /// Sets the output of an input, replacing any output it had.
     pub fn set_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
-        self.shared.options.limits.check_value(value)?;
-        self.shared.write(|keydir| {
-            keydir.input(document, input)?;
-            Ok((input, Mutation::PutOutput { document, value }))
-        })?;
-        Ok(())
+        self.write(Op::SetOutput { document: Ref::Id(document), input: Ref::Id(input), value }, None).map(drop)
     }
 
     /// The output of an input.
     pub fn output(&self, document: Id, input: Id) -> Result<Value> {
-        answered(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::Yes))
+        self.output_versioned(document, input).map(Versioned::into_value)
     }
 
-    /// [`Engine::output`] if it can be answered without waiting (see
-    /// [`Engine::document_blob_now`]).
-    pub fn output_now(&self, document: Id, input: Id) -> Option<Result<Value>> {
-        without_waiting(self.shared.value(input, |k| Ok(k.output(document, input)?), Wait::No))
+    /// [`Engine::output`] with the document's version.
+    pub fn output_versioned(&self, document: Id, input: Id) -> Result<Versioned<Value>> {
+        answered(self.shared.value(document, input, |k| Ok(k.output(document, input)?), Wait::Yes))
+    }
+
+    /// [`Engine::output_versioned`] if it can be answered without waiting
+    /// (see [`Engine::document_blob_now`]).
+    pub fn output_now(&self, document: Id, input: Id) -> Option<Result<Versioned<Value>>> {
+        without_waiting(self.shared.value(document, input, |k| Ok(k.output(document, input)?), Wait::No))
     }
 
     /// Replaces the output of an input that has one.
     pub fn update_output(&self, document: Id, input: Id, value: &Value) -> Result<()> {
-        self.shared.options.limits.check_value(value)?;
-        self.shared.write(|keydir| {
-            keydir.output(document, input)?;
-            Ok((input, Mutation::PutOutput { document, value }))
-        })?;
-        Ok(())
+        self.write(Op::UpdateOutput { document: Ref::Id(document), input: Ref::Id(input), value }, None).map(drop)
     }
 
     /// Removes the output of an input.
     pub fn delete_output(&self, document: Id, input: Id) -> Result<()> {
-        self.shared.write(|keydir| {
-            keydir.output(document, input)?;
-            Ok((input, Mutation::DeleteOutput { document }))
-        })?;
-        Ok(())
+        self.write(Op::DeleteOutput { document: Ref::Id(document), input: Ref::Id(input) }, None).map(drop)
     }
 
     // ----- administration --------------------------------------------------
@@ -541,6 +604,69 @@ impl Engine {
     fn stop_tasks(&mut self) {
         for task in self.tasks.drain(..) {
             task.stop();
+        }
+    }
+}
+
+/// What a committed write did: the ids it created and the versions of the
+/// documents it named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// What each operation created, in order (`None` for an operation that
+    /// creates nothing).
+    pub created: Vec<Option<Id>>,
+    /// Each document the batch named or created, ascending, with its
+    /// version after the batch (a deleted document is not listed).
+    pub versions: Vec<(Id, u64)>,
+}
+
+impl Committed {
+    /// The version of `document` after the write, if the write named it
+    /// and it still exists.
+    pub fn version(&self, document: Id) -> Option<u64> {
+        self.versions.iter().find(|(id, _)| *id == document).map(|(_, version)| *version)
+    }
+
+    /// The id the first operation created.
+    fn created(&self) -> Id {
+        self.created.first().copied().flatten().expect("a create creates an id")
+    }
+}
+
+/// Data read from a document, with the document's version at the read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// What was read.
+    pub value: T,
+    /// The version of the document it was read from.
+    pub version: u64,
+}
+
+impl<T> Versioned<T> {
+    /// What was read, without the version.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+/// The precondition of a single operation expecting `version` of its
+/// document: refused if the operation names no existing document.
+fn expectation(op: &Op<'_>, version: Option<u64>) -> Result<Option<Expect>> {
+    let Some(version) = version else { return Ok(None) };
+    match op.named_document() {
+        Some(Ref::Id(document)) => Ok(Some(Expect { document, version })),
+        _ => Err(Invalid::NothingToExpect.into()),
+    }
+}
+
+/// The ops adding `inputs` (with their outputs) to the end of `document`'s
+/// chain, after what `ops` already holds.
+fn push_inputs<'a>(ops: &mut Vec<Op<'a>>, document: Ref, inputs: &'a [(Value, Option<Value>)]) {
+    for (value, output) in inputs {
+        ops.push(Op::AddInput { document, value, place: Place::End });
+        if let Some(output) = output {
+            let input = Ref::Created(ops.len() - 1);
+            ops.push(Op::SetOutput { document, input, value: output });
         }
     }
 }

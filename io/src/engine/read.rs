@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use stratum_core::{Columns, Defect, Id, KeyDir, Location, SegmentId, Value, record_blob, record_value};
 
-use super::Shared;
 use super::index::Index;
+use super::{Shared, Versioned};
 use crate::error::{Error, Result};
 use crate::fs::FileBytes;
 use crate::segment::SegmentFile;
@@ -16,27 +16,34 @@ use crate::segment::SegmentFile;
 impl Shared {
     /// The blob of document `id`; `None` only if `wait` is `No` and
     /// answering would wait.
-    pub(super) fn blob(&self, id: Id, wait: Wait) -> Result<Option<Vec<u8>>> {
-        let Some((location, file)) = self.locate(wait, |k| Ok(k.document(id)?.blob))? else { return Ok(None) };
+    pub(super) fn blob(&self, id: Id, wait: Wait) -> Result<Option<Versioned<Vec<u8>>>> {
+        let Some((location, file, version)) = self.locate(wait, id, |k| Ok(k.document(id)?.blob))? else {
+            return Ok(None);
+        };
         let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
-        self.damaged_if_err(record_blob(&bytes, file.salt(), id).map(<[u8]>::to_vec), location, wait)
+        let blob = self.damaged_if_err(record_blob(&bytes, file.salt(), id).map(<[u8]>::to_vec), location, wait)?;
+        Ok(blob.map(|value| Versioned { value, version }))
     }
 
-    pub(super) fn columns(&self, id: Id, wait: Wait) -> Result<Option<Columns>> {
+    pub(super) fn columns(&self, id: Id, wait: Wait) -> Result<Option<Versioned<Columns>>> {
         let Some(index) = self.index_for(wait) else { return Ok(None) };
-        Ok(Some(index.keydir.document(id)?.columns()))
+        let doc = index.keydir.document(id)?;
+        Ok(Some(Versioned { value: doc.columns(), version: doc.version() }))
     }
 
-    /// The value in the input or output record that `find` locates.
+    /// The value in the input or output record of `document` that `find`
+    /// locates, about input `id`.
     pub(super) fn value(
         &self,
+        document: Id,
         id: Id,
         find: impl FnOnce(&KeyDir) -> Result<Location>,
         wait: Wait,
-    ) -> Result<Option<Value>> {
-        let Some((location, file)) = self.locate(wait, find)? else { return Ok(None) };
+    ) -> Result<Option<Versioned<Value>>> {
+        let Some((location, file, version)) = self.locate(wait, document, find)? else { return Ok(None) };
         let Some(bytes) = self.read_record(location, &file, wait)? else { return Ok(None) };
-        self.damaged_if_err(record_value(&bytes, file.salt(), id), location, wait)
+        let value = self.damaged_if_err(record_value(&bytes, file.salt(), id), location, wait)?;
+        Ok(value.map(|value| Versioned { value, version }))
     }
 
     /// A read's outcome, given what was wrong with the record if anything:
@@ -63,16 +70,19 @@ impl Shared {
         }
     }
 
-    /// Looks up a location and the file it is in, under one read lock;
-    /// `None` if `wait` is `No` and a writer holds the lock.
+    /// Looks up a location, the file it is in and the version of
+    /// `document`, under one read lock; `None` if `wait` is `No` and a
+    /// writer holds the lock.
     pub(super) fn locate(
         &self,
         wait: Wait,
+        document: Id,
         find: impl FnOnce(&KeyDir) -> Result<Location>,
-    ) -> Result<Option<(Location, Arc<SegmentFile>)>> {
+    ) -> Result<Option<(Location, Arc<SegmentFile>, u64)>> {
         let Some(index) = self.index_for(wait) else { return Ok(None) };
         let location = find(&index.keydir)?;
-        Ok(Some((location, index.file(location)?)))
+        let version = index.keydir.document(document)?.version();
+        Ok(Some((location, index.file(location)?, version)))
     }
 
     /// The bytes of the record at `location`; `None` if `wait` is `No` and

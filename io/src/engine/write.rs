@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use stratum_core::{
-    Id, KeyDir, Location, Mutation, RecordMeta, SEGMENT_HEADER_LEN, SegmentId, encode_record, seal_record,
+    Expect, Id, Location, Mutation, Op, Planned, SEGMENT_HEADER_LEN, SegmentId, decode_record, encode_record,
+    expand_record, last_id_needed, plan_batch, reseal,
 };
 
-use super::Shared;
 use super::commit::ActiveWriter;
+use super::{Committed, Shared};
 use crate::error::{Error, Result};
 use crate::options::SyncPolicy;
 use crate::segment::SegmentFile;
@@ -34,36 +35,72 @@ pub(super) struct Writer {
     pub(super) marked: u64,
     /// The record being appended.
     pub(super) buf: Vec<u8>,
-    /// Encoded columns for the index (see [`Mutation::effect`]).
-    pub(super) scratch: Vec<u8>,
+    /// The batch being appended (apart from `buf`: a batch may need a
+    /// reservation appended before it).
+    pub(super) frame: Vec<u8>,
 }
 
 impl Shared {
-    /// Checks a write against the index, appends its record and applies it.
-    ///
-    /// `plan` sees the index as it is under the writer lock and returns the
-    /// record's id and the mutation, or why the write is refused.
-    pub(super) fn write<'m>(&self, plan: impl FnOnce(&KeyDir) -> Result<(Id, Mutation<'m>)>) -> Result<Id> {
+    /// Checks a batch of operations against the index (and its
+    /// preconditions), appends the records that carry it out (one record,
+    /// or one batch frame) and applies them to the index under one lock.
+    /// Under `always`, returns once an fsync covers them.
+    pub(super) fn write(&self, ops: &[Op<'_>], expect: &[Expect]) -> Result<Committed> {
         let always = self.options.sync == SyncPolicy::Always;
         let active = always.then(|| ActiveWriter::enter(&self.durability));
         let mut w = self.writer.lock();
         self.check_writable()?;
-        let (id, mutation, reservation) = {
+        let mut buf = std::mem::take(&mut w.frame);
+        let planned = self.plan(&mut w, ops, expect, &mut buf);
+        let written = planned.and_then(|planned| {
+            if planned.records > 0 {
+                self.append_encoded(&mut w, &mut buf, true).inspect_err(|e| self.set_poison(e))?;
+                w.records_end = w.appended;
+            }
+            Ok(planned)
+        });
+        buf.clear();
+        w.frame = buf;
+        let planned = written?;
+        let committed = {
             let index = self.index.read();
-            let (id, mutation) = plan(&index.keydir)?;
-            (id, mutation, index.keydir.reservation_needed(id))
+            let versions = planned
+                .documents
+                .iter()
+                .filter_map(|&id| index.keydir.document(id).ok().map(|doc| (id, doc.version())))
+                .collect();
+            Committed { created: planned.created, versions }
         };
-        if let Some(below) = reservation {
-            self.reserve_ids(&mut w, below)?;
-        }
-        self.append(&mut w, id, &mutation)?;
-        w.records_end = w.appended;
         let position = w.appended;
         drop(w);
         if let Some(active) = active {
             self.wait_durable(position, Some(active))?;
         }
-        Ok(id)
+        Ok(committed)
+    }
+
+    /// Plans a batch into `buf`, reserving ids first if it hands out ids
+    /// no reservation covers yet (and planning again after it: the
+    /// reservation takes a sequence number and may seal the segment).
+    fn plan(&self, w: &mut Writer, ops: &[Op<'_>], expect: &[Expect], buf: &mut Vec<u8>) -> Result<Planned> {
+        loop {
+            let reservation = {
+                let index = self.index.read();
+                let keydir = &index.keydir;
+                match last_id_needed(keydir.next_id(), ops).and_then(|last| keydir.reservation_needed(last)) {
+                    None => return Ok(plan_batch(keydir, ops, expect, &self.options.limits, w.file.salt(), buf)?),
+                    Some(below) => below,
+                }
+            };
+            // Checked before the reservation is written: a refused batch
+            // writes nothing at all.
+            {
+                let index = self.index.read();
+                plan_batch(&index.keydir, ops, expect, &self.options.limits, w.file.salt(), buf)?;
+                buf.clear();
+            }
+            self.reserve_ids(w, reservation)?;
+        }
     }
 
     /// Makes a block of ids from `first` on durable as handed out before
@@ -124,28 +161,44 @@ impl Shared {
         let seq = self.index.read().keydir.next_seq();
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
-        let len = encode_record(&mut buf, w.file.salt(), seq, id, mutation) as u64;
+        encode_record(&mut buf, w.file.salt(), seq, id, mutation);
+        let appended = self.append_encoded(w, &mut buf, may_rotate);
+        w.buf = buf;
+        appended
+    }
+
+    /// Appends `record`, one encoded record (a batch frame, perhaps)
+    /// sealed for the active segment, and applies it to the index, as
+    /// recovery would. If it would take the segment past `segment_bytes`
+    /// and `may_rotate`, the segment is sealed first and the record sealed
+    /// again for the new one.
+    fn append_encoded(&self, w: &mut Writer, record: &mut [u8], may_rotate: bool) -> Result<()> {
+        let len = record.len() as u64;
         if may_rotate && w.len > SEGMENT_HEADER_LEN as u64 && w.len + len > self.options.segment_bytes {
-            if let Err(e) = self.rotate(w) {
-                w.buf = buf;
-                return Err(e);
-            }
+            self.rotate(w)?;
             // The new segment has a salt of its own.
-            seal_record(&mut buf, w.file.salt());
+            reseal(record, w.file.salt());
         }
         debug_assert_eq!(w.len, w.file.readable(), "the writer and its segment agree on the end");
         // A failed append cuts off what it wrote: a full disk is an error
         // for this writer, never a torn record for the next one.
-        let appended = w.file.append(&buf);
-        w.buf = buf;
-        let offset = appended.map_err(Error::io(format!("appending to segment {}", w.segment)))?;
+        let offset = w.file.append(record).map_err(Error::io(format!("appending to segment {}", w.segment)))?;
         w.len += len;
         w.appended += len;
         let location =
             Location::new(w.segment, offset, len as u32).expect("active segments stay far below the largest offset");
-        let effect = mutation.effect(&mut w.scratch);
-        let applied = self.index.write().keydir.apply(RecordMeta { seq, id, location }, effect);
-        debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
+        // Checked and taken apart before the index lock: readers never
+        // wait for a checksum.
+        let salt = w.file.salt();
+        let parsed = decode_record(record, salt).expect("a record this engine just encoded decodes");
+        let body = parsed.body().expect("a record this engine just encoded has a valid body");
+        let records: Vec<_> =
+            expand_record(&parsed, body, location, salt).expect("a batch this engine just encoded is whole").collect();
+        let mut index = self.index.write();
+        for (meta, effect) in records {
+            let applied = index.keydir.apply(meta, effect);
+            debug_assert_eq!(applied, stratum_core::Applied::Changed, "a checked write was ignored");
+        }
         Ok(())
     }
 
