@@ -400,7 +400,7 @@ impl Planner<'_, '_> {
                     Place::End => None,
                     place => {
                         let mut order = self.chain(document);
-                        let at = self.place(n, document, &order, place, id)?;
+                        let at = self.place(n, document, &order, place, None)?;
                         order.insert(at, id);
                         Some(order)
                     }
@@ -442,7 +442,7 @@ impl Planner<'_, '_> {
                 let mut order = self.chain(document);
                 let was = order.iter().position(|&id| id == input).expect("the input is in its chain");
                 order.remove(was);
-                let at = self.place(n, document, &order, place, input)?;
+                let at = self.place(n, document, &order, place, Some(input))?;
                 order.insert(at, input);
                 if at != was {
                     self.set_chain(document, &order)?;
@@ -469,11 +469,12 @@ impl Planner<'_, '_> {
         self.view().document(document).map(|doc| doc.chain().map(|input| input.id).collect()).unwrap_or_default()
     }
 
-    /// Where in `order` (which lacks it) input `moving` goes for `place`.
-    fn place(&self, n: usize, document: Id, order: &[Id], place: Place, moving: Id) -> Result<usize, Refused> {
+    /// Where in `order` an input goes for `place`: a new one, or `moving`
+    /// (which `order` lacks).
+    fn place(&self, n: usize, document: Id, order: &[Id], place: Place, moving: Option<Id>) -> Result<usize, Refused> {
         let anchor = |r: Ref| -> Result<usize, Refused> {
             let id = self.resolve(n, r, "test case")?;
-            if id == moving {
+            if Some(id) == moving {
                 return Err(Invalid::PlacedBesideItself(id).into());
             }
             order.iter().position(|&o| o == id).ok_or(Refused::Missing(Missing::Input { document, input: id }))

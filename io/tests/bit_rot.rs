@@ -84,7 +84,7 @@ fn check_served(engine: &Engine, expected: &Model, context: &str) -> u64 {
     for (&id, document) in &expected.documents {
         check("blob", compare(engine.document_blob(id), &document.blob));
         check("columns", compare(engine.document_columns(id), &document.columns));
-        for (&input, node) in &document.inputs {
+        for &(input, ref node) in &document.inputs {
             check("input", compare(engine.input(id, input), &node.value));
             match (&node.output, engine.output(id, input)) {
                 (None, Err(Error::NotFound(Missing::Output { .. }))) => {}

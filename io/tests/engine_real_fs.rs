@@ -6,7 +6,7 @@ mod support;
 use proptest::prelude::*;
 use stratum_io::{CompactionPolicy, CompactionSettings, Engine, Options, SyncPolicy};
 use stratum_model::Model;
-use support::{Issued, Op, cases, check_counts, read_back, resume_ids, run_engine, run_model};
+use support::{Issued, Op, cases, check_counts, check_versions, read_back, resume_ids, run_engine, run_model};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -52,9 +52,11 @@ proptest! {
         for step in steps.iter().chain([Step::Reopen].iter()) {
             match step {
                 Step::Op(op) => {
+                    let before = model.clone();
                     let expected = run_model(&mut model, &issued, op);
                     let got = run_engine(&engine, &issued, op).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
                     prop_assert_eq!(&got, &expected, "answers differ for {:?}", op);
+                    check_versions(&engine, &before, &mut model, &issued, op, &expected)?;
                     issued.note(op, &expected);
                     check_counts(&engine, &model)?;
                 }

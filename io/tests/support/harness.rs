@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use stratum_io::{Engine, Error, Faults, Options, SimFileSystem, SyncPolicy};
 use stratum_model::Model;
 
-use super::{Issued, Op, check_counts, read_back, resume_ids, run_engine, run_model};
+use super::{Answer, Issued, Op, check_counts, check_versions, read_back, resume_ids, run_engine, run_model};
 
 pub const DIR: &str = "/data";
 
@@ -55,13 +55,21 @@ impl Harness {
     }
 
     pub fn run_op(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let before = self.model.clone();
         let expected = run_model(&mut self.model, &self.issued, op);
         let got = run_engine(self.engine(), &self.issued, op)
             .map_err(|e| TestCaseError::fail(format!("{op:?} failed: {e}")))?;
         prop_assert_eq!(&got, &expected, "answers differ for {:?}", op);
+        self.observe(&before, op, &expected)?;
         self.issued.note(op, &expected);
         self.acknowledged(op);
         check_counts(self.engine(), &self.model)
+    }
+
+    /// Checks and records the versions after `op` answered `answer`.
+    fn observe(&mut self, before: &Model, op: &Op, answer: &Answer) -> Result<(), TestCaseError> {
+        let engine = self.engine.as_ref().expect("engine is open");
+        check_versions(engine, before, &mut self.model, &self.issued, op, answer)
     }
 
     /// Runs `op` with the power cut `after` mutating calls in. The write may
@@ -76,12 +84,14 @@ impl Harness {
     /// survive a restart); or any other error, which changed nothing.
     pub fn run_op_with_faults(&mut self, op: &Op, arm: impl FnOnce(&mut Faults)) -> Result<(), TestCaseError> {
         self.fs.faults(arm);
+        let before = self.model.clone();
         let mut model = self.model.clone();
         let expected = run_model(&mut model, &self.issued, op);
         match run_engine(self.engine(), &self.issued, op) {
             Ok(got) => {
                 prop_assert_eq!(&got, &expected, "answers differ for {:?}", op);
                 self.model = model;
+                self.observe(&before, op, &expected)?;
                 self.issued.note(op, &expected);
                 self.acknowledged(op);
             }
@@ -89,8 +99,9 @@ impl Harness {
                 // Appended and applied, then its fsync failed: it is
                 // visible now, and may or may not have reached the disk.
                 if op.writes() {
-                    self.candidates.push(model.clone());
                     self.model = model;
+                    self.observe(&before, op, &expected)?;
+                    self.candidates.push(self.model.clone());
                 }
                 self.issued.note_possible(op, &expected);
             }
