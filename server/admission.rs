@@ -31,6 +31,7 @@ use tower::{Layer, Service};
 
 use crate::auth::{self, Access, Tokens};
 use crate::idle::{Calls, TrackedInfo};
+use crate::upload;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// How much earlier than the client's deadline the server gives up: one
@@ -124,9 +125,11 @@ type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>
 
 impl<S, B> Service<http::Request<B>> for Admitted<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: http_body::Body<Data = tonic::codegen::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -160,7 +163,9 @@ where
         // not only until its headers: the body holds the place and the
         // connection's count.
         let in_flight = (place.clone(), on_connection);
-        let call = CALL.scope(CallContext { deadline, place }, self.inner.call(request));
+        // Its body is watched, so that a stream broken off is not taken for
+        // one the client ended (see `crate::upload`).
+        let call = CALL.scope(CallContext { deadline, place }, self.inner.call(upload::watch(request)));
         let Some((timeout, deadline)) = timeout.zip(deadline) else {
             return Box::pin(async move { call.await.map(|response| hold_until_sent(response, in_flight)) });
         };

@@ -47,6 +47,13 @@ pub struct Config {
     #[arg(long, env = "LSE_MAX_VALUE_BYTES", default_value_t = 16 * MIB)]
     pub max_value_bytes: usize,
 
+    /// Largest batch accepted (ImportProblem, ReplaceTestCases, Batch and
+    /// their streams), in bytes of the records it writes. A batch over it is
+    /// refused whole (INVALID_ARGUMENT); the server holds a batch in memory
+    /// while it checks and writes it.
+    #[arg(long, env = "LSE_MAX_BATCH_BYTES", default_value_t = 256 * MIB)]
+    pub max_batch_bytes: usize,
+
     /// Largest gRPC message the server receives or sends, in bytes.
     #[arg(long, env = "LSE_MAX_MESSAGE_BYTES", default_value_t = 64 * MIB)]
     pub max_message_bytes: usize,
@@ -121,7 +128,8 @@ pub struct Config {
     pub log: String,
 
     /// Rewrite the data directory from segment format 2 (Stratum before
-    /// salted records) to format 3, then exit without serving. The server
+    /// salted records) or 3 (before batches) to format 4, then exit without
+    /// serving. The server
     /// must be stopped; running it again after a crash finishes the job.
     #[arg(long)]
     pub upgrade: bool,
@@ -145,6 +153,7 @@ impl Config {
             limits: Limits {
                 max_blob_bytes: self.max_blob_bytes,
                 max_value_bytes: self.max_value_bytes,
+                max_batch_bytes: self.max_batch_bytes,
                 ..Limits::default()
             },
             compaction: (self.compact_interval_secs > 0).then(|| CompactionSettings {

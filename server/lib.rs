@@ -18,6 +18,7 @@ pub mod idle;
 mod problems;
 pub mod security;
 mod service;
+pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;

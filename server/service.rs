@@ -17,10 +17,10 @@ use stratum_io::{Committed, Engine, Error, Expect, Id, Op, Ref, Versioned};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission;
 use crate::convert::{self, Failed, id, value_to_wire};
 use crate::problems::{self, Naming, OwnedOp, Upload};
 use crate::proto::{self, batch_op, lse_server::Lse};
+use crate::{admission, upload};
 
 /// Ids per ListProblems page when the request does not say.
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
@@ -408,13 +408,16 @@ impl Lse for LseService {
         &self,
         request: Request<Streaming<proto::ImportProblemRequest>>,
     ) -> Result<Response<proto::ImportProblemResponse>, Status> {
+        let watched = upload::Upload::of(&request);
         let mut stream = request.into_inner();
         let mut upload = Upload::default();
         let limits = self.engine.options().limits;
-        // A broken stream ends here with its error: nothing was written.
+        // A broken stream ends here with its error, or (a reset) looks
+        // ended: either way nothing is written.
         while let Some(message) = stream.message().await? {
             upload.add(&message.html, message.columns, message.test_cases, &limits)?;
         }
+        upload::Upload::check_whole(watched.as_ref())?;
         self.import(upload.html, upload.columns, upload.test_cases).await
     }
 
@@ -474,6 +477,7 @@ impl Lse for LseService {
         &self,
         request: Request<Streaming<proto::ReplaceTestCasesRequest>>,
     ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
+        let watched = upload::Upload::of(&request);
         let mut stream = request.into_inner();
         let mut upload = Upload::default();
         let limits = self.engine.options().limits;
@@ -492,6 +496,7 @@ impl Lse for LseService {
             }
             upload.add("", Default::default(), message.test_cases, &limits)?;
         }
+        upload::Upload::check_whole(watched.as_ref())?;
         let problem = id("problem_id", problem)?;
         self.replace(problem, upload.test_cases, expected).await
     }

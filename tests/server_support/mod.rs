@@ -41,6 +41,7 @@ const SERVER_ENV: &[&str] = &[
     "LSE_MAX_BLOB_BYTES",
     "LSE_MAX_VALUE_BYTES",
     "LSE_MAX_MESSAGE_BYTES",
+    "LSE_MAX_BATCH_BYTES",
     "LSE_COMPACT_INTERVAL_SECS",
     "LSE_COMPACT_MIN_GARBAGE_BYTES",
     "LSE_COMPACT_MIN_GARBAGE_RATIO",
@@ -315,7 +316,22 @@ pub struct HeldCall {
     _body: h2::SendStream<bytes::Bytes>,
 }
 
+/// A gRPC message frame: uncompressed, its length, its bytes.
+fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let encoded = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    frame
+}
+
 impl HeldCall {
+    /// Breaks the call: resets its stream (as a client that crashed or gave
+    /// up mid-upload would).
+    pub fn reset(mut self) {
+        self._body.send_reset(h2::Reason::CANCEL);
+    }
+
     /// Whether the server has answered the call already (refused it, say),
     /// as far as the connection has read.
     pub fn answered(&mut self) -> bool {
@@ -358,6 +374,15 @@ impl RawConnection {
         HeldCall { response, _body: body }
     }
 
+    /// Starts a client-streaming call to `path`, sends `message` as its
+    /// first message and leaves the stream open: the test then breaks it
+    /// ([`HeldCall::reset`]) or drops it.
+    pub async fn open_stream(&mut self, path: &str, message: &impl prost::Message) -> HeldCall {
+        let mut call = self.hold(path).await;
+        call._body.send_data(grpc_frame(message).into(), false).expect("sending the first message");
+        call
+    }
+
     /// A unary call of `path` with `message` and extra `headers`: its
     /// grpc-status and grpc-message.
     pub async fn unary(
@@ -369,11 +394,7 @@ impl RawConnection {
         let request = self.request(path, headers);
         let mut send = self.send.clone().ready().await.expect("a stream");
         let (response, mut body) = send.send_request(request, false).expect("sending headers");
-        let encoded = message.encode_to_vec();
-        let mut frame = vec![0u8];
-        frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
-        frame.extend_from_slice(&encoded);
-        body.send_data(frame.into(), true).expect("sending the message");
+        body.send_data(grpc_frame(message).into(), true).expect("sending the message");
         let response = tokio::time::timeout(REQUEST_TIMEOUT, response).await.expect("an answer").expect("a response");
         let (parts, mut body) = response.into_parts();
         let trailers = if parts.headers.contains_key("grpc-status") {
