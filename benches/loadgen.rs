@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use common::server::{Running, start_stratum, stratum_config};
 use common::{Measured, Pool, Rng, Stored, Table};
 use hdrhistogram::Histogram;
 use stratum::proto::lse_client::LseClient;
@@ -477,55 +477,6 @@ impl Lse for BlockingReads {
 
 // ----- servers ----------------------------------------------------------------
 
-/// A server on its own thread and tokio runtime; stopped on drop.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start<F, Fut>(name: &str, serve: F) -> Running
-    where
-        F: FnOnce(std::sync::mpsc::Sender<SocketAddr>, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
-    {
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let (ready, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
-                rt.block_on(serve(ready, stopped));
-            })
-            .expect("server thread");
-        let addr = addr.recv_timeout(Duration::from_secs(120)).expect("server started");
-        Running { addr, stop: Some(stop), thread: Some(thread) }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn start_stratum(dir: &std::path::Path) -> Running {
-    let config = stratum_config(dir);
-    Running::start("stratum-server", move |ready, stopped| async move {
-        stratum::run(config, move |addr| ready.send(addr).expect("ready"), async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("stratum server");
-    })
-}
-
 /// Serves `service` on 127.0.0.1, `TCP_NODELAY` on the accepted
 /// connections (as the shipped server sets it).
 fn start_service<S: Lse>(name: &str, service: LseServer<S>) -> Running {
@@ -538,22 +489,6 @@ fn start_service<S: Lse>(name: &str, service: LseServer<S>) -> Running {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await.expect("server");
     })
-}
-
-fn stratum_config(dir: &std::path::Path) -> stratum::Config {
-    stratum::Config::parse_from([
-        "lse_server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--data-dir",
-        dir.to_str().expect("utf-8 path"),
-        "--sync",
-        "always",
-        "--log",
-        "warn",
-    ])
 }
 
 /// The shipped service over its own copy of the data, with every point

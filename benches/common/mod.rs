@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
