@@ -427,18 +427,15 @@ impl Lse for LseService {
     ) -> Result<Response<proto::GetProblemResponse>, Status> {
         let proto::GetProblemRequest { problem_id, expected_version } = request.into_inner();
         let problem = id("problem_id", problem_id)?;
-        self.call(move |engine| {
-            let view = engine.document(problem)?;
-            at_version(problem, expected_version, Versioned { value: (), version: view.version })?;
-            Ok(proto::GetProblemResponse {
-                problem_id: problem,
-                version: view.version,
-                html: convert::html(problem, view.blob)?,
-                columns: view.columns,
-                test_cases: view.inputs.into_iter().map(problems::problem_test_case).collect(),
-            })
-        })
-        .await
+        let view = self.read(|engine| engine.document_now(problem), move |engine| engine.document(problem)).await?;
+        at_version(problem, expected_version, Versioned { value: (), version: view.version })?;
+        Ok(Response::new(proto::GetProblemResponse {
+            problem_id: problem,
+            version: view.version,
+            html: convert::html(problem, view.blob)?,
+            columns: view.columns,
+            test_cases: view.inputs.into_iter().map(problems::problem_test_case).collect(),
+        }))
     }
 
     type GetProblemStreamStream = ResponseStream<proto::GetProblemResponse>;

@@ -320,15 +320,14 @@ impl Engine {
     /// A whole document: blob, columns, version and every input of its
     /// chain with its value and output, all of one version.
     pub fn document(&self, id: Id) -> Result<DocumentView> {
-        let snapshot = self.document_snapshot(id)?;
-        let inputs = (0..snapshot.len()).map(|at| snapshot.input(at)).collect::<Result<_>>()?;
-        Ok(DocumentView {
-            id,
-            version: snapshot.version,
-            blob: snapshot.blob()?,
-            columns: snapshot.columns.clone(),
-            inputs,
-        })
+        answered(self.document_snapshot(id)?.view(Wait::Yes))
+    }
+
+    /// [`Engine::document`] if it can be answered without waiting (see
+    /// [`Engine::document_blob_now`]); also `None` when its records add up
+    /// to more than 1 MiB.
+    pub fn document_now(&self, id: Id) -> Option<Result<DocumentView>> {
+        snapshot::read_now(&self.shared, id)
     }
 
     /// Creates a document with its whole chain in one batch: `inputs` in

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use stratum_core::{Columns, Id, Location, SegmentId, Value, record_blob};
+use stratum_core::{Columns, Id, Location, SegmentId, Value, record_blob, record_value};
 
 use super::Shared;
 use super::index::Index;
+use super::read::{Wait, answered, without_waiting};
 use crate::error::Result;
 use crate::segment::SegmentFile;
 
@@ -62,7 +63,12 @@ pub struct InputView {
 }
 
 pub(super) fn take(shared: &Arc<Shared>, id: Id) -> Result<DocumentSnapshot> {
-    let index = shared.index.read();
+    answered(take_waiting(shared, id, Wait::Yes))
+}
+
+/// [`take`], or `None` if `wait` is `No` and a writer holds the index.
+fn take_waiting(shared: &Arc<Shared>, id: Id, wait: Wait) -> Result<Option<DocumentSnapshot>> {
+    let Some(index) = shared.index_for(wait) else { return Ok(None) };
     let doc = index.keydir.document(id)?;
     let mut files = Vec::new();
     let mut file_of = |at: Location| add_file(&index, &mut files, at);
@@ -75,7 +81,7 @@ pub(super) fn take(shared: &Arc<Shared>, id: Id) -> Result<DocumentSnapshot> {
         }
         inputs.push((input.id, input.value, input.output));
     }
-    Ok(DocumentSnapshot {
+    Ok(Some(DocumentSnapshot {
         shared: shared.clone(),
         id,
         version: doc.version(),
@@ -83,8 +89,31 @@ pub(super) fn take(shared: &Arc<Shared>, id: Id) -> Result<DocumentSnapshot> {
         blob: doc.blob,
         inputs,
         files,
-    })
+    }))
 }
+
+/// The whole document `id` if it can be read without waiting: `None` if a
+/// writer holds the index, a record is not in memory, or the records add
+/// up to more than [`MAX_WHOLE_WITHOUT_WAITING`] (see
+/// [`crate::Engine::document_blob_now`]).
+pub(super) fn read_now(shared: &Arc<Shared>, id: Id) -> Option<Result<DocumentView>> {
+    let snapshot = match take_waiting(shared, id, Wait::No) {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return None,
+        Err(e) => return without_waiting(Err(e)),
+    };
+    let total: u64 = std::iter::once(snapshot.blob)
+        .chain(snapshot.inputs.iter().flat_map(|(_, value, output)| std::iter::once(*value).chain(*output)))
+        .map(|at| u64::from(at.len()))
+        .sum();
+    if total > MAX_WHOLE_WITHOUT_WAITING {
+        return None;
+    }
+    without_waiting(snapshot.view(Wait::No))
+}
+
+/// The most record bytes a whole-document read answers without waiting.
+const MAX_WHOLE_WITHOUT_WAITING: u64 = 1 << 20;
 
 fn add_file(index: &Index, files: &mut Vec<(SegmentId, Arc<SegmentFile>)>, at: Location) -> Result<()> {
     if !files.iter().any(|(segment, _)| *segment == at.segment()) {
@@ -94,6 +123,18 @@ fn add_file(index: &Index, files: &mut Vec<(SegmentId, Arc<SegmentFile>)>, at: L
 }
 
 impl DocumentSnapshot {
+    /// The whole document; `None` if `wait` is `No` and a record is not in
+    /// memory.
+    pub(super) fn view(&self, wait: Wait) -> Result<Option<DocumentView>> {
+        let Some(blob) = self.blob_waiting(wait)? else { return Ok(None) };
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for at in 0..self.inputs.len() {
+            let Some(input) = self.input_waiting(at, wait)? else { return Ok(None) };
+            inputs.push(input);
+        }
+        Ok(Some(DocumentView { id: self.id, version: self.version, blob, columns: self.columns.clone(), inputs }))
+    }
+
     /// How many inputs the chain holds.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
@@ -107,18 +148,39 @@ impl DocumentSnapshot {
 
     /// The document's blob.
     pub fn blob(&self) -> Result<Vec<u8>> {
+        answered(self.blob_waiting(Wait::Yes))
+    }
+
+    fn blob_waiting(&self, wait: Wait) -> Result<Option<Vec<u8>>> {
         let file = self.file(self.blob);
-        let bytes = self.shared.read(self.blob, file)?;
-        record_blob(&bytes, file.salt(), self.id).map(<[u8]>::to_vec).map_err(|d| self.shared.corrupt(self.blob, d))
+        let Some(bytes) = self.shared.read_record(self.blob, file, wait)? else { return Ok(None) };
+        let blob = record_blob(&bytes, file.salt(), self.id).map(<[u8]>::to_vec);
+        self.shared.damaged_if_err(blob, self.blob, wait)
     }
 
     /// The input at position `at` of the chain, with its value and output.
     ///
     /// Panics if `at` is not below [`DocumentSnapshot::len`].
     pub fn input(&self, at: usize) -> Result<InputView> {
+        answered(self.input_waiting(at, Wait::Yes))
+    }
+
+    fn input_waiting(&self, at: usize, wait: Wait) -> Result<Option<InputView>> {
         let (id, value, output) = self.inputs[at];
-        let read = |location: Location| self.shared.read_value(location, self.file(location), id);
-        Ok(InputView { id, value: read(value)?, output: output.map(read).transpose()? })
+        let read = |location: Location| -> Result<Option<Value>> {
+            let file = self.file(location);
+            let Some(bytes) = self.shared.read_record(location, file, wait)? else { return Ok(None) };
+            self.shared.damaged_if_err(record_value(&bytes, file.salt(), id), location, wait)
+        };
+        let Some(value) = read(value)? else { return Ok(None) };
+        let output = match output {
+            Some(at) => match read(at)? {
+                Some(output) => Some(output),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        Ok(Some(InputView { id, value, output }))
     }
 
     fn file(&self, at: Location) -> &SegmentFile {
