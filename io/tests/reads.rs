@@ -145,3 +145,24 @@ fn unmapped_files_send_reads_to_the_blocking_path() {
     assert_eq!(engine.document_columns_now(doc).unwrap().unwrap().value, columns(2));
     assert!(matches!(engine.document_blob_now(doc + 99), Some(Err(Error::NotFound(_)))));
 }
+
+/// A whole document is read without waiting when all of its records are
+/// in memory and add up to at most 1 MiB, and agrees with the blocking
+/// read; otherwise the non-blocking read gives up.
+#[test]
+fn a_whole_document_is_read_without_waiting_only_when_small_and_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    let inputs = [(Value::Int(1), Some(Value::Str("one".into()))), (Value::IntList(vec![2, 3]), None)];
+    let doc = engine.import_document(b"<p>whole</p>", &columns(3), &inputs).unwrap().created[0].unwrap();
+    assert!(engine.document_now(doc).is_none(), "the segment is not mapped yet");
+    let whole = engine.document(doc).unwrap();
+    assert_eq!(engine.document_now(doc).unwrap().unwrap(), whole);
+    assert_eq!(whole.inputs.len(), 2);
+    assert!(matches!(engine.document_now(doc + 1000), Some(Err(Error::NotFound(Missing::Document(_))))));
+
+    let big = [(Value::Str("x".repeat(600 << 10)), Some(Value::Str("y".repeat(600 << 10))))];
+    let large = engine.import_document(b"<p>large</p>", &columns(4), &big).unwrap().created[0].unwrap();
+    assert_eq!(engine.document(large).unwrap().inputs[0].value, big[0].0);
+    assert!(engine.document_now(large).is_none(), "records over 1 MiB in all");
+}
