@@ -28,6 +28,10 @@ pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// The most ids one ListProblems page returns.
 pub const MAX_PAGE_SIZE: usize = 10_000;
 
+/// The most value bytes one GetProblemStream message carries (a test case
+/// larger than that goes alone).
+pub const STREAM_PAGE_BYTES: usize = 1 << 20;
+
 /// The most value bytes one page of GetAllTestCases carries by default.
 pub const DEFAULT_PAGE_BYTES: usize = 4 << 20;
 
@@ -451,7 +455,9 @@ impl Lse for LseService {
         let snapshot = self.call(move |engine| Ok(engine.document_snapshot(problem)?)).await?.into_inner();
         at_version(problem, expected_version, Versioned { value: (), version: snapshot.version })?;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let page_bytes = self.page_bytes;
+        // Small messages, so that a client with gRPC's default 4 MiB
+        // receive limit can read any problem whose test cases fit it.
+        let page_bytes = self.page_bytes.min(STREAM_PAGE_BYTES);
         let place = admission::place();
         tokio::task::spawn_blocking(move || {
             let _place = place;

@@ -13,6 +13,9 @@ most one *expected output* (output node) per test case. The contract is
         tc = lse.add_test_case(doc_id, [2, 7, 11, 15])
         lse.set_expected_output(doc_id, tc, [0, 1])
         print(lse.get_expected_output(doc_id, tc)["value"])   # [0, 1]
+        doc2, tcs = lse.import_problem("<h1>Sum</h1>", [([1, 2], 3), ([4, 5], 9)])
+        print(lse.get_problem(doc2)["test_cases"][0])
+        # {'tc_id': ..., 'value': [1, 2], 'expected_output': 3}
 
 To use it in another project, copy ``lse_client.py``, ``lse_pb2.py`` and
 ``lse_pb2_grpc.py`` next to your code (or ``pip install client/python``) and
@@ -61,6 +64,65 @@ Ids are the server's unsigned 64-bit integers (from 1); an id that is not an
 is a ``ValueError``. Id 0 is sent and refused by the server
 (``InvalidArgument``).
 
+Whole problems, versions and batches
+------------------------------------
+Every problem has a *version*, a number that grows with every change to the
+problem, its test cases or their expected outputs (and survives restarts and
+compaction). Every write returns the problem's new version
+(``update_problem_html``, ``update_problem_column``, ``update_test_case``,
+``delete_test_case``, ``move_test_case``, ``set_expected_output``,
+``update_expected_output``, ``delete_expected_output``; ``create_problem``
+and ``add_test_case`` still return the id, ``delete_problem`` None), and
+:meth:`LseClient.get_problem_version` reads it. Every write and every read of
+problem data takes ``expected_version=``: the call is then made only if the
+problem is at that version, and otherwise raises :class:`VersionConflict`
+(``e.problem_id``, ``e.current_version``) having changed nothing::
+
+    p = lse.get_problem(doc_id)     # html, meta, version, test cases
+    try:
+        lse.update_problem_html(doc_id, edit(p["html"]), expected_version=p["version"])
+    except VersionConflict as e:
+        ...                         # someone else wrote: read again, retry
+
+Whole problems, each call one atomic write or one consistent read:
+
+* ``import_problem(html, cases, **columns) -> (doc_id, tc_ids)`` creates a
+  problem with its chain. Each case is a value (no expected output) or a
+  **tuple** ``(input, output)`` (``output`` None: none). Every tuple in
+  ``cases`` is a pair, so pass a list value as a list: ``[1, 2]`` is one
+  value, ``(1, 2)`` is input 1 with expected output 2.
+* ``get_problem(doc_id) -> {"doc_id", "html", "meta", "version",
+  "test_cases": [{"tc_id", "value", "expected_output"}, ...]}``, in chain
+  order, ``expected_output`` None where there is none, everything from one
+  version.
+* ``replace_test_cases(doc_id, cases) -> tc_ids`` replaces the whole chain
+  (the html and columns stay; the old test case ids are gone).
+
+A request over about 1 MiB is sent as a stream of messages of about 1 MiB
+(ImportProblemStream, ReplaceTestCasesStream), still atomic; a problem too
+large for one response (OUT_OF_RANGE from the server or RESOURCE_EXHAUSTED
+from this client) is read again with GetProblemStream. The ``*_stream``
+methods always stream.
+
+Places in the chain: ``add_test_case(doc_id, value, before=tc | after=tc |
+at_start=True)`` (at most one; the end by default) and
+``move_test_case(doc_id, tc_id, before= | after= | to_start=True |
+to_end=True)`` (exactly one); other combinations raise ``ValueError``
+before anything is sent.
+
+Batches: write operations on one or several problems applied atomically,
+after optional version checks, sent once when the ``with`` block ends
+without an exception (nothing is sent otherwise, nor for an empty batch)::
+
+    with lse.batch({doc_id: version}) as b:
+        new = b.create_problem("<h1>B</h1>", name="b")    # a Pending
+        tc = b.add_test_case(new, [1, 2])                # names it by op
+        b.set_expected_output(new, tc, 3)
+        b.delete_problem(doc_id)
+    new.id, tc.id, b.versions, b.created                 # after the commit
+
+A failing operation (or a stale version) raises and writes nothing.
+
 Security
 --------
 A server started with ``--tls-cert`` and ``--tls-key`` speaks TLS: pass
@@ -95,6 +157,7 @@ DATA_LOSS             DataLoss
 FAILED_PRECONDITION   FailedPrecondition
 DEADLINE_EXCEEDED     DeadlineExceeded    TimeoutError
 UNKNOWN               OutcomeUnknown      (a write whose fsync failed)
+ABORTED               VersionConflict     (a stale ``expected_version``)
 CANCELLED             Cancelled
 INTERNAL              Internal
 UNIMPLEMENTED         Unimplemented
@@ -143,7 +206,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
@@ -152,8 +215,11 @@ import lse_pb2_grpc
 
 __all__ = [
     "LseClient",
+    "Batch",
+    "Pending",
     "Value",
     "LseError",
+    "VersionConflict",
     "NotFound",
     "InvalidArgument",
     "MessageTooLarge",
@@ -208,6 +274,16 @@ _TEST_CASE_PAGE_SIZE = 1000
 # How the server's message for a call refused by load shedding starts.
 _OVERLOADED = "server overloaded"
 
+# Trailers of an ABORTED status: the problem and its current version.
+_CURRENT_VERSION_TRAILER = "lse-current-version"
+_PROBLEM_ID_TRAILER = "lse-problem-id"
+
+# An import or replace whose encoded request is over this many bytes goes
+# through the streaming RPC, in messages of about this size (a test case
+# larger than that travels alone). Either is also capped at half the
+# client's max_message_bytes.
+_STREAM_REQUEST_BYTES = 1 << 20
+
 class LseError(Exception):
     """A failed Stratum call.
 
@@ -235,6 +311,38 @@ class LseError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.details!r}, code={self.code}, method={self.method!r})"
+
+
+class VersionConflict(LseError):
+    """ABORTED: the call's ``expected_version`` is not the problem's
+    version (the problem changed since it was read). Nothing was changed;
+    read the problem again and retry.
+
+    Attributes:
+        problem_id: the problem whose version differs (from the server's
+            ``lse-problem-id`` trailer; None if the server sent none).
+        current_version: the problem's version now (from the
+            ``lse-current-version`` trailer; None if the server sent none).
+    """
+
+    def __init__(
+        self,
+        details: str,
+        code: Optional[grpc.StatusCode] = None,
+        method: Optional[str] = None,
+        *,
+        problem_id: Optional[int] = None,
+        current_version: Optional[int] = None,
+    ) -> None:
+        super().__init__(details, code, method)
+        self.problem_id = problem_id
+        self.current_version = current_version
+
+    def __repr__(self) -> str:
+        return (
+            f"VersionConflict({self.details!r}, problem_id={self.problem_id}, "
+            f"current_version={self.current_version}, method={self.method!r})"
+        )
 
 
 class NotFound(LseError, KeyError):
@@ -339,7 +447,27 @@ _ERRORS: Dict[grpc.StatusCode, type] = {
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.INTERNAL: Internal,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.ABORTED: VersionConflict,
 }
+
+
+def _trailer_int(error: grpc.RpcError, key: str) -> Optional[int]:
+    """The integer in trailer ``key`` of a failed call, or None."""
+    trailing_fn = getattr(error, "trailing_metadata", None)
+    if not callable(trailing_fn):
+        return None
+    try:
+        trailers = trailing_fn() or ()
+    except Exception:  # a failed call's trailers may be unreadable
+        return None
+    for item in trailers:
+        name, value = item[0], item[1]
+        if name == key:
+            try:
+                return int(value.decode() if isinstance(value, bytes) else value)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def error_from_rpc(error: grpc.RpcError, method: Optional[str] = None) -> LseError:
@@ -353,6 +481,14 @@ def error_from_rpc(error: grpc.RpcError, method: Optional[str] = None) -> LseErr
     cls = _ERRORS.get(code, LseError) if code is not None else LseError
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(_OVERLOADED):
         cls = Overloaded
+    if cls is VersionConflict:
+        return VersionConflict(
+            details,
+            code,
+            method,
+            problem_id=_trailer_int(error, _PROBLEM_ID_TRAILER),
+            current_version=_trailer_int(error, _CURRENT_VERSION_TRAILER),
+        )
     return cls(details, code, method)
 
 
@@ -474,6 +610,150 @@ def _columns(columns: Mapping[Any, Any]) -> Dict[str, str]:
     return out
 
 
+def _expected(version: Any) -> Optional[int]:
+    """An ``expected_version`` argument, checked: None (no precondition) or
+    a uint64."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"expected_version must be an int or None, not {type(version).__name__}")
+    if not 0 <= version <= UINT64_MAX:
+        raise ValueError(f"expected_version {version} is outside the uint64 range [0, {UINT64_MAX}]")
+    return version
+
+
+def _position(
+    places: List[Tuple[str, Any]], flags: List[Tuple[str, str, Any]], *, required: bool,
+    test_case_id: Callable[[Any, str], int] = _check_id,
+) -> Optional[lse_pb2.Position]:
+    """The ``lse.Position`` of a call's placement arguments.
+
+    Args:
+        places: ``("before", tc_id_or_None)``, ``("after", ...)``.
+        flags: ``(argument name, Position field, bool)``, e.g.
+            ``("at_start", "start", False)``.
+        required: exactly one placement must be given (else at most one).
+        test_case_id: checks a test case id given in ``places``.
+
+    Raises:
+        TypeError: a flag that is not a bool, or an id that is not an int.
+        ValueError: more than one placement (or none when ``required``).
+    """
+    given = [name for name, v in places if v is not None]
+    for name, _, flag in flags:
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        if flag:
+            given.append(f"{name}=True")
+    names = [f"{name}=" for name, _ in places] + [f"{name}=True" for name, _, _ in flags]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of {', '.join(names)}; got {', '.join(given)}")
+    if required and not given:
+        raise ValueError(f"give exactly one of {', '.join(names)}")
+    for name, v in places:
+        if v is not None:
+            return lse_pb2.Position(**{name: test_case_id(v, name)})
+    for _, field, flag in flags:
+        if flag:
+            return lse_pb2.Position(**{field: True})
+    return None
+
+
+def _new_test_cases(cases: Iterable[Any]) -> List[lse_pb2.NewTestCase]:
+    """The ``lse.NewTestCase`` messages of an import or a replace, every
+    value checked before anything is sent.
+
+    A case is a value (a test case without an expected output) or a tuple
+    ``(input, output)``; ``output`` None means no expected output. Every
+    tuple is a pair: a list value must be passed as a list.
+    """
+    if isinstance(cases, (str, bytes, Mapping)) or not isinstance(cases, Iterable):
+        raise TypeError(
+            f"cases must be an iterable of values or (input, output) tuples, not {type(cases).__name__}"
+        )
+    out: List[lse_pb2.NewTestCase] = []
+    for at, case in enumerate(cases):
+        try:
+            if isinstance(case, tuple):
+                if len(case) != 2:
+                    raise ValueError(
+                        f"a tuple is an (input, output) pair, not a {len(case)}-tuple "
+                        "(pass a list value as a list)"
+                    )
+                value, output = case
+                message = lse_pb2.NewTestCase(input=to_wire(value))
+                if output is not None:
+                    message.expected_output.CopyFrom(to_wire(output))
+            else:
+                message = lse_pb2.NewTestCase(input=to_wire(case))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"test case {at}: {e}") from None
+        out.append(message)
+    return out
+
+
+def _varint_bytes(n: int) -> int:
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def _split(cases: List[lse_pb2.NewTestCase], first_bytes: int, message_bytes: int) -> List[Tuple[int, int]]:
+    """Where to cut ``cases`` into messages of about ``message_bytes``: the
+    ``(start, end)`` range of each message's test cases. The first message
+    already carries ``first_bytes`` (html, columns, ids); every message
+    after it carries at least one test case."""
+    ranges: List[Tuple[int, int]] = []
+    start, used = 0, first_bytes
+    for at, case in enumerate(cases):
+        size = case.ByteSize()
+        field = 1 + _varint_bytes(size) + size  # tag, length, message
+        if used > 0 and used + field > message_bytes:
+            ranges.append((start, at))
+            start, used = at, 0
+        used += field
+    ranges.append((start, len(cases)))
+    return ranges
+
+
+def _test_case_size(cases: List[lse_pb2.NewTestCase]) -> int:
+    """Bytes the cases take in a request (as a repeated field)."""
+    return sum(1 + _varint_bytes(c.ByteSize()) + c.ByteSize() for c in cases)
+
+
+def _problem_dict(messages: List[lse_pb2.GetProblemResponse], method: str) -> Dict[str, Any]:
+    """A whole problem from the message of GetProblem or the messages of
+    GetProblemStream, which must all be of one problem at one version."""
+    if not messages:
+        raise LseError(f"{method} sent no message", None, method)
+    head = messages[0]
+    for message in messages[1:]:
+        if message.problem_id != head.problem_id or message.version != head.version:
+            raise LseError(
+                f"{method} sent messages of problem {head.problem_id} at version {head.version} "
+                f"and of problem {message.problem_id} at version {message.version}",
+                None,
+                method,
+            )
+    return {
+        "doc_id": head.problem_id,
+        "html": head.html,
+        "meta": dict(sorted(head.columns.items())),
+        "version": head.version,
+        "test_cases": [
+            {
+                "tc_id": tc.test_case_id,
+                "value": from_wire(tc.input),
+                "expected_output": from_wire(tc.expected_output) if tc.HasField("expected_output") else None,
+            }
+            for message in messages
+            for tc in message.test_cases
+        ],
+    }
+
+
 def _message_dict(message: Any) -> Dict[str, Any]:
     """Every field of a flat response message, zero values included."""
     return {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
@@ -567,6 +847,8 @@ class LseClient:
             self._channel = grpc.secure_channel(address, tls, options=channel_options)
         self._stub = lse_pb2_grpc.LseStub(self._channel)
         self._closed = False
+        # Imports and replaces above this go as streams of such messages.
+        self._stream_bytes = max(1, min(_STREAM_REQUEST_BYTES, max_message_bytes // 2))
 
     # ---- lifecycle ----
 
@@ -613,11 +895,32 @@ class LseClient:
             raise ClientClosed(f"LseClient({self.address!r}) is closed")
 
     def _call(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
+        """A unary call: one request, one response."""
+        stub = getattr(self._stub, method)
+        return self._run(method, lambda deadline: stub(request, timeout=deadline, metadata=self._metadata), timeout)
+
+    def _call_stream_out(self, method: str, request: Any, timeout: Optional[float] = None) -> List[Any]:
+        """A server-streaming call: every response message, in order."""
+        stub = getattr(self._stub, method)
+        return self._run(
+            method, lambda deadline: list(stub(request, timeout=deadline, metadata=self._metadata)), timeout
+        )
+
+    def _call_stream_in(self, method: str, requests: List[Any], timeout: Optional[float] = None) -> Any:
+        """A client-streaming call: the request messages, in order, and one
+        response. The messages are built (and checked) before the call."""
+        stub = getattr(self._stub, method)
+        return self._run(
+            method, lambda deadline: stub(iter(requests), timeout=deadline, metadata=self._metadata), timeout
+        )
+
+    def _run(self, method: str, call: Callable[[Optional[float]], Any], timeout: Optional[float]) -> Any:
+        """Runs ``call(deadline)``, turning a failure into an :class:`LseError`."""
         self._check_open()
         deadline = self.timeout if timeout is None else timeout
         started = time.monotonic()
         try:
-            return getattr(self._stub, method)(request, timeout=deadline, metadata=self._metadata)
+            return call(deadline)
         except grpc.RpcError as e:
             error = error_from_rpc(e, method)
             if (
@@ -661,56 +964,109 @@ class LseClient:
         )
         return self._call("CreateProblem", request).problem_id
 
-    def get_problem_html(self, doc_id: int) -> str:
+    def get_problem_html(self, doc_id: int, *, expected_version: Optional[int] = None) -> str:
         """Returns the problem's blob.
 
+        Args:
+            expected_version: if given, the blob is returned only if the
+                problem is at this version.
+
         Raises:
             NotFound: no such problem.
+            VersionConflict: the problem is not at ``expected_version``.
         """
-        request = lse_pb2.ProblemRef(problem_id=_check_id(doc_id, "doc_id"))
+        request = lse_pb2.ProblemRef(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
         return self._call("GetProblemHtml", request).html
 
-    def get_problem_meta(self, doc_id: int) -> Dict[str, str]:
+    def get_problem_meta(self, doc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, str]:
         """Returns the problem's metadata columns, sorted by name.
+
+        Args:
+            expected_version: if given, the columns are returned only if the
+                problem is at this version.
+
+        Raises:
+            NotFound: no such problem.
+            VersionConflict: the problem is not at ``expected_version``.
+        """
+        request = lse_pb2.ProblemRef(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
+        return dict(sorted(self._call("GetProblemMeta", request).columns.items()))
+
+    def get_problem_version(self, doc_id: int) -> int:
+        """Returns the problem's version: a number that grows with every
+        change to the problem, its test cases or their expected outputs
+        (from memory, like :meth:`get_problem_meta`). Pass it as
+        ``expected_version`` to a write to make it conditional.
 
         Raises:
             NotFound: no such problem.
         """
         request = lse_pb2.ProblemRef(problem_id=_check_id(doc_id, "doc_id"))
-        return dict(sorted(self._call("GetProblemMeta", request).columns.items()))
+        return self._call("GetProblemMeta", request).version
 
-    def update_problem_html(self, doc_id: int, html: str) -> None:
-        """Replaces the problem's blob.
+    def update_problem_html(self, doc_id: int, html: str, *, expected_version: Optional[int] = None) -> int:
+        """Replaces the problem's blob and returns the problem's new
+        version.
+
+        Args:
+            expected_version: if given, the write is made only if the
+                problem is at this version.
 
         Raises:
             NotFound: no such problem.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
         request = lse_pb2.UpdateProblemHtmlRequest(
-            problem_id=_check_id(doc_id, "doc_id"), html=_check_str(html, "html")
+            problem_id=_check_id(doc_id, "doc_id"),
+            html=_check_str(html, "html"),
+            expected_version=_expected(expected_version),
         )
-        self._call("UpdateProblemHtml", request)
+        return self._call("UpdateProblemHtml", request).version
 
-    def update_problem_column(self, doc_id: int, name: str, value: str) -> None:
-        """Adds a metadata column or replaces its value.
+    def update_problem_column(
+        self, doc_id: int, name: str, value: str, *, expected_version: Optional[int] = None
+    ) -> int:
+        """Adds a metadata column or replaces its value; returns the
+        problem's new version.
+
+        Args:
+            expected_version: if given, the write is made only if the
+                problem is at this version.
 
         Raises:
             NotFound: no such problem.
             InvalidArgument: an empty ``name``.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
         request = lse_pb2.UpdateProblemColumnRequest(
             problem_id=_check_id(doc_id, "doc_id"),
             name=_check_str(name, "column name"),
             value=_check_str(value, "column value"),
+            expected_version=_expected(expected_version),
         )
-        self._call("UpdateProblemColumn", request)
+        return self._call("UpdateProblemColumn", request).version
 
-    def delete_problem(self, doc_id: int) -> None:
+    def delete_problem(self, doc_id: int, *, expected_version: Optional[int] = None) -> None:
         """Deletes the problem with all its test cases and expected outputs.
+
+        Args:
+            expected_version: if given, the problem is deleted only if it is
+                at this version.
 
         Raises:
             NotFound: no such problem (or already deleted).
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
-        request = lse_pb2.ProblemRef(problem_id=_check_id(doc_id, "doc_id"))
+        request = lse_pb2.ProblemRef(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
         self._call("DeleteProblem", request)
 
     def list_problems_page(self, page_size: int = 0, page_token: str = "") -> Tuple[List[int], str]:
@@ -751,49 +1107,307 @@ class LseClient:
         tokens until the last page."""
         return list(self.iter_problems(page_size))
 
-    # ---- test cases (input nodes) ----
+    # ---- whole problems ----
 
-    def add_test_case(self, doc_id: int, value: Value) -> int:
-        """Appends a test case holding ``value`` to the problem's chain and
-        returns its id.
+    def import_problem(self, html: str, cases: Iterable[Any], /, **columns: str) -> Tuple[int, List[int]]:
+        """Creates a problem with its html, columns and whole chain of test
+        cases (with their expected outputs) in one atomic write, and returns
+        ``(doc_id, test case ids in chain order)``.
+
+        Args:
+            html: the document's content.
+            cases: the test cases in chain order. Each is a value (a test
+                case without an expected output) or a **tuple**
+                ``(input, output)``; ``output`` None means no expected
+                output. Every tuple is such a pair, so a list value must be
+                passed as a list: ``[1, 2]`` is one value, ``(1, 2)`` is
+                input 1 with expected output 2.
+            **columns: metadata columns, as for :meth:`create_problem`.
+
+        A request over about 1 MiB is sent as a stream of messages of about
+        1 MiB (ImportProblemStream), still one atomic write: after any
+        failure there is no problem at all.
 
         Raises:
-            TypeError, ValueError: a value Stratum cannot store (nothing is
-                sent).
-            NotFound: no such problem.
-            InvalidArgument: a value over the server's limit.
+            TypeError, ValueError: a value Stratum cannot store, a tuple that
+                is not a pair (nothing is sent).
+            InvalidArgument: an empty column name, a blob or value over the
+                server's limits, or a problem over its batch limit.
         """
-        request = lse_pb2.AddTestCaseRequest(problem_id=_check_id(doc_id, "doc_id"), value=to_wire(value))
+        head = lse_pb2.ImportProblemRequest(html=_check_str(html, "html"), columns=_columns(columns))
+        new_cases = _new_test_cases(cases)
+        if head.ByteSize() + _test_case_size(new_cases) <= self._stream_bytes:
+            head.test_cases.extend(new_cases)
+            response = self._call("ImportProblem", head)
+        else:
+            response = self._import_stream(head, new_cases)
+        return response.problem_id, list(response.test_case_ids)
+
+    def import_problem_stream(self, html: str, cases: Iterable[Any], /, **columns: str) -> Tuple[int, List[int]]:
+        """:meth:`import_problem` through ImportProblemStream, whatever the
+        size: the html and columns in the first message, the test cases in
+        messages of about 1 MiB. Nothing is visible until the stream ends;
+        a failed stream leaves nothing.
+
+        Raises:
+            as :meth:`import_problem`; also InvalidArgument for a column
+                given twice.
+        """
+        head = lse_pb2.ImportProblemRequest(html=_check_str(html, "html"), columns=_columns(columns))
+        response = self._import_stream(head, _new_test_cases(cases))
+        return response.problem_id, list(response.test_case_ids)
+
+    def _import_stream(
+        self, head: lse_pb2.ImportProblemRequest, cases: List[lse_pb2.NewTestCase]
+    ) -> lse_pb2.ImportProblemResponse:
+        messages = []
+        for at, (start, end) in enumerate(_split(cases, head.ByteSize(), self._stream_bytes)):
+            message = head if at == 0 else lse_pb2.ImportProblemRequest()
+            message.test_cases.extend(cases[start:end])
+            messages.append(message)
+        return self._call_stream_in("ImportProblemStream", messages)
+
+    def get_problem(self, doc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, Any]:
+        """Returns a whole problem, all of it from one version::
+
+            {"doc_id": int, "html": str, "meta": {name: value},
+             "version": int,
+             "test_cases": [{"tc_id": int, "value": value,
+                             "expected_output": value or None}, ...]}
+
+        with the test cases in chain order (``expected_output`` None for a
+        test case without one). One GetProblem call; a problem too large for
+        one message (OUT_OF_RANGE from the server, RESOURCE_EXHAUSTED from
+        this client's receive limit) is read again with GetProblemStream.
+
+        Args:
+            expected_version: if given, the problem is returned only if it
+                is at this version.
+
+        Raises:
+            NotFound: no such problem.
+            VersionConflict: the problem is not at ``expected_version``.
+            MessageTooLarge: a message of the stream is still over a limit.
+        """
+        request = lse_pb2.GetProblemRequest(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
+        try:
+            return _problem_dict([self._call("GetProblem", request)], "GetProblem")
+        except MessageTooLarge:
+            return _problem_dict(self._call_stream_out("GetProblemStream", request), "GetProblemStream")
+
+    def get_problem_stream(self, doc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, Any]:
+        """:meth:`get_problem` through GetProblemStream, whatever the size:
+        the server's messages (every one from the same version) joined.
+
+        Raises:
+            as :meth:`get_problem`; LseError if the messages disagree on the
+                problem or its version.
+        """
+        request = lse_pb2.GetProblemRequest(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
+        return _problem_dict(self._call_stream_out("GetProblemStream", request), "GetProblemStream")
+
+    def replace_test_cases(
+        self, doc_id: int, cases: Iterable[Any], *, expected_version: Optional[int] = None
+    ) -> List[int]:
+        """Replaces the problem's whole chain of test cases and expected
+        outputs by ``cases`` in one atomic write (readers see the old chain
+        or the new one, never a mix) and returns the new test case ids in
+        chain order. The html and columns stay; the old test case ids are
+        gone. ``cases`` as for :meth:`import_problem` (a value or an
+        ``(input, output)`` tuple each); a request over about 1 MiB is sent
+        as a stream (ReplaceTestCasesStream), still atomic.
+
+        Args:
+            expected_version: if given, the chain is replaced only if the
+                problem is at this version.
+
+        Raises:
+            TypeError, ValueError: a value Stratum cannot store, a tuple that
+                is not a pair (nothing is sent).
+            NotFound: no such problem.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
+        """
+        head = lse_pb2.ReplaceTestCasesRequest(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
+        new_cases = _new_test_cases(cases)
+        if head.ByteSize() + _test_case_size(new_cases) <= self._stream_bytes:
+            head.test_cases.extend(new_cases)
+            return list(self._call("ReplaceTestCases", head).test_case_ids)
+        return list(self._replace_stream(head, new_cases).test_case_ids)
+
+    def replace_test_cases_stream(
+        self, doc_id: int, cases: Iterable[Any], *, expected_version: Optional[int] = None
+    ) -> List[int]:
+        """:meth:`replace_test_cases` through ReplaceTestCasesStream,
+        whatever the size: the first message names the problem and
+        ``expected_version``, every message carries test cases. Nothing
+        changes until the stream ends.
+
+        Raises:
+            as :meth:`replace_test_cases`.
+        """
+        head = lse_pb2.ReplaceTestCasesRequest(
+            problem_id=_check_id(doc_id, "doc_id"), expected_version=_expected(expected_version)
+        )
+        return list(self._replace_stream(head, _new_test_cases(cases)).test_case_ids)
+
+    def _replace_stream(
+        self, head: lse_pb2.ReplaceTestCasesRequest, cases: List[lse_pb2.NewTestCase]
+    ) -> lse_pb2.ReplaceTestCasesResponse:
+        messages = []
+        for at, (start, end) in enumerate(_split(cases, head.ByteSize(), self._stream_bytes)):
+            message = head if at == 0 else lse_pb2.ReplaceTestCasesRequest()
+            message.test_cases.extend(cases[start:end])
+            messages.append(message)
+        return self._call_stream_in("ReplaceTestCasesStream", messages)
+
+    def batch(self, expected_versions: Optional[Mapping[int, int]] = None) -> "Batch":
+        """Returns a :class:`Batch`: write operations queued on it are sent
+        as one Batch call, applied atomically (all of them or, on any error,
+        none), when its ``with`` block ends without an exception (or at
+        :meth:`Batch.commit`)::
+
+            with lse.batch({doc: version}) as b:
+                new = b.create_problem("<h1>B</h1>", name="b")
+                tc = b.add_test_case(new, [1, 2])
+                b.set_expected_output(new, tc, 3)
+                b.delete_problem(doc)
+            print(new.id, tc.id, b.versions)
+
+        Args:
+            expected_versions: problem id to version: the batch is refused
+                with :class:`VersionConflict` (and nothing written) unless
+                every problem named is at its version.
+
+        Raises:
+            TypeError, ValueError: an id or version that is not a uint64.
+        """
+        return Batch(self, expected_versions)
+
+    # ---- test cases (input nodes) ----
+
+    def add_test_case(
+        self,
+        doc_id: int,
+        value: Value,
+        *,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        at_start: bool = False,
+        expected_version: Optional[int] = None,
+    ) -> int:
+        """Adds a test case holding ``value`` to the problem's chain and
+        returns its id: at the end, or just ``before`` or ``after`` a test
+        case of the problem, or ``at_start`` (at most one of the three).
+
+        Args:
+            expected_version: if given, the write is made only if the
+                problem is at this version.
+
+        Raises:
+            TypeError, ValueError: a value Stratum cannot store, or more
+                than one placement (nothing is sent).
+            NotFound: no such problem, or ``before``/``after`` is not a test
+                case of it.
+            InvalidArgument: a value over the server's limit.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
+        """
+        position = _position([("before", before), ("after", after)], [("at_start", "start", at_start)], required=False)
+        request = lse_pb2.AddTestCaseRequest(
+            problem_id=_check_id(doc_id, "doc_id"),
+            value=to_wire(value),
+            position=position,
+            expected_version=_expected(expected_version),
+        )
         return self._call("AddTestCase", request).test_case_id
 
-    def get_test_case(self, doc_id: int, tc_id: int) -> Dict[str, Any]:
+    def move_test_case(
+        self,
+        doc_id: int,
+        tc_id: int,
+        *,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        to_start: bool = False,
+        to_end: bool = False,
+        expected_version: Optional[int] = None,
+    ) -> int:
+        """Moves a test case (with its expected output) to another place in
+        its problem's chain: just ``before`` or ``after`` another test case,
+        ``to_start`` or ``to_end`` (exactly one). Returns the problem's new
+        version.
+
+        Raises:
+            TypeError, ValueError: no placement or more than one (nothing is
+                sent).
+            NotFound: no such problem or test case, or ``before``/``after``
+                is not a test case of the problem.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
+        """
+        position = _position(
+            [("before", before), ("after", after)],
+            [("to_start", "start", to_start), ("to_end", "end", to_end)],
+            required=True,
+        )
+        request = lse_pb2.MoveTestCaseRequest(
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            position=position,
+            expected_version=_expected(expected_version),
+        )
+        return self._call("MoveTestCase", request).version
+
+    def get_test_case(self, doc_id: int, tc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, Any]:
         """Returns one test case as ``{"tc_id": int, "value": value}``, the
         shape of every node read (``get_expected_output``, the items of
         ``get_all_test_cases``). Before 2026-12 it returned the bare value.
 
+        Args:
+            expected_version: if given, answered only if the problem is at
+                this version.
+
         Raises:
             NotFound: no such problem or test case, or the test case belongs
                 to another problem.
+            VersionConflict: the problem is not at ``expected_version``.
         """
-        request = lse_pb2.TestCaseRef(problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"))
+        request = lse_pb2.TestCaseRef(
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            expected_version=_expected(expected_version),
+        )
         test_case = self._call("GetTestCase", request).test_case
         return {"tc_id": test_case.test_case_id, "value": from_wire(test_case.value)}
 
-    def get_all_test_cases(self, doc_id: int) -> List[Dict[str, Any]]:
+    def get_all_test_cases(self, doc_id: int, *, expected_version: Optional[int] = None) -> List[Dict[str, Any]]:
         """Returns the problem's test cases in chain order, each as
-        ``{"tc_id": int, "value": value}``, fetched page by page.
+        ``{"tc_id": int, "value": value}``, fetched page by page. Pages may
+        be from different versions if the problem changes meanwhile; for
+        one consistent read use :meth:`get_problem`, or pass
+        ``expected_version`` (every page is then of that version).
 
         Raises:
             NotFound: no such problem.
+            VersionConflict: the problem is not (or no longer) at
+                ``expected_version``.
         """
         problem_id = _check_id(doc_id, "doc_id")
+        expected = _expected(expected_version)
         cases: List[Dict[str, Any]] = []
         token = ""
         # Page through the chain so that a long chain of large values never
         # has to fit in one gRPC message.
         while True:
             request = lse_pb2.GetAllTestCasesRequest(
-                problem_id=problem_id, page_size=_TEST_CASE_PAGE_SIZE, page_token=token
+                problem_id=problem_id, page_size=_TEST_CASE_PAGE_SIZE, page_token=token, expected_version=expected
             )
             response = self._call("GetAllTestCases", request)
             cases.extend({"tc_id": tc.test_case_id, "value": from_wire(tc.value)} for tc in response.test_cases)
@@ -801,79 +1415,123 @@ class LseClient:
             if not token:
                 return cases
 
-    def update_test_case(self, doc_id: int, tc_id: int, value: Value) -> None:
-        """Replaces a test case's value; its position and expected output
-        stay.
+    def update_test_case(
+        self, doc_id: int, tc_id: int, value: Value, *, expected_version: Optional[int] = None
+    ) -> int:
+        """Replaces a test case's value (its position and expected output
+        stay) and returns the problem's new version.
 
         Raises:
             TypeError, ValueError: a value Stratum cannot store (nothing is
                 sent).
             NotFound: no such problem or test case.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
         request = lse_pb2.UpdateTestCaseRequest(
-            problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"), value=to_wire(value)
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            value=to_wire(value),
+            expected_version=_expected(expected_version),
         )
-        self._call("UpdateTestCase", request)
+        return self._call("UpdateTestCase", request).version
 
-    def delete_test_case(self, doc_id: int, tc_id: int) -> None:
-        """Deletes a test case and its expected output.
+    def delete_test_case(self, doc_id: int, tc_id: int, *, expected_version: Optional[int] = None) -> int:
+        """Deletes a test case and its expected output; returns the
+        problem's new version.
 
         Raises:
             NotFound: no such problem or test case.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
-        request = lse_pb2.TestCaseRef(problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"))
-        self._call("DeleteTestCase", request)
+        request = lse_pb2.TestCaseRef(
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            expected_version=_expected(expected_version),
+        )
+        return self._call("DeleteTestCase", request).version
 
     # ---- expected outputs (output nodes) ----
 
-    def set_expected_output(self, doc_id: int, tc_id: int, value: Value) -> None:
-        """Sets the expected output of a test case, replacing any it had.
+    def set_expected_output(
+        self, doc_id: int, tc_id: int, value: Value, *, expected_version: Optional[int] = None
+    ) -> int:
+        """Sets the expected output of a test case, replacing any it had;
+        returns the problem's new version.
 
         Raises:
             TypeError, ValueError: a value Stratum cannot store (nothing is
                 sent).
             NotFound: no such problem or test case.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
         request = lse_pb2.SetExpectedOutputRequest(
-            problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"), value=to_wire(value)
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            value=to_wire(value),
+            expected_version=_expected(expected_version),
         )
-        self._call("SetExpectedOutput", request)
+        return self._call("SetExpectedOutput", request).version
 
-    def get_expected_output(self, doc_id: int, tc_id: int) -> Dict[str, Any]:
+    def get_expected_output(
+        self, doc_id: int, tc_id: int, *, expected_version: Optional[int] = None
+    ) -> Dict[str, Any]:
         """Returns the expected output of a test case as
         ``{"tc_id": int, "value": value}``.
 
         Raises:
             NotFound: no such problem or test case, or it has no expected
                 output.
+            VersionConflict: the problem is not at ``expected_version``.
         """
-        request = lse_pb2.TestCaseRef(problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"))
+        request = lse_pb2.TestCaseRef(
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            expected_version=_expected(expected_version),
+        )
         response = self._call("GetExpectedOutput", request)
         return {"tc_id": response.test_case_id, "value": from_wire(response.value)}
 
-    def update_expected_output(self, doc_id: int, tc_id: int, value: Value) -> None:
-        """Replaces the expected output of a test case.
+    def update_expected_output(
+        self, doc_id: int, tc_id: int, value: Value, *, expected_version: Optional[int] = None
+    ) -> int:
+        """Replaces the expected output of a test case; returns the
+        problem's new version.
 
         Raises:
             TypeError, ValueError: a value Stratum cannot store (nothing is
                 sent).
             NotFound: no such problem or test case, or it has no expected
                 output yet (use :meth:`set_expected_output`).
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
         request = lse_pb2.UpdateExpectedOutputRequest(
-            problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"), value=to_wire(value)
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            value=to_wire(value),
+            expected_version=_expected(expected_version),
         )
-        self._call("UpdateExpectedOutput", request)
+        return self._call("UpdateExpectedOutput", request).version
 
-    def delete_expected_output(self, doc_id: int, tc_id: int) -> None:
-        """Removes the expected output of a test case.
+    def delete_expected_output(self, doc_id: int, tc_id: int, *, expected_version: Optional[int] = None) -> int:
+        """Removes the expected output of a test case; returns the
+        problem's new version.
 
         Raises:
             NotFound: no such problem or test case, or it has no expected
                 output.
+            VersionConflict: the problem is not at ``expected_version``
+                (nothing changed).
         """
-        request = lse_pb2.TestCaseRef(problem_id=_check_id(doc_id, "doc_id"), test_case_id=_check_id(tc_id, "tc_id"))
-        self._call("DeleteExpectedOutput", request)
+        request = lse_pb2.TestCaseRef(
+            problem_id=_check_id(doc_id, "doc_id"),
+            test_case_id=_check_id(tc_id, "tc_id"),
+            expected_version=_expected(expected_version),
+        )
+        return self._call("DeleteExpectedOutput", request).version
 
     # ---- administration ----
 
@@ -904,3 +1562,311 @@ class LseClient:
                 (compacting a large store can take a while).
         """
         return _message_dict(self._call("CompactNow", lse_pb2.CompactNowRequest(), timeout))
+
+
+# ---------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------
+
+
+class Pending:
+    """The id of a problem or test case that a :class:`Batch` will create.
+
+    Pass it where an id is expected to later operations of the same batch
+    (it is sent as ``problem_from_op`` / ``test_case_from_op``). After the
+    batch is committed, :attr:`id` is the real id (pass ``.id`` to the
+    client; later batches also accept the placeholder itself).
+    """
+
+    __slots__ = ("_batch", "_op", "_kind", "_id")
+
+    def __init__(self, batch: "Batch", op: int, kind: str) -> None:
+        self._batch = batch
+        self._op = op
+        self._kind = kind  # "problem" or "test case"
+        self._id: Optional[int] = None
+
+    @property
+    def op(self) -> int:
+        """The index (from 0) of the batch operation that creates it."""
+        return self._op
+
+    @property
+    def kind(self) -> str:
+        """``"problem"`` or ``"test case"``."""
+        return self._kind
+
+    @property
+    def id(self) -> int:
+        """The id the server gave it.
+
+        Raises:
+            RuntimeError: the batch was not committed (yet, or it failed or
+                was discarded).
+        """
+        if self._id is None:
+            raise RuntimeError(f"the {self._kind} of batch op {self._op} has no id: the batch was not committed")
+        return self._id
+
+    def __repr__(self) -> str:
+        state = f"id={self._id}" if self._id is not None else "uncommitted"
+        return f"Pending({self._kind}, op={self._op}, {state})"
+
+
+class Batch:
+    """Write operations sent as one Batch call and applied atomically:
+    every one of them, in order (each seeing what the earlier ones did), or
+    on any error none. Made by :meth:`LseClient.batch`.
+
+    Each method checks its arguments at once (TypeError, ValueError) and
+    queues one operation; nothing is sent until the ``with`` block ends
+    without an exception, or :meth:`commit` is called. A block that ends
+    with an exception sends nothing. A batch is sent at most once; an empty
+    batch sends nothing (and checks no version).
+
+    :meth:`create_problem` and :meth:`add_test_case` return a
+    :class:`Pending` that later operations of the batch accept in place of
+    the id. Positions (``before``/``after``) must be ids the server already
+    gave: a test case created in the same batch cannot be named there.
+
+    After a commit, :attr:`versions` maps every problem the batch named or
+    created (and did not delete) to its version, and :attr:`created` holds,
+    for each operation, the id it created (0 for none).
+
+    Raises at commit:
+        VersionConflict: a problem of ``expected_versions`` is at another
+            version (nothing written).
+        NotFound, InvalidArgument, ...: an operation failed (nothing
+            written).
+    """
+
+    def __init__(self, client: LseClient, expected_versions: Optional[Mapping[int, int]] = None) -> None:
+        if expected_versions is None:
+            expected_versions = {}
+        if not isinstance(expected_versions, Mapping):
+            raise TypeError(
+                f"expected_versions must be a dict of problem id to version, not {type(expected_versions).__name__}"
+            )
+        self._client = client
+        self._expected: List[lse_pb2.VersionCheck] = []
+        for problem_id, version in expected_versions.items():
+            problem_id = _check_id(problem_id, "a problem id of expected_versions")
+            if version is None:
+                raise TypeError(f"expected_versions[{problem_id}] must be an int, not None")
+            self._expected.append(lse_pb2.VersionCheck(problem_id=problem_id, version=_expected(version)))
+        self._ops: List[lse_pb2.BatchOp] = []
+        self._pending: List[Pending] = []
+        self._state = "open"  # then "sending", "committed", "failed" or "discarded"
+        self._versions: Optional[Dict[int, int]] = None
+        self._created: Optional[List[int]] = None
+
+    # ---- lifecycle ----
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        elif self._state == "open":
+            self._state = "discarded"
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self._ops)} ops, {self._state})"
+
+    def commit(self) -> None:
+        """Sends the batch (once) and fills in :attr:`versions`,
+        :attr:`created` and the ids of its :class:`Pending` placeholders.
+        An empty batch sends nothing.
+
+        Raises:
+            RuntimeError: the batch was already sent or discarded.
+            LseError: the Batch call failed; nothing was written.
+        """
+        self._check_open()
+        if not self._ops:
+            self._versions, self._created = {}, []
+            self._state = "committed"
+            return
+        self._state = "sending"
+        request = lse_pb2.BatchRequest(ops=self._ops, expected_versions=self._expected)
+        try:
+            response = self._client._call("Batch", request)
+            if len(response.created_ids) != len(self._ops):
+                raise LseError(
+                    f"Batch answered {len(response.created_ids)} created ids for {len(self._ops)} ops", None, "Batch"
+                )
+        except BaseException:
+            self._state = "failed"
+            raise
+        self._created = list(response.created_ids)
+        self._versions = {check.problem_id: check.version for check in response.versions}
+        for pending in self._pending:
+            pending._id = self._created[pending._op]
+        self._state = "committed"
+
+    @property
+    def versions(self) -> Dict[int, int]:
+        """Problem id to its version after the batch (committed batches
+        only)."""
+        if self._versions is None:
+            raise RuntimeError(f"the batch is {self._state}, not committed: it has no versions")
+        return dict(self._versions)
+
+    @property
+    def created(self) -> List[int]:
+        """For each operation, the id it created (0 for none)."""
+        if self._created is None:
+            raise RuntimeError(f"the batch is {self._state}, not committed: it created nothing")
+        return list(self._created)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"the batch is {self._state}: make a new one with LseClient.batch()")
+
+    # ---- naming ----
+
+    def _name(self, value: Any, kind: str, what: str) -> Tuple[int, Optional[int]]:
+        """``(id, from_op)`` for an id or a :class:`Pending` of ``kind``."""
+        if isinstance(value, Pending):
+            if value._kind != kind:
+                raise TypeError(f"{what} is a pending {value._kind}, not a {kind}")
+            if value._batch is self:
+                return 0, value._op
+            if value._id is None:
+                raise ValueError(f"{what} is a placeholder of another batch that was not committed")
+            return value._id, None
+        return _check_id(value, what), None
+
+    def _test_case_id(self, value: Any, what: str) -> int:
+        """An id for a position: a test case this batch creates has none."""
+        if isinstance(value, Pending) and value._batch is self:
+            raise ValueError(
+                f"{what}= cannot name a test case this batch creates (a position holds an id): "
+                "add it in order, or move it in a later batch"
+            )
+        test_case_id, _ = self._name(value, "test case", what)
+        return test_case_id
+
+    def _queue(self, field: str, request: Any, problem_from_op: Optional[int], test_case_from_op: Optional[int]) -> int:
+        op = lse_pb2.BatchOp(problem_from_op=problem_from_op, test_case_from_op=test_case_from_op)
+        getattr(op, field).CopyFrom(request)
+        self._ops.append(op)
+        return len(self._ops) - 1
+
+    def _pending_of(self, op: int, kind: str) -> Pending:
+        pending = Pending(self, op, kind)
+        self._pending.append(pending)
+        return pending
+
+    # ---- operations ----
+
+    def create_problem(self, html: str, /, **columns: str) -> Pending:
+        """Queues :meth:`LseClient.create_problem`; returns the problem's
+        placeholder."""
+        self._check_open()
+        request = lse_pb2.CreateProblemRequest(html=_check_str(html, "html"), columns=_columns(columns))
+        return self._pending_of(self._queue("create_problem", request, None, None), "problem")
+
+    def update_problem_html(self, doc_id: Union[int, Pending], html: str) -> None:
+        """Queues :meth:`LseClient.update_problem_html`."""
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        request = lse_pb2.UpdateProblemHtmlRequest(problem_id=problem_id, html=_check_str(html, "html"))
+        self._queue("update_problem_html", request, problem_op, None)
+
+    def update_problem_column(self, doc_id: Union[int, Pending], name: str, value: str) -> None:
+        """Queues :meth:`LseClient.update_problem_column`."""
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        request = lse_pb2.UpdateProblemColumnRequest(
+            problem_id=problem_id, name=_check_str(name, "column name"), value=_check_str(value, "column value")
+        )
+        self._queue("update_problem_column", request, problem_op, None)
+
+    def delete_problem(self, doc_id: Union[int, Pending]) -> None:
+        """Queues :meth:`LseClient.delete_problem`."""
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        self._queue("delete_problem", lse_pb2.ProblemRef(problem_id=problem_id), problem_op, None)
+
+    def add_test_case(
+        self,
+        doc_id: Union[int, Pending],
+        value: Value,
+        *,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        at_start: bool = False,
+    ) -> Pending:
+        """Queues :meth:`LseClient.add_test_case` (at most one of
+        ``before``, ``after``, ``at_start``); returns the test case's
+        placeholder."""
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        position = _position(
+            [("before", before), ("after", after)],
+            [("at_start", "start", at_start)],
+            required=False,
+            test_case_id=self._test_case_id,
+        )
+        request = lse_pb2.AddTestCaseRequest(problem_id=problem_id, value=to_wire(value), position=position)
+        return self._pending_of(self._queue("add_test_case", request, problem_op, None), "test case")
+
+    def update_test_case(self, doc_id: Union[int, Pending], tc_id: Union[int, Pending], value: Value) -> None:
+        """Queues :meth:`LseClient.update_test_case`."""
+        self._queue_node("update_test_case", lse_pb2.UpdateTestCaseRequest, doc_id, tc_id, value)
+
+    def delete_test_case(self, doc_id: Union[int, Pending], tc_id: Union[int, Pending]) -> None:
+        """Queues :meth:`LseClient.delete_test_case`."""
+        self._queue_node("delete_test_case", lse_pb2.TestCaseRef, doc_id, tc_id)
+
+    def set_expected_output(self, doc_id: Union[int, Pending], tc_id: Union[int, Pending], value: Value) -> None:
+        """Queues :meth:`LseClient.set_expected_output`."""
+        self._queue_node("set_expected_output", lse_pb2.SetExpectedOutputRequest, doc_id, tc_id, value)
+
+    def update_expected_output(self, doc_id: Union[int, Pending], tc_id: Union[int, Pending], value: Value) -> None:
+        """Queues :meth:`LseClient.update_expected_output`."""
+        self._queue_node("update_expected_output", lse_pb2.UpdateExpectedOutputRequest, doc_id, tc_id, value)
+
+    def delete_expected_output(self, doc_id: Union[int, Pending], tc_id: Union[int, Pending]) -> None:
+        """Queues :meth:`LseClient.delete_expected_output`."""
+        self._queue_node("delete_expected_output", lse_pb2.TestCaseRef, doc_id, tc_id)
+
+    def move_test_case(
+        self,
+        doc_id: Union[int, Pending],
+        tc_id: Union[int, Pending],
+        *,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        to_start: bool = False,
+        to_end: bool = False,
+    ) -> None:
+        """Queues :meth:`LseClient.move_test_case` (exactly one of
+        ``before``, ``after``, ``to_start``, ``to_end``)."""
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        test_case_id, test_case_op = self._name(tc_id, "test case", "tc_id")
+        position = _position(
+            [("before", before), ("after", after)],
+            [("to_start", "start", to_start), ("to_end", "end", to_end)],
+            required=True,
+            test_case_id=self._test_case_id,
+        )
+        request = lse_pb2.MoveTestCaseRequest(problem_id=problem_id, test_case_id=test_case_id, position=position)
+        self._queue("move_test_case", request, problem_op, test_case_op)
+
+    _NO_VALUE = object()
+
+    def _queue_node(self, field: str, message: Any, doc_id: Any, tc_id: Any, value: Any = _NO_VALUE) -> None:
+        self._check_open()
+        problem_id, problem_op = self._name(doc_id, "problem", "doc_id")
+        test_case_id, test_case_op = self._name(tc_id, "test case", "tc_id")
+        request = message(problem_id=problem_id, test_case_id=test_case_id)
+        if value is not Batch._NO_VALUE:
+            request.value.CopyFrom(to_wire(value))
+        self._queue(field, request, problem_op, test_case_op)

@@ -130,6 +130,46 @@ class LseStub:
                 request_serializer=lse__pb2.CompactNowRequest.SerializeToString,
                 response_deserializer=lse__pb2.CompactNowResponse.FromString,
                 _registered_method=True)
+        self.ImportProblem = channel.unary_unary(
+                '/lse.Lse/ImportProblem',
+                request_serializer=lse__pb2.ImportProblemRequest.SerializeToString,
+                response_deserializer=lse__pb2.ImportProblemResponse.FromString,
+                _registered_method=True)
+        self.ImportProblemStream = channel.stream_unary(
+                '/lse.Lse/ImportProblemStream',
+                request_serializer=lse__pb2.ImportProblemRequest.SerializeToString,
+                response_deserializer=lse__pb2.ImportProblemResponse.FromString,
+                _registered_method=True)
+        self.GetProblem = channel.unary_unary(
+                '/lse.Lse/GetProblem',
+                request_serializer=lse__pb2.GetProblemRequest.SerializeToString,
+                response_deserializer=lse__pb2.GetProblemResponse.FromString,
+                _registered_method=True)
+        self.GetProblemStream = channel.unary_stream(
+                '/lse.Lse/GetProblemStream',
+                request_serializer=lse__pb2.GetProblemRequest.SerializeToString,
+                response_deserializer=lse__pb2.GetProblemResponse.FromString,
+                _registered_method=True)
+        self.ReplaceTestCases = channel.unary_unary(
+                '/lse.Lse/ReplaceTestCases',
+                request_serializer=lse__pb2.ReplaceTestCasesRequest.SerializeToString,
+                response_deserializer=lse__pb2.ReplaceTestCasesResponse.FromString,
+                _registered_method=True)
+        self.ReplaceTestCasesStream = channel.stream_unary(
+                '/lse.Lse/ReplaceTestCasesStream',
+                request_serializer=lse__pb2.ReplaceTestCasesRequest.SerializeToString,
+                response_deserializer=lse__pb2.ReplaceTestCasesResponse.FromString,
+                _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/lse.Lse/Batch',
+                request_serializer=lse__pb2.BatchRequest.SerializeToString,
+                response_deserializer=lse__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.MoveTestCase = channel.unary_unary(
+                '/lse.Lse/MoveTestCase',
+                request_serializer=lse__pb2.MoveTestCaseRequest.SerializeToString,
+                response_deserializer=lse__pb2.MoveTestCaseResponse.FromString,
+                _registered_method=True)
 
 
 class LseServicer:
@@ -276,6 +316,87 @@ class LseServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportProblem(self, request, context):
+        """---- whole problems ----
+
+        Creates a problem with its html, columns and whole chain of test cases
+        (each with its expected output, if given), atomically: one RPC, one
+        fsync. Returns the problem id, its version and the test case ids in
+        chain order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportProblemStream(self, request_iterator, context):
+        """ImportProblem for a problem larger than one message: the html of every
+        message is appended in order, the columns of all messages are merged
+        (a name given twice is INVALID_ARGUMENT), the test cases of every
+        message are appended in order. Nothing is visible until the stream
+        ends cleanly; a broken or cancelled stream leaves nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProblem(self, request, context):
+        """Returns a whole problem: html, columns, version and every test case
+        with its expected output, in chain order, in one message (OUT_OF_RANGE
+        if that is over the message limit: use GetProblemStream). Everything
+        is from one version, even while writers change the problem.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProblemStream(self, request, context):
+        """GetProblem for a problem larger than one message: the first message
+        has the id, version, html and columns, and every message (the first
+        included) as many test cases as fit in 1 MiB (a larger test case comes
+        alone), so a client with gRPC's default 4 MiB receive limit reads any
+        problem whose test cases each fit it. Every message is from the same
+        version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceTestCases(self, request, context):
+        """Replaces a problem's whole chain (test cases and expected outputs) by
+        a new one, atomically: readers see the old set or the new one, never a
+        mix. The html and columns stay. Returns the new version and the new
+        test case ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceTestCasesStream(self, request_iterator, context):
+        """ReplaceTestCases for a chain larger than one message: the first
+        message names the problem (and expected_version, if any); later
+        messages leave them unset (or repeat them) and add test cases in
+        order. Nothing changes until the stream ends cleanly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Batch(self, request, context):
+        """Applies a list of the write operations, on one or several problems,
+        atomically, after checking per-problem version preconditions: all of
+        them or (on any error) none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveTestCase(self, request, context):
+        """Moves a test case to another place in its problem's chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -373,6 +494,46 @@ def add_LseServicer_to_server(servicer, server):
                     servicer.CompactNow,
                     request_deserializer=lse__pb2.CompactNowRequest.FromString,
                     response_serializer=lse__pb2.CompactNowResponse.SerializeToString,
+            ),
+            'ImportProblem': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportProblem,
+                    request_deserializer=lse__pb2.ImportProblemRequest.FromString,
+                    response_serializer=lse__pb2.ImportProblemResponse.SerializeToString,
+            ),
+            'ImportProblemStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportProblemStream,
+                    request_deserializer=lse__pb2.ImportProblemRequest.FromString,
+                    response_serializer=lse__pb2.ImportProblemResponse.SerializeToString,
+            ),
+            'GetProblem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProblem,
+                    request_deserializer=lse__pb2.GetProblemRequest.FromString,
+                    response_serializer=lse__pb2.GetProblemResponse.SerializeToString,
+            ),
+            'GetProblemStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetProblemStream,
+                    request_deserializer=lse__pb2.GetProblemRequest.FromString,
+                    response_serializer=lse__pb2.GetProblemResponse.SerializeToString,
+            ),
+            'ReplaceTestCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceTestCases,
+                    request_deserializer=lse__pb2.ReplaceTestCasesRequest.FromString,
+                    response_serializer=lse__pb2.ReplaceTestCasesResponse.SerializeToString,
+            ),
+            'ReplaceTestCasesStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReplaceTestCasesStream,
+                    request_deserializer=lse__pb2.ReplaceTestCasesRequest.FromString,
+                    response_serializer=lse__pb2.ReplaceTestCasesResponse.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=lse__pb2.BatchRequest.FromString,
+                    response_serializer=lse__pb2.BatchResponse.SerializeToString,
+            ),
+            'MoveTestCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveTestCase,
+                    request_deserializer=lse__pb2.MoveTestCaseRequest.FromString,
+                    response_serializer=lse__pb2.MoveTestCaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -889,6 +1050,222 @@ class Lse:
             '/lse.Lse/CompactNow',
             lse__pb2.CompactNowRequest.SerializeToString,
             lse__pb2.CompactNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportProblem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lse.Lse/ImportProblem',
+            lse__pb2.ImportProblemRequest.SerializeToString,
+            lse__pb2.ImportProblemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportProblemStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lse.Lse/ImportProblemStream',
+            lse__pb2.ImportProblemRequest.SerializeToString,
+            lse__pb2.ImportProblemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProblem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lse.Lse/GetProblem',
+            lse__pb2.GetProblemRequest.SerializeToString,
+            lse__pb2.GetProblemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProblemStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lse.Lse/GetProblemStream',
+            lse__pb2.GetProblemRequest.SerializeToString,
+            lse__pb2.GetProblemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceTestCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lse.Lse/ReplaceTestCases',
+            lse__pb2.ReplaceTestCasesRequest.SerializeToString,
+            lse__pb2.ReplaceTestCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceTestCasesStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lse.Lse/ReplaceTestCasesStream',
+            lse__pb2.ReplaceTestCasesRequest.SerializeToString,
+            lse__pb2.ReplaceTestCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lse.Lse/Batch',
+            lse__pb2.BatchRequest.SerializeToString,
+            lse__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveTestCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lse.Lse/MoveTestCase',
+            lse__pb2.MoveTestCaseRequest.SerializeToString,
+            lse__pb2.MoveTestCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -218,7 +218,7 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.UNKNOWN, lse_client.OutcomeUnknown, None),
         (grpc.StatusCode.UNAUTHENTICATED, lse_client.Unauthenticated, None),
         (grpc.StatusCode.PERMISSION_DENIED, lse_client.PermissionDenied, PermissionError),
-        (grpc.StatusCode.ABORTED, lse_client.LseError, None),
+        (grpc.StatusCode.ABORTED, lse_client.VersionConflict, None),
     ],
 )
 def test_error_mapping(code, cls, also):
