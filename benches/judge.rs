@@ -21,8 +21,8 @@
 //!   problem, one INSERT of all its test cases from arrays), one query per
 //!   fetch (the problem and its test cases' arrays in one row), one UPDATE
 //!   per edit (from arrays), through the `postgres` crate, one connection
-//!   per client, `synchronous_commit` and `fsync` on (PostgreSQL's
-//!   defaults). `scripts/bench-judge` starts a throw-away cluster from
+//!   per client over TCP on 127.0.0.1 (as gRPC is), `synchronous_commit`
+//!   and `fsync` on (PostgreSQL's defaults). `scripts/bench-judge` starts a throw-away cluster from
 //!   Debian's `postgresql` and runs this with it.
 //!
 //! Values travel as protobuf bytes to both (PostgreSQL stores them as
@@ -103,7 +103,15 @@ struct Grpc {
 fn grpc(addr: std::net::SocketAddr) -> Grpc {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
     let client = rt.block_on(async {
-        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        // The server's windows (a client's own receive windows must be as
+        // large, or every response over 64 KiB waits for a round trip).
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .initial_stream_window_size(stratum::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(stratum::CONNECTION_WINDOW_BYTES)
+            .connect()
+            .await
+            .expect("connect");
         LseClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
     });
     Grpc { rt, client }

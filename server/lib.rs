@@ -36,6 +36,14 @@ pub use convert::status;
 use security::Security;
 pub use service::{DEFAULT_PAGE_BYTES, DEFAULT_PAGE_SIZE, LseService, MAX_PAGE_SIZE};
 
+/// The HTTP/2 flow-control window of each call's request stream: how much
+/// a client may send before the server acknowledges it.
+pub const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+
+/// The HTTP/2 flow-control window of a connection, over all its calls: a
+/// bound on what one connection makes the server buffer.
+pub const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+
 /// The code generated from `proto/lse.proto`.
 pub mod proto {
     #![allow(clippy::all, missing_docs, unused_qualifications)]
@@ -150,6 +158,11 @@ async fn serve_secured(
 
     let secs = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
     let mut builder = Server::builder()
+        // Flow-control windows that let a whole problem (tens to hundreds
+        // of KB) arrive without waiting for a WINDOW_UPDATE round trip;
+        // HTTP/2's default of 64 KiB stalls every larger request.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keepalive_interval(secs(config.http2_keepalive_interval_secs))
         .http2_keepalive_timeout(Some(Duration::from_secs(config.http2_keepalive_timeout_secs)));
     if let Some(age) = secs(config.max_connection_age_secs) {

@@ -127,11 +127,31 @@ impl SegmentFile {
     /// lock waited for, no new map, and every page in memory now. `None`
     /// otherwise, and for bytes that are not written.
     pub fn read_now(&self, offset: u64, len: usize) -> Option<Mapped> {
+        self.view_now(offset, len, true)
+    }
+
+    /// Whether the `len` bytes at `offset` can be read without waiting
+    /// (as [`SegmentFile::read_now`] would): one residency check for a span
+    /// that holds many records, which [`SegmentFile::read_resident`] then
+    /// reads without checking each again.
+    pub fn resident_now(&self, offset: u64, len: usize) -> bool {
+        self.view_now(offset, len, true).is_some()
+    }
+
+    /// [`SegmentFile::read_now`] for bytes inside a span that
+    /// [`SegmentFile::resident_now`] just found in memory: no residency
+    /// check of its own (a page evicted since is read from disk, as any
+    /// mapped read's would be).
+    pub fn read_resident(&self, offset: u64, len: usize) -> Option<Mapped> {
+        self.view_now(offset, len, false)
+    }
+
+    fn view_now(&self, offset: u64, len: usize, check_resident: bool) -> Option<Mapped> {
         self.check(offset, len).ok()?;
         let end = offset + len as u64;
         let map = self.map.try_read()?.as_ref().filter(|map| map.len() as u64 >= end).cloned()?;
         let start = usize::try_from(offset).ok()?;
-        map.resident(start, len).then(|| Mapped::new(map, start, len))
+        (!check_resident || map.resident(start, len)).then(|| Mapped::new(map, start, len))
     }
 
     /// A map covering the first `end` bytes of the file, made if needed.

@@ -59,14 +59,14 @@ impl Shared {
         match (read, wait) {
             (Ok(found), _) => Ok(Some(found)),
             (Err(defect), Wait::Yes) => Err(self.corrupt(location, defect)),
-            (Err(_), Wait::No) => Ok(None),
+            (Err(_), Wait::No | Wait::Resident) => Ok(None),
         }
     }
 
     pub(super) fn index_for(&self, wait: Wait) -> Option<parking_lot::RwLockReadGuard<'_, Index>> {
         match wait {
             Wait::Yes => Some(self.index.read()),
-            Wait::No => self.index.try_read(),
+            Wait::No | Wait::Resident => self.index.try_read(),
         }
     }
 
@@ -95,12 +95,13 @@ impl Shared {
         if let Err(defect) = file.check(offset, len) {
             return match wait {
                 Wait::Yes => Err(self.corrupt(location, defect)),
-                Wait::No => Ok(None),
+                Wait::No | Wait::Resident => Ok(None),
             };
         }
         match wait {
-            Wait::No if len > MAX_READ_WITHOUT_WAITING => Ok(None),
+            Wait::No | Wait::Resident if len > MAX_READ_WITHOUT_WAITING => Ok(None),
             Wait::No => Ok(file.read_now(offset, len).map(FileBytes::Mapped)),
+            Wait::Resident => Ok(file.read_resident(offset, len).map(FileBytes::Mapped)),
             Wait::Yes => file
                 .read(offset, len)
                 .map(Some)
@@ -136,6 +137,9 @@ const MAX_READ_WITHOUT_WAITING: usize = 1 << 20;
 pub(super) enum Wait {
     Yes,
     No,
+    /// As `No`, for bytes in a span already found in memory (one check
+    /// for the many records of a whole document).
+    Resident,
 }
 
 /// The answer of a read that was allowed to wait.

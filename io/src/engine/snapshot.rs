@@ -102,14 +102,31 @@ pub(super) fn read_now(shared: &Arc<Shared>, id: Id) -> Option<Result<DocumentVi
         Ok(None) => return None,
         Err(e) => return without_waiting(Err(e)),
     };
-    let total: u64 = std::iter::once(snapshot.blob)
-        .chain(snapshot.inputs.iter().flat_map(|(_, value, output)| std::iter::once(*value).chain(*output)))
-        .map(|at| u64::from(at.len()))
-        .sum();
+    let locations = || {
+        std::iter::once(snapshot.blob)
+            .chain(snapshot.inputs.iter().flat_map(|(_, value, output)| std::iter::once(*value).chain(*output)))
+    };
+    let total: u64 = locations().map(|at| u64::from(at.len())).sum();
     if total > MAX_WHOLE_WITHOUT_WAITING {
         return None;
     }
-    without_waiting(snapshot.view(Wait::No))
+    // One residency check per segment, over the span its records cover
+    // (an imported document's records are one frame): a check per record
+    // would cost a system call each. A span much larger than the records
+    // (a document edited over time) is checked record by record instead.
+    let mut wait = Wait::Resident;
+    for (segment, file) in &snapshot.files {
+        let (start, end) = locations().filter(|at| at.segment() == *segment).fold((u64::MAX, 0), |(start, end), at| {
+            (start.min(at.offset()), end.max(at.offset() + u64::from(at.len())))
+        });
+        let span = end.saturating_sub(start);
+        if span > 2 * total.max(64 << 10) {
+            wait = Wait::No;
+        } else if !file.resident_now(start, span as usize) {
+            return None;
+        }
+    }
+    without_waiting(snapshot.view(wait))
 }
 
 /// The most record bytes a whole-document read answers without waiting.
