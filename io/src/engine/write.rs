@@ -40,6 +40,9 @@ pub(super) struct Writer {
     pub(super) frame: Vec<u8>,
 }
 
+/// The largest batch buffer kept between writes.
+const KEPT_FRAME_BYTES: usize = 4 << 20;
+
 impl Shared {
     /// Checks a batch of operations against the index (and its
     /// preconditions), appends the records that carry it out (one record,
@@ -60,6 +63,10 @@ impl Shared {
             Ok(planned)
         });
         buf.clear();
+        // A large batch's buffer is not kept for the next write.
+        if buf.capacity() > KEPT_FRAME_BYTES {
+            buf = Vec::new();
+        }
         w.frame = buf;
         let planned = written?;
         let committed = {
