@@ -11,6 +11,12 @@ use crate::proto;
 /// tier use the wire's words (problem, test case, expected output, html)
 /// rather than the engine's (document, input, output, blob).
 pub fn status(error: Error) -> Status {
+    if let Error::InBatch { op, source } = error {
+        let inner = status(*source);
+        let mut status = Status::new(inner.code(), format!("operation {op} of the batch: {}", inner.message()));
+        *status.metadata_mut() = inner.metadata().clone();
+        return status;
+    }
     let message = match &error {
         Error::NotFound(missing) => missing_message(missing),
         Error::Invalid(Invalid::BlobTooLarge { len, limit }) => {
@@ -37,6 +43,7 @@ pub fn status(error: Error) -> Status {
         Error::Locked { .. } | Error::Options(_) => Status::failed_precondition(message),
         Error::SegmentIdsExhausted | Error::MergedTooLarge => Status::resource_exhausted(message),
         Error::Io { .. } => Status::internal(message),
+        Error::InBatch { .. } => unreachable!("taken apart above"),
     }
 }
 

@@ -304,7 +304,7 @@ async fn a_batch_applies_every_operation_or_none() {
         op(W::DeleteExpectedOutput(proto::TestCaseRef { problem_id: e, test_case_id: 12345, ..Default::default() })),
     ];
     let request = proto::BatchRequest { ops: failing, ..Default::default() };
-    assert_status(c.batch(request).await, Code::NotFound, &["test case 12345"]);
+    assert_status(c.batch(request).await, Code::NotFound, &["operation 2 of the batch", "test case 12345"]);
     // A stale precondition: nothing either.
     let request = proto::BatchRequest {
         ops: vec![op(W::DeleteProblem(proto::ProblemRef { problem_id: e, ..Default::default() }))],

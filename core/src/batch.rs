@@ -146,6 +146,16 @@ pub enum Op<'a> {
     },
 }
 
+impl Refused {
+    /// The refusal itself, without the operation it came from.
+    pub fn cause(&self) -> &Refused {
+        match self {
+            Refused::InOp { refused, .. } => refused.cause(),
+            other => other,
+        }
+    }
+}
+
 impl Op<'_> {
     /// Whether the op creates something (and takes an id).
     pub fn creates(&self) -> bool {
@@ -189,6 +199,15 @@ pub enum Refused {
     /// An operation is malformed or over a limit.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// Operation `op` of a batch of several was refused (never for a batch
+    /// of one, nor for a precondition or the batch's size).
+    #[error("operation {op} of the batch: {refused}")]
+    InOp {
+        /// The operation's index in the batch, from 0.
+        op: usize,
+        /// Why.
+        refused: Box<Refused>,
+    },
     /// A precondition does not hold: the document changed since the writer
     /// read it.
     #[error("document {document} is at version {current}, not the expected {expected}")]
@@ -279,8 +298,13 @@ fn plan_into(
         scratch_buf: Vec::new(),
         created: Vec::with_capacity(ops.len()),
     };
+    let several = ops.len() > 1;
     for (n, op) in ops.iter().enumerate() {
-        let created = planner.op(n, op)?;
+        let created = planner.op(n, op).map_err(|refused| match refused {
+            refused @ Refused::Invalid(Invalid::BatchTooLarge { .. }) => refused,
+            refused if several => Refused::InOp { op: n, refused: Box::new(refused) },
+            refused => refused,
+        })?;
         planner.created.push(created);
     }
     let Planner { records, created, touched, .. } = planner;

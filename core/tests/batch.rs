@@ -212,6 +212,12 @@ fn a_refused_batch_writes_nothing_and_says_why() {
         assert_eq!(out, [9, 9], "a refused batch left bytes behind");
         err
     };
+    // In a batch of several, an operation's refusal names it.
+    let missing = Op::DeleteInput { document: Ref::Id(1), input: Ref::Id(99) };
+    let add = Op::AddInput { document: Ref::Id(1), value: &v, place: Place::End };
+    let named = refused(&[add, add, missing], &[], &limits);
+    assert!(matches!(&named, Refused::InOp { op: 2, .. }), "{named:?}");
+    let refused = |ops: &[Op<'_>], expect: &[Expect], limits: &Limits| refused(ops, expect, limits).cause().clone();
     let add = Op::AddInput { document: Ref::Id(1), value: &v, place: Place::End };
     // The last op fails: nothing of the first is written either.
     let missing = Op::DeleteInput { document: Ref::Id(1), input: Ref::Id(99) };

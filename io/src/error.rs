@@ -23,6 +23,16 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] Invalid),
 
+    /// Operation `op` (from 0) of a batch was refused for `source`; nothing
+    /// was written.
+    #[error("operation {op} of the batch: {source}")]
+    InBatch {
+        /// The operation's index in the batch.
+        op: usize,
+        /// Why it was refused.
+        source: Box<Error>,
+    },
+
     /// A precondition of the write does not hold: the document is at
     /// another version than the writer expected (it changed since the
     /// writer read it). Nothing was written.
@@ -112,11 +122,28 @@ impl From<Refused> for Error {
             Refused::Missing(missing) => Error::NotFound(missing),
             Refused::Invalid(invalid) => Error::Invalid(invalid),
             Refused::Stale { document, expected, current } => Error::VersionMismatch { document, expected, current },
+            Refused::InOp { op, refused } => Error::InBatch { op, source: Box::new(Error::from(*refused)) },
         }
     }
 }
 
 impl Error {
+    /// The error itself, without the batch operation it came from.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::InBatch { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// The error without the batch operation it came from.
+    pub fn into_cause(self) -> Error {
+        match self {
+            Error::InBatch { source, .. } => source.into_cause(),
+            other => other,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { context: context.into(), source }
     }

@@ -288,7 +288,8 @@ impl Engine {
     /// go to the log as one batch frame (one record when there is only
     /// one), are applied to the index under one lock (a reader sees all of
     /// them or none) and are covered by one fsync. A crash keeps all or
-    /// none of them.
+    /// none of them. An operation's refusal, in a batch of several, is an
+    /// [`Error::InBatch`] naming it.
     pub fn batch(&self, ops: &[Op<'_>], expect: &[Expect]) -> Result<Committed> {
         self.shared.write(ops, expect)
     }
@@ -340,7 +341,9 @@ impl Engine {
     ) -> Result<Committed> {
         let mut ops = vec![Op::CreateDocument { blob, columns }];
         push_inputs(&mut ops, Ref::Created(0), inputs);
-        self.shared.write(&ops, &[])
+        // The operations are this method's own: their indexes mean nothing
+        // to the caller.
+        self.shared.write(&ops, &[]).map_err(Error::into_cause)
     }
 
     /// Replaces a document's whole chain (inputs and outputs) by `inputs`
@@ -355,7 +358,7 @@ impl Engine {
         let mut ops = vec![Op::ClearInputs { document: Ref::Id(document) }];
         push_inputs(&mut ops, Ref::Id(document), inputs);
         let expect: Vec<Expect> = expected_version.map(|version| Expect { document, version }).into_iter().collect();
-        self.shared.write(&ops, &expect)
+        self.shared.write(&ops, &expect).map_err(Error::into_cause)
     }
 
     // ----- documents -------------------------------------------------------

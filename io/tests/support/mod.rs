@@ -575,7 +575,8 @@ fn apply(engine: &Engine, issued: &Issued, op: &Op) -> Result<Answer, Error> {
     let doc = |p: &Pick| p.resolve(&issued.documents);
     let input = |p: &Pick| p.resolve(&issued.inputs);
     fn lift<T>(r: Result<T, Error>, wrap: impl FnOnce(T) -> Answer) -> Result<Answer, Error> {
-        match r {
+        // A batch's refusal names its operation; the model's names none.
+        match r.map_err(Error::into_cause) {
             Ok(v) => Ok(wrap(v)),
             Err(Error::NotFound(m)) => Ok(Answer::NotFound(m)),
             Err(Error::Invalid(Invalid::PlacedBesideItself(id))) => Ok(Answer::BesideItself(id)),
