@@ -138,6 +138,7 @@ impl Judge for Whole {
             html: spec.html.clone(),
             columns: spec.columns.clone(),
             test_cases: spec.cases.iter().map(|(i, o)| new_case(i, o)).collect(),
+            ..Default::default()
         };
         let r = g.rt.block_on(g.client.import_problem(request)).expect("ImportProblem").into_inner();
         Stored { id: r.problem_id, cases: r.test_case_ids }

@@ -184,9 +184,33 @@ pub struct Upload {
     pub columns: Columns,
     pub test_cases: Vec<(Value, Option<Value>)>,
     bytes: usize,
+    /// The message marked last has arrived.
+    finished: bool,
 }
 
 impl Upload {
+    /// Notes a message, marked `last` or not: none may follow the last.
+    pub fn mark_last(&mut self, last: bool) -> Result<(), Status> {
+        if self.finished {
+            return Err(Status::invalid_argument("a message after the one marked last"));
+        }
+        self.finished = last;
+        Ok(())
+    }
+
+    /// Refuses a stream that ended without a message marked last: its
+    /// client gave up (a cancelled call may still end the stream cleanly).
+    pub fn check_finished(&self) -> Result<(), Status> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(Status::cancelled(
+                "the stream ended without a message marked last (a client that gave up or broke off): \
+                 nothing was written",
+            ))
+        }
+    }
+
     /// Adds one message's part; refuses a column named twice and a total
     /// over the batch limit.
     pub fn add(

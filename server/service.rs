@@ -403,7 +403,7 @@ impl Lse for LseService {
         &self,
         request: Request<proto::ImportProblemRequest>,
     ) -> Result<Response<proto::ImportProblemResponse>, Status> {
-        let proto::ImportProblemRequest { html, columns, test_cases } = request.into_inner();
+        let proto::ImportProblemRequest { html, columns, test_cases, .. } = request.into_inner();
         let test_cases = problems::new_test_cases(test_cases)?;
         self.import(html, columns, test_cases).await
     }
@@ -419,9 +419,11 @@ impl Lse for LseService {
         // A broken stream ends here with its error, or (a reset) looks
         // ended: either way nothing is written.
         while let Some(message) = stream.message().await? {
+            upload.mark_last(message.last)?;
             upload.add(&message.html, message.columns, message.test_cases, &limits)?;
         }
         upload::Upload::check_whole(watched.as_ref())?;
+        upload.check_finished()?;
         self.import(upload.html, upload.columns, upload.test_cases).await
     }
 
@@ -470,7 +472,7 @@ impl Lse for LseService {
         &self,
         request: Request<proto::ReplaceTestCasesRequest>,
     ) -> Result<Response<proto::ReplaceTestCasesResponse>, Status> {
-        let proto::ReplaceTestCasesRequest { problem_id, test_cases, expected_version } = request.into_inner();
+        let proto::ReplaceTestCasesRequest { problem_id, test_cases, expected_version, .. } = request.into_inner();
         let problem = id("problem_id", problem_id)?;
         let test_cases = problems::new_test_cases(test_cases)?;
         self.replace(problem, test_cases, expected_version).await
@@ -497,9 +499,11 @@ impl Lse for LseService {
                     "a later message of the stream names another problem or expected_version than the first",
                 ));
             }
+            upload.mark_last(message.last)?;
             upload.add("", Default::default(), message.test_cases, &limits)?;
         }
         upload::Upload::check_whole(watched.as_ref())?;
+        upload.check_finished()?;
         let problem = id("problem_id", problem)?;
         self.replace(problem, upload.test_cases, expected).await
     }

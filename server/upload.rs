@@ -4,10 +4,15 @@
 //! tonic hands a service the end of a request stream the same way whether
 //! the client ended it or reset it (a reset with CANCEL, as a client that
 //! gives up or dies sends, reads as a clean end). An import or replace
-//! built from such a stream must not be written: the admission layer
-//! wraps every request body in a [`Watched`] body, which notes in the
-//! request's [`Upload`] extension that the body failed before the service
-//! sees the stream end, and the service checks it before it writes.
+//! built from such a stream must not be written. The protocol's own guard
+//! is the `last` flag of the stream's final message (a stream that ends
+//! without it writes nothing: `crate::problems::Upload::check_finished`),
+//! which also covers a client whose transport ends the stream cleanly when
+//! it cancels (Node's). Beside it, the admission layer wraps every request
+//! body in a [`Watched`] body, which notes in the request's [`Upload`]
+//! extension that the body failed before the service saw the stream end,
+//! so that such a call is answered as broken off, and the service checks
+//! both before it writes.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -26,8 +26,12 @@ fn cases(n: i64) -> Vec<proto::NewTestCase> {
 }
 
 async fn import(c: &mut Client, html: &str, n: i64) -> proto::ImportProblemResponse {
-    let request =
-        proto::ImportProblemRequest { html: html.into(), columns: columns(&[("name", "sum")]), test_cases: cases(n) };
+    let request = proto::ImportProblemRequest {
+        html: html.into(),
+        columns: columns(&[("name", "sum")]),
+        test_cases: cases(n),
+        ..Default::default()
+    };
     c.import_problem(request).await.expect("ImportProblem").into_inner()
 }
 
@@ -89,13 +93,27 @@ async fn import_errors_create_nothing() {
     let mut c = server.client().await;
     let mut bad = cases(3);
     bad[2].input = None;
-    let request = proto::ImportProblemRequest { html: "x".into(), columns: Default::default(), test_cases: bad };
+    let request = proto::ImportProblemRequest {
+        html: "x".into(),
+        columns: Default::default(),
+        test_cases: bad,
+        ..Default::default()
+    };
     assert_status(c.import_problem(request).await, Code::InvalidArgument, &["test case 2", "value is required"]);
-    let request =
-        proto::ImportProblemRequest { html: "x".into(), columns: columns(&[("", "v")]), test_cases: cases(1) };
+    let request = proto::ImportProblemRequest {
+        html: "x".into(),
+        columns: columns(&[("", "v")]),
+        test_cases: cases(1),
+        ..Default::default()
+    };
     assert_status(c.import_problem(request).await, Code::InvalidArgument, &["column name"]);
     let big = (0..20).map(|_| case(string(&"x".repeat(10_000)), None)).collect();
-    let request = proto::ImportProblemRequest { html: "x".into(), columns: Default::default(), test_cases: big };
+    let request = proto::ImportProblemRequest {
+        html: "x".into(),
+        columns: Default::default(),
+        test_cases: big,
+        ..Default::default()
+    };
     assert_status(c.import_problem(request).await, Code::InvalidArgument, &["batch", "100000"]);
     assert_eq!(list_all(&mut c, 0).await, Vec::<u64>::new());
     assert_eq!(stats(&mut c).await.test_cases, 0);
@@ -110,13 +128,15 @@ async fn a_streamed_import_joins_its_messages_and_a_broken_stream_leaves_nothing
             html: "<p>part one, ".into(),
             columns: columns(&[("a", "1")]),
             test_cases: cases(2),
+            ..Default::default()
         },
         proto::ImportProblemRequest {
             html: "part two</p>".into(),
             columns: columns(&[("b", "2")]),
             test_cases: vec![],
+            ..Default::default()
         },
-        proto::ImportProblemRequest { html: String::new(), columns: Default::default(), test_cases: cases(3) },
+        proto::ImportProblemRequest { test_cases: cases(3), last: true, ..Default::default() },
     ];
     let imported = c.import_problem_stream(tokio_stream::iter(messages)).await.unwrap().into_inner();
     let problem = get_problem(&mut c, imported.problem_id).await;
@@ -132,6 +152,19 @@ async fn a_streamed_import_joins_its_messages_and_a_broken_stream_leaves_nothing
         proto::ImportProblemRequest { columns: columns(&[("a", "2")]), ..Default::default() },
     ];
     assert_status(c.import_problem_stream(tokio_stream::iter(twice)).await, Code::InvalidArgument, &["\"a\"", "twice"]);
+
+    // A stream that ends without a message marked last (a client that gave
+    // up: Node's cancel() ends the stream cleanly before it resets it) writes
+    // nothing; a message after the last one is refused.
+    let unfinished =
+        vec![proto::ImportProblemRequest { html: "gave up".into(), test_cases: cases(2), ..Default::default() }];
+    assert_status(c.import_problem_stream(tokio_stream::iter(unfinished)).await, Code::Cancelled, &["marked last"]);
+    let after = vec![
+        proto::ImportProblemRequest { test_cases: cases(1), last: true, ..Default::default() },
+        proto::ImportProblemRequest { test_cases: cases(1), ..Default::default() },
+    ];
+    let refused = c.import_problem_stream(tokio_stream::iter(after)).await;
+    assert_status(refused, Code::InvalidArgument, &["after the one marked last"]);
 
     // A stream broken halfway (reset, or its connection dropped): nothing
     // becomes visible.
@@ -158,6 +191,7 @@ async fn a_problem_over_one_message_is_read_by_the_stream() {
             html: if i == 0 { "<p>big</p>".into() } else { String::new() },
             columns: Default::default(),
             test_cases: vec![case(string(&format!("{i}").repeat(600_000)), Some(int(i)))],
+            last: i == 5,
         })
         .collect();
     let imported = c.import_problem_stream(tokio_stream::iter(messages)).await.unwrap().into_inner();
@@ -191,12 +225,22 @@ async fn replacing_test_data_swaps_the_whole_chain_under_its_version() {
     let imported = import(&mut c, "<p>r</p>", 4).await;
     let (problem_id, old) = (imported.problem_id, imported.version);
     // A stale version: ABORTED with the current one, and nothing changed.
-    let stale = proto::ReplaceTestCasesRequest { problem_id, test_cases: cases(1), expected_version: Some(old + 1) };
+    let stale = proto::ReplaceTestCasesRequest {
+        problem_id,
+        test_cases: cases(1),
+        expected_version: Some(old + 1),
+        ..Default::default()
+    };
     let status = assert_status(c.replace_test_cases(stale).await, Code::Aborted, &["version", &old.to_string()]);
     assert_eq!(current_version(&status), old);
     assert_eq!(ids(&get_problem(&mut c, problem_id).await), imported.test_case_ids);
 
-    let request = proto::ReplaceTestCasesRequest { problem_id, test_cases: cases(2), expected_version: Some(old) };
+    let request = proto::ReplaceTestCasesRequest {
+        problem_id,
+        test_cases: cases(2),
+        expected_version: Some(old),
+        ..Default::default()
+    };
     let replaced = c.replace_test_cases(request).await.unwrap().into_inner();
     assert!(replaced.version > old);
     let problem = get_problem(&mut c, problem_id).await;
@@ -211,8 +255,13 @@ async fn replacing_test_data_swaps_the_whole_chain_under_its_version() {
 
     // Streamed: the first message names the problem; another one later is refused.
     let messages = vec![
-        proto::ReplaceTestCasesRequest { problem_id, test_cases: cases(1), expected_version: Some(replaced.version) },
-        proto::ReplaceTestCasesRequest { test_cases: cases(2), ..Default::default() },
+        proto::ReplaceTestCasesRequest {
+            problem_id,
+            test_cases: cases(1),
+            expected_version: Some(replaced.version),
+            ..Default::default()
+        },
+        proto::ReplaceTestCasesRequest { test_cases: cases(2), last: true, ..Default::default() },
     ];
     let streamed = c.replace_test_cases_stream(tokio_stream::iter(messages)).await.unwrap().into_inner();
     assert_eq!(streamed.test_case_ids.len(), 3);

@@ -1165,6 +1165,9 @@ class LseClient:
             message = head if at == 0 else lse_pb2.ImportProblemRequest()
             message.test_cases.extend(cases[start:end])
             messages.append(message)
+        # Without it the server writes nothing: a stream cut short by a
+        # client that gave up must not pass for a whole one.
+        messages[-1].last = True
         return self._call_stream_in("ImportProblemStream", messages)
 
     def get_problem(self, doc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, Any]:
@@ -1265,6 +1268,7 @@ class LseClient:
             message = head if at == 0 else lse_pb2.ReplaceTestCasesRequest()
             message.test_cases.extend(cases[start:end])
             messages.append(message)
+        messages[-1].last = True
         return self._call_stream_in("ReplaceTestCasesStream", messages)
 
     def batch(self, expected_versions: Optional[Mapping[int, int]] = None) -> "Batch":

@@ -332,8 +332,9 @@ class LseServicer:
         """ImportProblem for a problem larger than one message: the html of every
         message is appended in order, the columns of all messages are merged
         (a name given twice is INVALID_ARGUMENT), the test cases of every
-        message are appended in order. Nothing is visible until the stream
-        ends cleanly; a broken or cancelled stream leaves nothing.
+        message are appended in order. The final message sets `last`. Nothing
+        is visible until then; a stream that ends without it (broken off or
+        cancelled) leaves nothing and is answered CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -375,7 +376,7 @@ class LseServicer:
         """ReplaceTestCases for a chain larger than one message: the first
         message names the problem (and expected_version, if any); later
         messages leave them unset (or repeat them) and add test cases in
-        order. Nothing changes until the stream ends cleanly.
+        order; the final message sets `last`. Nothing changes until then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,91 +1,22 @@
 'use strict';
 // Runs with `node --test` (from client/node). Starts the real lse_server
 // (binary from $LSE_SERVER_BIN, else target/release or target/debug in the
-// repo root) on a free port over a temp dir, talks to it through
-// ../../proto/lse.proto loaded at run time, and stops it with SIGTERM.
+// repo root; see server.js) on a free port over a temp dir, talks to it
+// through ../../proto/lse.proto loaded at run time, and stops it with SIGTERM.
+// The one-node-at-a-time RPCs and example.js; whole problems, versions and
+// batches are in problem.test.js.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFile } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
+const { execFile } = require('node:child_process');
 const path = require('node:path');
-const readline = require('node:readline');
 const util = require('node:util');
 
-const { connect, valueOf, grpc } = require('../example.js');
+const { valueOf, grpc } = require('../example.js');
+const { useServer, expectStatus } = require('./server.js');
 
-const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-const START_TIMEOUT_MS = 60_000;
-
-function serverBinary() {
-  if (process.env.LSE_SERVER_BIN) return process.env.LSE_SERVER_BIN;
-  for (const profile of ['release', 'debug']) {
-    const bin = path.join(REPO_ROOT, 'target', profile, 'lse_server');
-    if (fs.existsSync(bin)) return bin;
-  }
-  throw new Error('no lse_server: set LSE_SERVER_BIN or run `cargo build --release --bin lse_server`');
-}
-
-/** Spawns lse_server and resolves with { proc, address } once it listens. */
-function startServer(dataDir) {
-  const proc = spawn(serverBinary(), ['--port', '0', '--data-dir', dataDir, '--log', 'warn'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  proc.stderr.on('data', (chunk) => { stderr += chunk; });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`lse_server did not listen within ${START_TIMEOUT_MS} ms: ${stderr}`));
-    }, START_TIMEOUT_MS);
-    const lines = readline.createInterface({ input: proc.stdout });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      const match = /^lse_server listening on (\S+)$/.exec(line);
-      if (match) resolve({ proc, address: match[1] });
-      else reject(new Error(`unexpected first line from lse_server: ${JSON.stringify(line)}`));
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`lse_server exited with ${code} before listening: ${stderr}`));
-    });
-    proc.once('error', reject);
-  });
-}
-
-/** SIGTERMs the server and resolves with its exit code. */
-function stopServer(proc) {
-  if (proc.exitCode !== null) return Promise.resolve(proc.exitCode);
-  return new Promise((resolve) => {
-    proc.once('exit', (code) => resolve(code));
-    proc.kill('SIGTERM');
-  });
-}
-
-let server;
-let dataDir;
 let lse;
-
-before(async () => {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lse-node-'));
-  server = await startServer(dataDir);
-  lse = connect(server.address);
-});
-
-after(async () => {
-  if (lse) lse.close();
-  if (server) assert.equal(await stopServer(server.proc), 0, 'lse_server exits 0 on SIGTERM');
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-});
-
-async function expectStatus(promise, code) {
-  await assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `${grpc.status[err.code]}: ${err.details}`);
-    assert.ok(err.details.length > 0, 'the server says what was wrong');
-    return true;
-  });
-}
+const ctx = useServer({ before, after }, (c) => { lse = c.lse; });
 
 test('a problem with inputs and outputs reads back through the proto', async () => {
   const { problem_id: docId } = await lse.async.CreateProblem({
@@ -192,7 +123,7 @@ test('unknown and deleted ids are NOT_FOUND; bad requests INVALID_ARGUMENT', asy
 
 test('example.js runs against the server', async () => {
   const example = path.join(__dirname, '..', 'example.js');
-  const { stdout } = await util.promisify(execFile)(process.execPath, [example, server.address], { timeout: 60_000 });
+  const { stdout } = await util.promisify(execFile)(process.execPath, [example, ctx.server.address], { timeout: 60_000 });
   const lines = stdout.trim().split('\n');
   assert.match(lines[0], /^problem \d+$/);
   assert.equal(lines[1], 'meta {"category":"tutorial","name":"two-sum","version":"1.0"}');
@@ -201,5 +132,26 @@ test('example.js runs against the server', async () => {
   assert.match(lines[4], /^\d+ string_map \{"key":"value"\} -> double_value 3\.14$/);
   assert.match(lines[5], /^\d+ int_value "9223372036854775807" -> string_list \["foo","bar"\]$/);
   assert.match(lines[6], /^NOT_FOUND: .+/);
-  assert.equal(lines.length, 7);
+
+  // The whole-problem part: import, one GetProblem, guarded replace, stale version.
+  const imported = /^imported (\d+) version (\d+) test cases (\d+),(\d+),(\d+)$/.exec(lines[7]);
+  assert.ok(imported, lines[7]);
+  const [, pid, v1, a, b, c] = imported;
+  const header = (v) => `problem ${pid} version ${v} html "<h1>Reverse</h1><p>Reverse the list.</p>" ` +
+    'columns {"category":"tutorial","name":"reverse"}';
+  assert.equal(lines[8], header(v1));
+  assert.equal(lines[9], `  ${a} int_list ["1","2","3"] -> int_list ["3","2","1"]`);
+  assert.equal(lines[10], `  ${b} int_list [] -> (no expected output)`);
+  assert.equal(lines[11], `  ${c} string_list ["a","b"] -> string_list ["b","a"]`);
+  const replaced = /^replaced: version (\d+) -> (\d+) test cases (\d+),(\d+)$/.exec(lines[12]);
+  assert.ok(replaced, lines[12]);
+  const [, from, v2, d, e] = replaced;
+  assert.equal(from, v1);
+  assert.ok(BigInt(v2) > BigInt(v1), 'the replace raised the version');
+  assert.ok(BigInt(d) > BigInt(c), 'new ids, never reused');
+  assert.equal(lines[13], header(v2));
+  assert.equal(lines[14], `  ${d} int_value "9007199254740993" -> int_value "-9007199254740993"`);
+  assert.equal(lines[15], `  ${e} string_value "abc" -> string_value "cba"`);
+  assert.match(lines[16], new RegExp(`^ABORTED: current version ${v2} \\(.+\\)$`));
+  assert.equal(lines.length, 17);
 });
