@@ -1160,15 +1160,21 @@ class LseClient:
     def _import_stream(
         self, head: lse_pb2.ImportProblemRequest, cases: List[lse_pb2.NewTestCase]
     ) -> lse_pb2.ImportProblemResponse:
+        return self._call_stream_in("ImportProblemStream", self._stream_messages(head, cases))
+
+    def _stream_messages(self, head: Any, cases: List[lse_pb2.NewTestCase]) -> List[Any]:
+        """``head`` (the first message) and messages of its type after it,
+        with ``cases`` spread over them in about ``_stream_bytes`` each; the
+        final one marked ``last``."""
         messages = []
         for at, (start, end) in enumerate(_split(cases, head.ByteSize(), self._stream_bytes)):
-            message = head if at == 0 else lse_pb2.ImportProblemRequest()
+            message = head if at == 0 else type(head)()
             message.test_cases.extend(cases[start:end])
             messages.append(message)
         # Without it the server writes nothing: a stream cut short by a
         # client that gave up must not pass for a whole one.
         messages[-1].last = True
-        return self._call_stream_in("ImportProblemStream", messages)
+        return messages
 
     def get_problem(self, doc_id: int, *, expected_version: Optional[int] = None) -> Dict[str, Any]:
         """Returns a whole problem, all of it from one version::
@@ -1263,13 +1269,7 @@ class LseClient:
     def _replace_stream(
         self, head: lse_pb2.ReplaceTestCasesRequest, cases: List[lse_pb2.NewTestCase]
     ) -> lse_pb2.ReplaceTestCasesResponse:
-        messages = []
-        for at, (start, end) in enumerate(_split(cases, head.ByteSize(), self._stream_bytes)):
-            message = head if at == 0 else lse_pb2.ReplaceTestCasesRequest()
-            message.test_cases.extend(cases[start:end])
-            messages.append(message)
-        messages[-1].last = True
-        return self._call_stream_in("ReplaceTestCasesStream", messages)
+        return self._call_stream_in("ReplaceTestCasesStream", self._stream_messages(head, cases))
 
     def batch(self, expected_versions: Optional[Mapping[int, int]] = None) -> "Batch":
         """Returns a :class:`Batch`: write operations queued on it are sent
