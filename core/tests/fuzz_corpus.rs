@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use stratum_core::{
     Columns, HintBuilder, KeyDir, Mutation, SEGMENT_HEADER_LEN, Salt, SegmentHeader, SegmentId, SegmentReplay, Value,
-    encode_record,
+    encode_record, finish_batch, start_batch,
 };
 
 type Check = fn(&[u8]);
@@ -42,6 +42,8 @@ fn records(with_checkpoint: bool) -> Vec<u8> {
     put(&mut out, 1, Mutation::CreateDocument { columns: &columns, blob: b"<p>A + B</p>" });
     put(&mut out, 2, Mutation::PutInput { document: 1, value: &Value::IntList(vec![1, 2]) });
     put(&mut out, 2, Mutation::PutOutput { document: 1, value: &Value::Int(3) });
+    put(&mut out, 4, Mutation::PutInput { document: 1, value: &Value::Int(9) });
+    put(&mut out, 1, Mutation::SetChain { inputs: &[4, 2] });
     if !with_checkpoint {
         let upto = (SEGMENT_HEADER_LEN + out.len()) as u64;
         put(&mut out, 0, Mutation::Durable { upto });
@@ -49,6 +51,12 @@ fn records(with_checkpoint: bool) -> Vec<u8> {
         put(&mut out, 0, Mutation::ReserveIds { below: 1000 });
         let upto = (SEGMENT_HEADER_LEN + out.len()) as u64;
         put(&mut out, 0, Mutation::Durable { upto });
+        // A batch frame after the last mark: an input and the chain order
+        // that places it first.
+        let frame = start_batch(&mut out, 100);
+        encode_record(&mut out, &salt, 101, 5, &Mutation::PutInput { document: 1, value: &Value::Int(5) });
+        encode_record(&mut out, &salt, 102, 1, &Mutation::SetChain { inputs: &[5, 4, 2] });
+        finish_batch(&mut out, frame, &salt);
     }
     out
 }
