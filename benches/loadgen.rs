@@ -64,6 +64,7 @@ fn wire(value: &Value) -> proto::Value {
         Value::IntList(v) => Kind::IntList(proto::IntList { values: v.clone() }),
         Value::StrList(v) => Kind::StringList(proto::StringList { values: v.clone() }),
         Value::Map(m) => Kind::StringMap(proto::StringMap { entries: m.clone() }),
+        Value::Bytes(b) => Kind::BytesValue(b.clone()),
     };
     proto::Value { kind: Some(kind) }
 }

@@ -105,7 +105,8 @@ pub fn value_from_wire(value: Option<proto::Value>) -> Result<Value, Status> {
     use proto::value::Kind;
     let kind = value.and_then(|v| v.kind).ok_or_else(|| {
         Status::invalid_argument(
-            "value is required: set exactly one of int_value, double_value, string_value, int_list, string_list, string_map",
+            "value is required: set exactly one of int_value, double_value, string_value, int_list, string_list, \
+             string_map, bytes_value",
         )
     })?;
     Ok(match kind {
@@ -115,6 +116,7 @@ pub fn value_from_wire(value: Option<proto::Value>) -> Result<Value, Status> {
         Kind::IntList(list) => Value::IntList(list.values),
         Kind::StringList(list) => Value::StrList(list.values),
         Kind::StringMap(map) => Value::Map(map.entries),
+        Kind::BytesValue(bytes) => Value::Bytes(bytes),
     })
 }
 
@@ -128,6 +130,7 @@ pub fn value_to_wire(value: Value) -> proto::Value {
         Value::IntList(values) => Kind::IntList(proto::IntList { values }),
         Value::StrList(values) => Kind::StringList(proto::StringList { values }),
         Value::Map(entries) => Kind::StringMap(proto::StringMap { entries }),
+        Value::Bytes(bytes) => Kind::BytesValue(bytes),
     };
     proto::Value { kind: Some(kind) }
 }

@@ -290,6 +290,13 @@ async fn add_test_case_round_trips_string_maps() {
 }
 
 #[tokio::test]
+async fn add_test_case_round_trips_raw_bytes() {
+    let every_byte: Vec<u8> = (0..=255).collect();
+    let bytes = |b: &[u8]| proto::Value { kind: Some(proto::value::Kind::BytesValue(b.to_vec())) };
+    round_trip(vec![bytes(&[]), bytes(&every_byte), bytes(b"\xff\xfe not UTF-8 \x00"), bytes(&[0; 70_000])]).await;
+}
+
+#[tokio::test]
 async fn string_map_entries_come_back_in_key_order() {
     let (_dir, server) = server(&[]).await;
     let mut c = server.client().await;

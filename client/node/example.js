@@ -19,7 +19,8 @@
 //                    such as a test case's expected_output, reads as null)
 //   oneofs: true     a Value gets a virtual `kind` field naming its member:
 //                    "int_value" | "double_value" | "string_value" |
-//                    "int_list" | "string_list" | "string_map"
+//                    "int_list" | "string_list" | "string_map" |
+//                    "bytes_value" (a Buffer)
 //   arrays, objects  empty repeated fields and maps read as [] and {}
 //
 // A Value is sent as an object with exactly one member set, e.g.
@@ -98,6 +99,7 @@ function valueOf(v) {
     case 'int_list': return v.int_list.values;
     case 'string_list': return v.string_list.values;
     case 'string_map': return v.string_map.entries;
+    case 'bytes_value': return v.bytes_value; // a Buffer
     default: throw new Error(`value with no kind: ${JSON.stringify(v)}`);
   }
 }

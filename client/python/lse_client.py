@@ -23,8 +23,8 @@ install ``grpcio`` and ``protobuf`` (versions in ``requirements.txt``).
 
 Values
 ------
-Test cases and expected outputs hold one of six types. Python values map to
-them both ways:
+Test cases and expected outputs hold one of seven types. Python values map
+to them both ways:
 
 =========================  =============================  ==================
 Python                     wire (``lse.Value`` field)     read back as
@@ -35,6 +35,7 @@ Python                     wire (``lse.Value`` field)     read back as
 ``list`` of ``int``        ``int_list``                   ``list`` of ``int``
 ``list`` of ``str``        ``string_list``                ``list`` of ``str``
 ``dict`` ``str -> str``    ``string_map``                 ``dict`` (key order)
+``bytes``, ``bytearray``   ``bytes_value`` (raw octets)   ``bytes``
 =========================  =============================  ==================
 
 A tuple is accepted wherever a list is (it is read back as a list).
@@ -50,8 +51,8 @@ is an empty string and reads back as ``""``.
 
 Everything else is refused *before anything is sent*:
 
-* ``bool`` (although ``bool`` is a subclass of ``int``), ``None``, ``bytes``,
-  sets, other objects: ``TypeError``;
+* ``bool`` (although ``bool`` is a subclass of ``int``), ``None``, sets,
+  ``memoryview`` and other objects: ``TypeError``;
 * lists mixing ints and strings, lists holding anything but ints or strings
   (floats, bools, ``None``, nested lists or dicts): ``TypeError``;
 * dicts with a key or value that is not a ``str``: ``TypeError``;
@@ -245,7 +246,7 @@ __all__ = [
 ]
 
 #: What a test case or expected output can hold (see the module docstring).
-Value = Union[int, float, str, List[int], List[str], Dict[str, str]]
+Value = Union[int, float, str, List[int], List[str], Dict[str, str], bytes]
 
 #: Largest gRPC message the client sends or receives unless told otherwise:
 #: 64 MiB, the server's default ``--max-message-bytes``.
@@ -259,7 +260,7 @@ INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
 _ACCEPTED_TYPES = (
-    "int (int64), float, str, list of int, list of str, or dict of str to str"
+    "int (int64), float, str, list of int, list of str, dict of str to str, or bytes"
 )
 
 
@@ -545,6 +546,8 @@ def to_wire(value: Any) -> lse_pb2.Value:
         return lse_pb2.Value(double_value=value)
     if isinstance(value, str):
         return lse_pb2.Value(string_value=_check_str(value, "string value"))
+    if isinstance(value, (bytes, bytearray)):
+        return lse_pb2.Value(bytes_value=bytes(value))
     if isinstance(value, (list, tuple)):
         wire = lse_pb2.Value()
         if not value or all(_is_int(v) for v in value):
@@ -598,6 +601,8 @@ def from_wire(value: lse_pb2.Value) -> Value:
         return list(value.string_list.values)
     if kind == "string_map":
         return dict(sorted(value.string_map.entries.items()))
+    if kind == "bytes_value":
+        return value.bytes_value
     raise LseError(f"the server sent a value with no type set ({kind!r})")
 
 

@@ -15,7 +15,7 @@ pub enum DecodeError {
     /// read at its location) ends this many bytes before the buffer does.
     #[error("{0} trailing bytes after the end of the data")]
     TrailingBytes(usize),
-    /// A value's tag byte is none of the six value types.
+    /// A value's tag byte is none of the seven value types.
     #[error("unknown value tag {0}")]
     UnknownValueTag(u8),
     /// A hint entry's kind byte is no [`crate::RecordKind`].

@@ -25,6 +25,9 @@ pub enum Value {
     StrList(Vec<String>),
     /// A map of string to string (tag 6), encoded like a column map.
     Map(BTreeMap<String, String>),
+    /// Raw bytes (tag 7, format 4): any octets, no UTF-8 check, as judges'
+    /// test files are.
+    Bytes(Vec<u8>),
 }
 
 /// Doubles compare by bit pattern, so `NaN == NaN` and `0.0 != -0.0`:
@@ -38,6 +41,7 @@ impl PartialEq for Value {
             (Value::IntList(a), Value::IntList(b)) => a == b,
             (Value::StrList(a), Value::StrList(b)) => a == b,
             (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
             _ => false,
         }
     }
@@ -51,6 +55,7 @@ const TAG_STR: u8 = 3;
 const TAG_INT_LIST: u8 = 4;
 const TAG_STR_LIST: u8 = 5;
 const TAG_MAP: u8 = 6;
+const TAG_BYTES: u8 = 7;
 
 impl Value {
     /// The type's name as users see it in error messages.
@@ -62,6 +67,7 @@ impl Value {
             Value::IntList(_) => "list of int64",
             Value::StrList(_) => "list of string",
             Value::Map(_) => "map of string to string",
+            Value::Bytes(_) => "bytes",
         }
     }
 
@@ -98,6 +104,10 @@ impl Value {
                 out.push(TAG_MAP);
                 encode_string_map(map, out);
             }
+            Value::Bytes(bytes) => {
+                out.push(TAG_BYTES);
+                put_bytes(out, bytes);
+            }
         }
     }
 
@@ -109,6 +119,7 @@ impl Value {
             Value::IntList(items) => 4 + 8 * items.len(),
             Value::StrList(items) => 4 + items.iter().map(|s| 4 + s.len()).sum::<usize>(),
             Value::Map(map) => string_map_encoded_len(map),
+            Value::Bytes(bytes) => 4 + bytes.len(),
         }
     }
 
@@ -136,6 +147,10 @@ impl Value {
                 Value::StrList(items)
             }
             TAG_MAP => Value::Map(decode_string_map(&mut r)?),
+            TAG_BYTES => {
+                let n = r.count(1)?;
+                Value::Bytes(r.take(n)?.to_vec())
+            }
             tag => return Err(DecodeError::UnknownValueTag(tag)),
         };
         r.finish()?;
@@ -152,6 +167,7 @@ impl fmt::Display for Value {
             Value::IntList(items) => write!(f, "{items:?}"),
             Value::StrList(items) => write!(f, "{items:?}"),
             Value::Map(map) => write!(f, "{map:?}"),
+            Value::Bytes(bytes) => write!(f, "{} bytes", bytes.len()),
         }
     }
 }

@@ -183,3 +183,10 @@ fn batch_frame() {
     finish_batch(&mut bytes, start, &salt());
     insta::assert_snapshot!("batch_frame", hex_dump(&bytes));
 }
+
+/// A raw-bytes value (tag 7): a length and the octets, no UTF-8 check.
+#[test]
+fn put_output_record_with_bytes() {
+    let m = Owned::PutOutput { document: 1, value: Value::Bytes(vec![0xff, 0x00, b'a', 0xfe]) };
+    insta::assert_snapshot!("value_bytes", record_snapshot(16, 2, &m));
+}

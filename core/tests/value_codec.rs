@@ -274,7 +274,7 @@ fn map_keys_are_ordered_by_bytes() {
 
 #[test]
 fn unknown_tags_are_rejected() {
-    for tag in [0u8, 7, 8, 0x80, 0xff] {
+    for tag in [0u8, 8, 9, 0x80, 0xff] {
         let mut bytes = vec![tag];
         bytes.extend_from_slice(&[0; 8]);
         assert_eq!(Value::decode(&bytes), Err(DecodeError::UnknownValueTag(tag)), "tag {tag}");
@@ -350,4 +350,24 @@ fn huge_string_length_is_truncated() {
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
     bytes.extend_from_slice(b"abc");
     assert_eq!(Value::decode(&bytes), Err(DecodeError::Truncated));
+}
+
+/// Raw bytes (tag 7) keep any octets, UTF-8 or not, and their length is
+/// checked against what is there.
+#[test]
+fn bytes_hold_any_octets() {
+    let every: Vec<u8> = (0..=255).collect();
+    for bytes in [vec![], every, vec![0xff, 0xfe, 0x00]] {
+        let value = Value::Bytes(bytes.clone());
+        let mut encoded = Vec::new();
+        value.encode(&mut encoded);
+        assert_eq!(encoded.len(), value.encoded_len());
+        assert_eq!(encoded[0], 7);
+        assert_eq!(Value::decode(&encoded), Ok(value.clone()));
+        assert_ne!(value, Value::Str(String::from_utf8_lossy(&bytes).into_owned()));
+        if !bytes.is_empty() {
+            assert_eq!(Value::decode(&encoded[..encoded.len() - 1]), Err(DecodeError::Truncated));
+        }
+    }
+    assert_eq!(Value::Bytes(vec![1, 2]).type_name(), "bytes");
 }

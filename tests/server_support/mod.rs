@@ -473,6 +473,7 @@ pub enum Canon {
     IntList(Vec<i64>),
     StrList(Vec<String>),
     Map(BTreeMap<String, String>),
+    Bytes(Vec<u8>),
     /// A `Value` with no kind set.
     NoKind,
 }
@@ -485,6 +486,7 @@ pub fn canon(value: &Value) -> Canon {
         Some(Kind::IntList(l)) => Canon::IntList(l.values.clone()),
         Some(Kind::StringList(l)) => Canon::StrList(l.values.clone()),
         Some(Kind::StringMap(m)) => Canon::Map(m.entries.clone()),
+        Some(Kind::BytesValue(b)) => Canon::Bytes(b.clone()),
         None => Canon::NoKind,
     }
 }

@@ -107,6 +107,8 @@ func FormatValue(v *lse.Value) string {
 		return fmt.Sprintf("%q", k.StringList.GetValues())
 	case *lse.Value_StringMap:
 		return formatMap(k.StringMap.GetEntries())
+	case *lse.Value_BytesValue:
+		return fmt.Sprintf("%d bytes", len(k.BytesValue))
 	default:
 		return fmt.Sprintf("<unknown value kind %T>", k)
 	}

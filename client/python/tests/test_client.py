@@ -41,6 +41,9 @@ ROUND_TRIP = [
     pytest.param({"key": "value"}, id="map"),
     pytest.param({"": ""}, id="map-empty-key"),
     pytest.param({"z": "1", "a": "2", UNICODE: UNICODE}, id="map-unicode"),
+    pytest.param(b"", id="bytes-empty"),
+    pytest.param(bytes(range(256)), id="bytes-every-octet"),
+    pytest.param(b"\xff\xfe not UTF-8" * 1000, id="bytes-not-utf8"),
 ]
 
 

@@ -92,8 +92,7 @@ BAD_TYPES = [
     True,
     False,
     None,
-    b"bytes",
-    bytearray(b"x"),
+    memoryview(b"x"),
     {1, 2},
     object(),
     1 + 2j,
@@ -261,3 +260,12 @@ def test_wait_until_ready_times_out():
     with LseClient(dead_address()) as c:
         with pytest.raises(lse_client.DeadlineExceeded):
             c.wait_until_ready(timeout=0.5)
+
+
+def test_bytes_round_trip_as_raw_octets_on_the_wire():
+    every = bytes(range(256))
+    for raw in [b"", every, b"\xff\xfe not UTF-8 \x00"]:
+        wire = to_wire(raw)
+        assert wire.WhichOneof("kind") == "bytes_value"
+        assert from_wire(wire) == raw and isinstance(from_wire(wire), bytes)
+    assert from_wire(to_wire(bytearray(b"ab"))) == b"ab"

@@ -65,6 +65,7 @@ pub fn arb_value() -> impl Strategy<Value = Value> {
         vec(arb_int(), 0..8).prop_map(Value::IntList),
         vec(arb_string(), 0..6).prop_map(Value::StrList),
         arb_string_map().prop_map(Value::Map),
+        vec(any::<u8>(), 0..64).prop_map(Value::Bytes),
     ]
 }
 

@@ -36,6 +36,7 @@ pub fn value() -> impl Strategy<Value = Value> {
         prop::collection::vec(int, 0..6).prop_map(Value::IntList),
         prop::collection::vec(text(), 0..4).prop_map(Value::StrList),
         prop::collection::btree_map(text(), text(), 0..4).prop_map(Value::Map),
+        prop::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bytes),
     ]
 }
 
