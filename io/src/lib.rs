@@ -7,7 +7,8 @@
 //! segments into `merged.seg` (on demand or in the background), and on open
 //! replays every segment to rebuild the in-memory index, cutting a torn tail
 //! off the active segment (and refusing damage before a durability mark);
-//! [`upgrade`] rewrites a format-2 or format-3 data directory in format 4. All file access goes through the [`FileSystem`] trait:
+//! [`upgrade`] rewrites a format-2 or format-3 data directory in format 4.
+//! All file access goes through the [`FileSystem`] trait:
 //! [`OsFileSystem`] in production, `SimFileSystem` (the `sim` feature) in crash and fault
 //! tests.
 

@@ -3,18 +3,18 @@
 //!
 //! A format-3 segment's records are format-4 records already: only its
 //! header's version changes, so the file is copied under a new header (the
-//! same salt and segment id) byte for byte. Every segment file
-//! (`seg_NNN.seg`, `merged.seg`, `active.seg`) with a format-2 header is
-//! rewritten record by record under `NAME.upgrade.tmp`: a format-4 header
-//! with a fresh salt, then each
-//! record as it was (same sequence number, id and payload) with its
-//! checksum sealed for the new salt. The copy is synced, renamed over the
-//! original and the directory synced, one file at a time, so a crash
-//! leaves each file either in the old format or the new one, and running
-//! the upgrade again finishes the job (files already in format 3 are left
-//! alone). Hint files are removed: the engine rewrites them (hints and
-//! index snapshots of format 3 name no versions or chain orders). The rewritten
-//! `active.seg` ends in a durability mark, since all of it is synced.
+//! same salt and segment id) byte for byte. A format-2 segment file
+//! (`seg_NNN.seg`, `merged.seg`, `active.seg`) is rewritten record by
+//! record: a format-4 header with a fresh salt, then each record as it was
+//! (same sequence number, id and payload) with its checksum sealed for the
+//! new salt; the rewritten `active.seg` ends in a durability mark, since
+//! all of it is synced. Either way the copy goes to `NAME.upgrade.tmp`, is
+//! synced, renamed over the original and the directory synced, one file at
+//! a time, so a crash leaves each file either in the old format or the new
+//! one, and running the upgrade again finishes the job (files already in
+//! format 4 are left alone). Hint files are removed: the engine rewrites
+//! them (hints and index snapshots of earlier formats name no versions or
+//! chain orders).
 //!
 //! Every file is read and judged before any is rewritten. A format-2
 //! `active.seg` may end in a torn write (a crash of the old server): that
