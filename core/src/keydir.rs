@@ -6,20 +6,24 @@
 //! is the index that was live before it, by construction.
 //!
 //! Layout: one hash map from document id to the document's entry, which
-//! holds its inputs inline, in chain order (32 bytes each: id, value
-//! location, output location). Every request names an input through its
-//! document, so a node is found by one hash lookup and a binary search of
-//! that document's chain in RAM (ten steps for a thousand inputs); there is
-//! no second hash table of inputs, whose empty buckets alone would cost
-//! more than the entries.
+//! holds its inputs inline, in id order (32 bytes each: id, value
+//! location, output location), and its version. Every request names an
+//! input through its document, so a node is found by one hash lookup and a
+//! binary search of that document's inputs in RAM (ten steps for a
+//! thousand inputs); there is no second hash table of inputs, whose empty
+//! buckets alone would cost more than the entries. Id order is chain order
+//! unless the document has a [`Chain`] (its newest `SetChain` record's
+//! ids, behind one pointer): see [`DocumentEntry::chain`].
 //!
 //! Only this module writes the directory's fields: live writes, replay,
 //! compaction installs and snapshot loads all go through its methods.
 //! Invariants, checked by [`KeyDir::check_invariants`] (in debug builds at
 //! open and after every compaction install, and by the crash tests after
 //! every step):
-//! - a document's `inputs` list is sorted by id, strictly: ids only grow,
-//!   and an input is only ever appended, so id order is chain order;
+//! - a document's `inputs` list is sorted by id, strictly (a placed or
+//!   moved input keeps its place in the id order; its chain order is the
+//!   document's `Chain`), and a `Chain`'s largest id is the largest it
+//!   lists;
 //! - the ordered id set holds exactly the documents' ids;
 //! - the input and output counts are the number of inputs and outputs;
 //! - the id counter is above every document and input id;
