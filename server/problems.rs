@@ -56,14 +56,27 @@ impl OwnedOp {
     }
 }
 
-/// The engine's place for a wire position: unset is the end.
-pub fn place(position: Option<proto::Position>) -> Result<Place, Status> {
+/// The engine's place for a wire position: unset is the end. `before_op`
+/// and `after_op` name an operation of the same batch, so they are only
+/// for a request `in_batch`.
+pub fn place(position: Option<proto::Position>, in_batch: bool) -> Result<Place, Status> {
     use proto::position::At;
+    let created = |field: &str, op: u32| {
+        if in_batch {
+            Ok(Ref::Created(op as usize))
+        } else {
+            Err(Status::invalid_argument(format!(
+                "position.{field} names an operation of the same batch: it is for Batch only"
+            )))
+        }
+    };
     Ok(match position.and_then(|p| p.at) {
         None | Some(At::End(_)) => Place::End,
         Some(At::Start(_)) => Place::Start,
         Some(At::Before(test_case)) => Place::Before(Ref::Id(id("position.before", test_case)?)),
         Some(At::After(test_case)) => Place::After(Ref::Id(id("position.after", test_case)?)),
+        Some(At::BeforeOp(op)) => Place::Before(created("before_op", op)?),
+        Some(At::AfterOp(op)) => Place::After(created("after_op", op)?),
     })
 }
 
@@ -73,11 +86,13 @@ pub fn place(position: Option<proto::Position>) -> Result<Place, Status> {
 pub struct Naming {
     pub problem_from_op: Option<u32>,
     pub test_case_from_op: Option<u32>,
+    /// The request is an operation of a batch (it may name others).
+    pub in_batch: bool,
 }
 
 impl Naming {
     /// Ids only (a single request).
-    pub const IDS: Naming = Naming { problem_from_op: None, test_case_from_op: None };
+    pub const IDS: Naming = Naming { problem_from_op: None, test_case_from_op: None, in_batch: false };
 
     fn problem(&self, problem_id: u64) -> Result<Ref, Status> {
         named("problem", self.problem_from_op, problem_id)
@@ -102,7 +117,8 @@ fn named(what: &str, from_op: Option<u32>, id_value: u64) -> Result<Ref, Status>
 /// The engine operation of one request of a batch, refusing an
 /// `expected_version` inside it (a batch's preconditions are its own).
 pub fn batch_op(op: proto::BatchOp) -> Result<OwnedOp, Status> {
-    let naming = Naming { problem_from_op: op.problem_from_op, test_case_from_op: op.test_case_from_op };
+    let naming =
+        Naming { problem_from_op: op.problem_from_op, test_case_from_op: op.test_case_from_op, in_batch: true };
     let (op, expected) =
         from_request(op.op.ok_or_else(|| Status::invalid_argument("a batch op has no operation set"))?, naming)?;
     if expected.is_some() {
@@ -129,7 +145,11 @@ pub fn from_request(op: batch_op::Op, naming: Naming) -> Result<(OwnedOp, Option
         W::DeleteProblem(r) => (OwnedOp::Delete { problem: naming.problem(r.problem_id)? }, r.expected_version),
         W::AddTestCase(r) => {
             let problem = naming.problem(r.problem_id)?;
-            let op = OwnedOp::AddTestCase { problem, value: value_from_wire(r.value)?, place: place(r.position)? };
+            let op = OwnedOp::AddTestCase {
+                problem,
+                value: value_from_wire(r.value)?,
+                place: place(r.position, naming.in_batch)?,
+            };
             (op, r.expected_version)
         }
         W::UpdateTestCase(r) => {
@@ -157,7 +177,7 @@ pub fn from_request(op: batch_op::Op, naming: Naming) -> Result<(OwnedOp, Option
             if r.position.as_ref().and_then(|p| p.at).is_none() {
                 return Err(Status::invalid_argument("position is required: set start, end, before or after"));
             }
-            (OwnedOp::Move { problem, test_case, place: place(r.position)? }, r.expected_version)
+            (OwnedOp::Move { problem, test_case, place: place(r.position, naming.in_batch)? }, r.expected_version)
         }
     })
 }

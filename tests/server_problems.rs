@@ -642,3 +642,41 @@ async fn versions_survive_a_restart() {
     let mut c = server.client().await;
     assert_eq!((get_problem(&mut c, a.problem_id).await, get_problem(&mut c, b).await), before);
 }
+
+/// In a batch, a test case can be placed beside one the same batch adds
+/// (`before_op`, `after_op`); outside a batch those fields are refused.
+#[tokio::test]
+async fn a_batch_places_test_cases_beside_ones_it_adds() {
+    let (_dir, server) = server(&[]).await;
+    let mut c = server.client().await;
+    use proto::position::At;
+    let at = |at| Some(proto::Position { at: Some(at) });
+    let add = |value: i64, position| proto::BatchOp {
+        op: Some(W::AddTestCase(proto::AddTestCaseRequest { value: Some(int(value)), position, ..Default::default() })),
+        problem_from_op: Some(0),
+        ..Default::default()
+    };
+    let ops = vec![
+        op(W::CreateProblem(proto::CreateProblemRequest::default())),
+        add(2, None),
+        add(1, at(At::BeforeOp(1))),
+        add(3, at(At::AfterOp(1))),
+    ];
+    let done = c.batch(proto::BatchRequest { ops, ..Default::default() }).await.unwrap().into_inner();
+    let problem = get_problem(&mut c, done.created_ids[0]).await;
+    let values: Vec<Canon> = problem.test_cases.iter().map(|t| canon_field(&t.input)).collect();
+    assert_eq!(values, [Canon::Int(1), Canon::Int(2), Canon::Int(3)]);
+    assert_eq!(ids(&problem), [done.created_ids[2], done.created_ids[1], done.created_ids[3]]);
+    // An operation that added nothing cannot be an anchor.
+    let ops = vec![op(W::CreateProblem(proto::CreateProblemRequest::default())), add(1, at(At::AfterOp(0)))];
+    let refused = c.batch(proto::BatchRequest { ops, ..Default::default() }).await;
+    assert_status(refused, Code::InvalidArgument, &["operation 1", "refers to operation 0"]);
+    let single = proto::AddTestCaseRequest {
+        problem_id: done.created_ids[0],
+        value: Some(int(9)),
+        position: at(At::BeforeOp(0)),
+        ..Default::default()
+    };
+    assert_status(c.add_test_case(single).await, Code::InvalidArgument, &["before_op", "Batch only"]);
+    assert_eq!(get_problem(&mut c, done.created_ids[0]).await.test_cases.len(), 3);
+}

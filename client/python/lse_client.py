@@ -627,9 +627,15 @@ def _expected(version: Any) -> Optional[int]:
     return version
 
 
+def _anchor(value: Any, name: str) -> Tuple[str, int]:
+    """The ``lse.Position`` field and value for a test case id given as
+    ``before=`` or ``after=``."""
+    return name, _check_id(value, name)
+
+
 def _position(
     places: List[Tuple[str, Any]], flags: List[Tuple[str, str, Any]], *, required: bool,
-    test_case_id: Callable[[Any, str], int] = _check_id,
+    test_case_id: Callable[[Any, str], Tuple[str, int]] = _anchor,
 ) -> Optional[lse_pb2.Position]:
     """The ``lse.Position`` of a call's placement arguments.
 
@@ -638,7 +644,9 @@ def _position(
         flags: ``(argument name, Position field, bool)``, e.g.
             ``("at_start", "start", False)``.
         required: exactly one placement must be given (else at most one).
-        test_case_id: checks a test case id given in ``places``.
+        test_case_id: checks a test case given in ``places`` and says which
+            field names it: ``("before", id)``, or in a batch
+            ``("before_op", op)`` for a test case the batch adds.
 
     Raises:
         TypeError: a flag that is not a bool, or an id that is not an int.
@@ -657,7 +665,8 @@ def _position(
         raise ValueError(f"give exactly one of {', '.join(names)}")
     for name, v in places:
         if v is not None:
-            return lse_pb2.Position(**{name: test_case_id(v, name)})
+            field, value = test_case_id(v, name)
+            return lse_pb2.Position(**{field: value})
     for _, field, flag in flags:
         if flag:
             return lse_pb2.Position(**{field: True})
@@ -1750,15 +1759,14 @@ class Batch:
             return value._id, None
         return _check_id(value, what), None
 
-    def _test_case_id(self, value: Any, what: str) -> int:
-        """An id for a position: a test case this batch creates has none."""
-        if isinstance(value, Pending) and value._batch is self:
-            raise ValueError(
-                f"{what}= cannot name a test case this batch creates (a position holds an id): "
-                "add it in order, or move it in a later batch"
-            )
-        test_case_id, _ = self._name(value, "test case", what)
-        return test_case_id
+    def _test_case_id(self, value: Any, what: str) -> Tuple[str, int]:
+        """The position field for a test case given as ``before=`` or
+        ``after=``: its id, or (one this batch adds) the operation that adds
+        it (``before_op``, ``after_op``)."""
+        test_case_id, from_op = self._name(value, "test case", what)
+        if from_op is not None:
+            return f"{what}_op", from_op
+        return what, test_case_id
 
     def _queue(self, field: str, request: Any, problem_from_op: Optional[int], test_case_from_op: Optional[int]) -> int:
         op = lse_pb2.BatchOp(problem_from_op=problem_from_op, test_case_from_op=test_case_from_op)

@@ -297,6 +297,7 @@ fn plan_into(
         records: 0,
         scratch_buf: Vec::new(),
         created: Vec::with_capacity(ops.len()),
+        creates_document: Vec::with_capacity(ops.len()),
     };
     let several = ops.len() > 1;
     for (n, op) in ops.iter().enumerate() {
@@ -306,6 +307,7 @@ fn plan_into(
             refused => refused,
         })?;
         planner.created.push(created);
+        planner.creates_document.push(matches!(op, Op::CreateDocument { .. }));
     }
     let Planner { records, created, touched, .. } = planner;
     if records == 1 {
@@ -342,6 +344,8 @@ struct Planner<'k, 'o> {
     records: usize,
     scratch_buf: Vec<u8>,
     created: Vec<Option<Id>>,
+    /// Whether each operation so far creates a document (else an input).
+    creates_document: Vec<bool>,
 }
 
 /// A fake segment for the records the scratch index applies: locations
@@ -359,7 +363,7 @@ impl Planner<'_, '_> {
         match r {
             Ref::Id(id) => Ok(id),
             Ref::Created(to) => match self.created.get(to) {
-                Some(Some(id)) if to < n => Ok(*id),
+                Some(Some(id)) if to < n && self.creates_document[to] == (what == "problem") => Ok(*id),
                 _ => Err(Invalid::BadReference { op: n, to, what }),
             },
         }

@@ -242,6 +242,14 @@ fn a_refused_batch_writes_nothing_and_says_why() {
         refused(&[forward, add], &[], &limits),
         Refused::Invalid(Invalid::BadReference { op: 0, to: 1, what: "test case" })
     );
+    // A reference to an op that created the other kind of thing.
+    let columns = Columns::new();
+    let create = Op::CreateDocument { blob: b"d", columns: &columns };
+    let wrong_kind = Op::SetOutput { document: Ref::Created(0), input: Ref::Created(0), value: &v };
+    assert_eq!(
+        refused(&[create, wrong_kind], &[], &limits),
+        Refused::Invalid(Invalid::BadReference { op: 1, to: 0, what: "test case" })
+    );
     // Size limits: over the batch's bytes, or its op count.
     let big = Value::Str("x".repeat(1000));
     let adds: Vec<Op<'_>> =

@@ -701,10 +701,6 @@ def test_batch_arguments_are_checked_when_queued(dead: LseClient):
         batch.update_test_case(doc, doc, 1)
     with pytest.raises(TypeError, match="pending test case"):
         batch.delete_problem(tc)
-    with pytest.raises(ValueError, match="cannot name a test case this batch creates"):
-        batch.add_test_case(doc, 2, before=tc)
-    with pytest.raises(ValueError, match="cannot name a test case this batch creates"):
-        batch.move_test_case(doc, tc, after=tc)
     with pytest.raises(ValueError, match="another batch"):
         dead.batch().delete_problem(doc)
     with pytest.raises(TypeError):
@@ -735,3 +731,20 @@ def test_batch_ops_name_created_things_by_op_index(dead: LseClient):
     assert not ops[1].HasField("problem_from_op") and ops[1].update_problem_column.problem_id == 1
     assert ops[4].move_test_case.position.WhichOneof("at") == "end"
     assert isinstance(batch, Batch) and "5 ops" in repr(batch)
+
+
+def test_a_batch_places_test_cases_beside_ones_it_adds(lse: LseClient):
+    with lse.batch() as b:
+        doc = b.create_problem("<p>placed</p>")
+        first = b.add_test_case(doc, 1)
+        b.add_test_case(doc, 0, before=first)
+        last = b.add_test_case(doc, 3)
+        b.add_test_case(doc, 2, after=first)
+        b.move_test_case(doc, last, before=first)
+    assert [t["value"] for t in lse.get_problem(doc.id)["test_cases"]] == [0, 3, 1, 2]
+    # A test case cannot be placed beside itself, even while pending.
+    with pytest.raises(InvalidArgument, match="itself"):
+        with lse.batch() as b:
+            tc = b.add_test_case(doc.id, 9)
+            b.move_test_case(doc.id, tc, after=tc)
+    assert len(lse.get_problem(doc.id)["test_cases"]) == 4
