@@ -1644,8 +1644,8 @@ class Batch:
 
     :meth:`create_problem` and :meth:`add_test_case` return a
     :class:`Pending` that later operations of the batch accept in place of
-    the id. Positions (``before``/``after``) must be ids the server already
-    gave: a test case created in the same batch cannot be named there.
+    the id, positions (``before``/``after``) included (sent as the wire's
+    ``before_op``/``after_op``).
 
     After a commit, :attr:`versions` maps every problem the batch named or
     created (and did not delete) to its version, and :attr:`created` holds,
