@@ -128,14 +128,6 @@ impl From<Refused> for Error {
 }
 
 impl Error {
-    /// The error itself, without the batch operation it came from.
-    pub fn cause(&self) -> &Error {
-        match self {
-            Error::InBatch { source, .. } => source.cause(),
-            other => other,
-        }
-    }
-
     /// The error without the batch operation it came from.
     pub fn into_cause(self) -> Error {
         match self {
